@@ -1,0 +1,23 @@
+"""PyTorch's elastic-rendezvous utilities for async code, on anyio."""
+
+from ._config import parse_rendezvous_config as parse_rendezvous_config
+from ._delay import backoff as backoff
+from ._delay import delay as delay
+from ._endpoint import Endpoint as Endpoint
+from ._endpoint import parse_rendezvous_endpoint as parse_rendezvous_endpoint
+from ._endpoint import try_parse_port as try_parse_port
+from ._util import fixup_module_metadata as _fixup_module_metadata
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "Endpoint",
+    "backoff",
+    "delay",
+    "parse_rendezvous_config",
+    "parse_rendezvous_endpoint",
+    "try_parse_port",
+)
+
+_fixup_module_metadata(__name__, globals())
+del _fixup_module_metadata
