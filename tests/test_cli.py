@@ -56,3 +56,48 @@ def test_no_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_doctor_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--rdzv-endpoint", "127.0.0.1:1234"]) == 0
+    out = capsys.readouterr().out
+    assert "endpoint:   127.0.0.1:1234" in out
+    assert "interfaces:" in out
+    assert "decision:   this node HOSTS the store (matches=True)" in out
+    assert "rule:       loopback: 127.0.0.1 is a loopback address" in out
+
+
+def test_doctor_json_for_an_unresolvable_host(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["doctor", "--rdzv-endpoint", "no-such-host.invalid", "--timeout", "3", "--json"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["endpoint"] == {
+        "host": "no-such-host.invalid",
+        "port": 29400,
+        "str": "no-such-host.invalid:29400",
+    }
+    assert report["identity"]["interfaces"]
+    assert report["decision"]["matches"] is False
+    assert report["decision"]["rule"] in {"unresolvable", "timeout"}
+    assert report["decision"]["elapsed"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rdzv-endpoint", "h:x"], "The port number of the rendezvous endpoint 'h:x'"),
+        (["--rdzv-endpoint", "h", "--timeout", "-1"], "timeout must be positive or None"),
+    ],
+)
+def test_doctor_bad_input_exits_2_without_traceback(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "anyrdzv", "doctor", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr

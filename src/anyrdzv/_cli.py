@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+import anyio
+
 from ._config import parse_rendezvous_config
 from ._endpoint import parse_rendezvous_endpoint
+from ._hostname import explain_machine_hostname, local_identity
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 
@@ -60,6 +64,62 @@ def _cmd_parse(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        endpoint = parse_rendezvous_endpoint(args.rdzv_endpoint, args.default_port)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    async def diagnose() -> int:
+        identity = await local_identity()
+        try:
+            match = await explain_machine_hostname(endpoint.host, timeout=args.timeout)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if args.json:
+            report = {
+                "endpoint": {"host": endpoint.host, "port": endpoint.port, "str": str(endpoint)},
+                "identity": {
+                    "hostname": identity.hostname,
+                    "fqdn": identity.fqdn,
+                    "canonical_name": identity.canonical_name,
+                    "hostname_addresses": list(identity.hostname_addresses),
+                    "interfaces": {k: list(v) for k, v in identity.interfaces.items()},
+                },
+                "decision": {
+                    "matches": match.matches,
+                    "rule": match.rule,
+                    "detail": match.detail,
+                    "addresses": list(match.addresses),
+                    "elapsed": match.elapsed,
+                },
+            }
+            json.dump(report, out, indent=2)
+            out.write("\n")
+            return 0
+        verdict = "HOSTS the store" if match.matches else "does NOT host the store"
+        width = max((len(name) for name in identity.interfaces), default=0)
+        out.write(f"endpoint:   {endpoint}  (host {endpoint.host!r}, port {endpoint.port})\n")
+        out.write(f"hostname:   {identity.hostname}\n")
+        out.write(f"fqdn:       {identity.fqdn}\n")
+        out.write(f"canonical:  {identity.canonical_name or '-'}\n")
+        resolved = ", ".join(identity.hostname_addresses) or "nothing"
+        out.write(f"hostname resolves to: {resolved}\n")
+        out.write("interfaces:\n")
+        out.writelines(
+            f"  {name:<{width}}  {', '.join(addresses)}\n"
+            for name, addresses in identity.interfaces.items()
+        )
+        out.write(f"decision:   this node {verdict} (matches={match.matches})\n")
+        out.write(f"rule:       {match.rule}: {match.detail}\n")
+        looked_up = ", ".join(match.addresses) if match.addresses else "(no lookup needed or none)"
+        out.write(f"resolved:   {looked_up}\n")
+        out.write(f"elapsed:    {match.elapsed * 1000:.2f} ms\n")
+        return 0
+
+    return anyio.run(diagnose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``anyrdzv`` argument parser, with one sub-parser per command."""
     parser = argparse.ArgumentParser(
@@ -79,6 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parse.add_argument("--json", action="store_true", help="print JSON")
     parse.set_defaults(handler=_cmd_parse)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="tell whether this node would host the rendezvous store, and why",
+        description=(
+            "Show this machine's identity and decide, as a launcher would, whether the "
+            "endpoint's host names this node. Run it on every node of a job that hangs "
+            "at rendezvous."
+        ),
+    )
+    _add_endpoint_options(doctor)
+    doctor.add_argument(
+        "--timeout", type=float, default=5.0, metavar="SECONDS",
+        help="how long the host lookup may take (default: 5)",
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(handler=_cmd_doctor)
     return parser
 
 
@@ -97,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"anyrdzv {args.command}: error: {exc}\n")
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``anyrdzv ... | head``): stop quietly, as cat does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
