@@ -11,6 +11,10 @@ from ._hostname import LocalIdentity as LocalIdentity
 from ._hostname import explain_machine_hostname as explain_machine_hostname
 from ._hostname import local_identity as local_identity
 from ._hostname import matches_machine_hostname as matches_machine_hostname
+from ._periodic import Tick as Tick
+from ._periodic import periodic as periodic
+from ._timer import PeriodicTimer as PeriodicTimer
+from ._timer import TimerStatistics as TimerStatistics
 from ._util import fixup_module_metadata as _fixup_module_metadata
 
 __version__ = "0.1.0"
@@ -19,6 +23,9 @@ __all__ = (
     "Endpoint",
     "HostMatch",
     "LocalIdentity",
+    "PeriodicTimer",
+    "Tick",
+    "TimerStatistics",
     "backoff",
     "delay",
     "explain_machine_hostname",
@@ -26,6 +33,7 @@ __all__ = (
     "matches_machine_hostname",
     "parse_rendezvous_config",
     "parse_rendezvous_endpoint",
+    "periodic",
     "try_parse_port",
 )
 

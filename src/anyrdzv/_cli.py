@@ -151,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_endpoint_options(doctor)
     doctor.add_argument(
-        "--timeout", type=float, default=5.0, metavar="SECONDS",
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
         help="how long the host lookup may take (default: 5)",
     )
     doctor.add_argument("--json", action="store_true", help="print JSON")
