@@ -1,0 +1,36 @@
+"""What the examples share: pick a backend by name, and stop cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+BACKENDS = ("asyncio", "uvloop", "trio")
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """True for a KeyboardInterrupt, or an exception group made only of them (trio)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    return bool(inner) and all(is_interrupt(e) for e in inner)
+
+
+def run(func: Callable[..., Awaitable[Any]], *args: Any, backend: str = "asyncio") -> int:
+    """Run ``func(*args)`` on ``backend``; return 0, or 130 after Ctrl-C."""
+    options = {"use_uvloop": True} if backend == "uvloop" else {}
+    try:
+        anyio.run(
+            func, *args, backend="trio" if backend == "trio" else "asyncio", backend_options=options
+        )
+    except BaseException as exc:
+        if not is_interrupt(exc):
+            raise
+        print("interrupted: stopped cleanly", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,63 @@
+"""A trio-first agent: trio.run, nurseries, and anyrdzv inside, with nothing special.
+
+    python examples/trio_agent.py --rdzv-endpoint localhost:29400 --duration 3
+
+The agent runs three tasks in one nursery: a keep-alive timer, a health probe that
+re-checks whether this node still hosts the store, and the "work" itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import trio
+from _runner import is_interrupt
+
+import anyrdzv
+
+
+async def agent(endpoint: anyrdzv.Endpoint, interval: float, duration: float) -> None:
+    started = time.monotonic()
+
+    def beat() -> None:
+        print(f"{time.monotonic() - started:7.3f}s  keep-alive", flush=True)
+
+    async def probe() -> None:
+        async for tick in anyrdzv.periodic(interval, schedule="fixed-rate", jitter=0.2):
+            hosts = await anyrdzv.matches_machine_hostname(endpoint.host)
+            print(f"{time.monotonic() - started:7.3f}s  probe #{tick.index}: hosts store = {hosts}")
+
+    async def work() -> None:
+        await trio.sleep(duration)
+
+    async with anyrdzv.PeriodicTimer(interval, beat) as timer, trio.open_nursery() as nursery:
+        nursery.start_soon(probe)
+        await work()
+        nursery.cancel_scope.cancel()
+    print(f"done: {timer.statistics().calls} keep-alives")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rdzv-endpoint", default="localhost:29400", metavar="HOST[:PORT]")
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    try:
+        endpoint = anyrdzv.parse_rendezvous_endpoint(args.rdzv_endpoint, 29400)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        trio.run(agent, endpoint, args.interval, args.duration)
+    except BaseException as exc:
+        if not is_interrupt(exc):
+            raise
+        print("interrupted: stopped cleanly", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

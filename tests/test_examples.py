@@ -1,0 +1,141 @@
+"""The examples are real programs: run each one briefly, on each backend."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BACKENDS = ["asyncio", "uvloop", "trio"]
+
+
+def run_example(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_heartbeat_loop(backend: str) -> None:
+    proc = run_example(
+        "heartbeat_loop.py",
+        "--timers",
+        "3",
+        "--interval",
+        "0.1",
+        "--duration",
+        "0.55",
+        "--backend",
+        backend,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for node in ("node-0", "node-1", "node-2"):
+        assert proc.stdout.count(f"{node}  beat #") >= 4
+        assert f"  {node}: " in proc.stdout
+    assert "previous lateness" in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_heartbeat_loop_bad_interval_is_a_usage_error() -> None:
+    proc = run_example("heartbeat_loop.py", "--interval", "0")
+    assert proc.returncode == 2
+    assert "interval must be positive and finite, got 0.0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_heartbeat_loop_stops_cleanly_on_ctrl_c(backend: str) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "heartbeat_loop.py",
+            "--interval",
+            "0.05",
+            "--duration",
+            "60",
+            "--backend",
+            backend,
+        ],
+        cwd=EXAMPLES,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the banner: the loop is about to start
+    assert "heartbeats every" in first
+    assert "beat #" in proc.stdout.readline()  # it is running
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert "interrupted: stopped cleanly" in err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_async_launcher(backend: str) -> None:
+    proc = run_example(
+        "async_launcher.py",
+        "--rdzv-endpoint",
+        "127.0.0.1:29400",
+        "--rdzv-conf",
+        "join_timeout=60,keep_alive_interval=0.1",
+        "--rdzv-id",
+        "job42",
+        "--duration",
+        "0.45",
+        "--backend",
+        backend,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "this node hosts the store (loopback" in proc.stdout
+    assert "joined rendezvous 'job42'" in proc.stdout
+    assert proc.stdout.count("keep-alive  run=job42") >= 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rdzv-endpoint", "h:99999"], "The port number of the rendezvous endpoint 'h:99999'"),
+        (["--rdzv-conf", "keep_alive_interval"], "option 'keep_alive_interval' must have a value"),
+        (["--rdzv-conf", "keep_alive_interval=-1"], "keep_alive_interval must be a positive"),
+    ],
+)
+def test_async_launcher_bad_flags(args: list[str], message: str) -> None:
+    proc = run_example("async_launcher.py", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_async_launcher_remote_store() -> None:
+    proc = run_example(
+        "async_launcher.py",
+        "--rdzv-endpoint",
+        "192.0.2.250",
+        "--rdzv-conf",
+        "keep_alive_interval=0.1",
+        "--duration",
+        "0.15",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "joins a store on another node" in proc.stdout
+
+
+def test_trio_agent() -> None:
+    proc = run_example("trio_agent.py", "--interval", "0.1", "--duration", "0.45")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("keep-alive") >= 3
+    assert "probe #0: hosts store = True" in proc.stdout
+    assert "done: " in proc.stdout
