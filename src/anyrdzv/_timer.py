@@ -43,13 +43,17 @@ class _Context:
     __slots__ = (
         "args",
         "call_soon",
+        "calls",
         "cancelled",
         "done",
+        "finished",
         "function",
         "interval",
         "kwargs",
+        "last_duration",
+        "last_lateness",
+        "max_lateness",
         "scope",
-        "stats",
     )
 
     def __init__(
@@ -60,10 +64,12 @@ class _Context:
         self.args = args
         self.kwargs = kwargs
         self.cancelled = False
+        self.finished = False
         self.scope: anyio.CancelScope | None = None
         self.call_soon: CallSoon | None = None
-        self.done: anyio.Event | None = None
-        self.stats = TimerStatistics()
+        self.done: anyio.Event | None = None  # made by aclose(), only if it has to wait
+        self.calls = 0
+        self.last_lateness = self.max_lateness = self.last_duration = 0.0
 
     def cancel(self) -> None:
         # Safe from any thread and from a finalizer: a flag, then a non-blocking wake-up.
@@ -76,27 +82,35 @@ class _Context:
             self.scope.cancel()
 
     async def run(self) -> None:
-        assert self.done is not None
+        function, args, kwargs = self.function, self.args, self.kwargs
         try:
             with anyio.CancelScope() as self.scope:
                 if self.cancelled:
                     return
-                max_lateness = 0.0
-                calls = 0
                 async for tick in periodic(self.interval):
                     if self.cancelled:
                         break
-                    result = self.function(*self.args, **self.kwargs)
-                    if inspect.isawaitable(result):
+                    result = function(*args, **kwargs)
+                    if result is not None and inspect.isawaitable(result):
                         await result
-                    calls += 1
-                    lateness = tick.lateness
-                    max_lateness = max(max_lateness, lateness)
-                    duration = anyio.current_time() - tick.actual
-                    self.stats = TimerStatistics(calls, lateness, max_lateness, duration)
+                    self.calls += 1
+                    lateness = tick.actual - tick.scheduled
+                    self.last_lateness = lateness
+                    self.max_lateness = max(self.max_lateness, lateness)
+                    self.last_duration = anyio.current_time() - tick.actual
         finally:
             self.scope = None
-            self.done.set()
+            self.finished = True
+            if self.done is not None:
+                self.done.set()
+
+    async def wait_finished(self) -> None:
+        if self.finished:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self.done is None:
+            self.done = anyio.Event()
+        await self.done.wait()
 
 
 @final
@@ -175,7 +189,6 @@ class PeriodicTimer:
             raise RuntimeError(_ALREADY_STARTED)
         ctx = self._ctx
         ctx.call_soon = current_call_soon()
-        ctx.done = anyio.Event()
         task_group.start_soon(ctx.run, name=self._name or "PeriodicTimer")
         self._started = True
 
@@ -192,15 +205,15 @@ class PeriodicTimer:
     async def aclose(self) -> None:
         """Cancel the timer and wait until its task has finished."""
         self.cancel()
-        done = self._ctx.done
-        if done is None:
-            await anyio.lowlevel.checkpoint()
+        if self._started:
+            await self._ctx.wait_finished()
         else:
-            await done.wait()
+            await anyio.lowlevel.checkpoint()
 
     def statistics(self) -> TimerStatistics:
         """Return the timer's statistics: calls made, lateness and the last duration."""
-        return self._ctx.stats
+        ctx = self._ctx
+        return TimerStatistics(ctx.calls, ctx.last_lateness, ctx.max_lateness, ctx.last_duration)
 
     async def __aenter__(self) -> PeriodicTimer:
         task_group = anyio.create_task_group()
