@@ -6,13 +6,31 @@ from ._delay import delay as delay
 from ._endpoint import Endpoint as Endpoint
 from ._endpoint import parse_rendezvous_endpoint as parse_rendezvous_endpoint
 from ._endpoint import try_parse_port as try_parse_port
+from ._etcd_store import EtcdStore as EtcdStore
 from ._hostname import HostMatch as HostMatch
 from ._hostname import LocalIdentity as LocalIdentity
 from ._hostname import explain_machine_hostname as explain_machine_hostname
 from ._hostname import local_identity as local_identity
 from ._hostname import matches_machine_hostname as matches_machine_hostname
+from ._membership import Heartbeat as Heartbeat
+from ._membership import HeartbeatLost as HeartbeatLost
+from ._membership import MemberEvent as MemberEvent
+from ._membership import MemberEventType as MemberEventType
+from ._membership import MembersSnapshot as MembersSnapshot
+from ._membership import members as members
+from ._membership import watch_members as watch_members
+from ._memory_store import MemoryStore as MemoryStore
 from ._periodic import Tick as Tick
 from ._periodic import periodic as periodic
+from ._store import EventType as EventType
+from ._store import Lease as Lease
+from ._store import LeaseExpired as LeaseExpired
+from ._store import LeaseStore as LeaseStore
+from ._store import StoreCompacted as StoreCompacted
+from ._store import StoreConnectionError as StoreConnectionError
+from ._store import StoreError as StoreError
+from ._store import StoreEvent as StoreEvent
+from ._store import StorePermissionError as StorePermissionError
 from ._timer import PeriodicTimer as PeriodicTimer
 from ._timer import TimerStatistics as TimerStatistics
 from ._util import fixup_module_metadata as _fixup_module_metadata
@@ -21,9 +39,25 @@ __version__ = "0.1.0"
 
 __all__ = (
     "Endpoint",
+    "EtcdStore",
+    "EventType",
+    "Heartbeat",
+    "HeartbeatLost",
     "HostMatch",
+    "Lease",
+    "LeaseExpired",
+    "LeaseStore",
     "LocalIdentity",
+    "MemberEvent",
+    "MemberEventType",
+    "MembersSnapshot",
+    "MemoryStore",
     "PeriodicTimer",
+    "StoreCompacted",
+    "StoreConnectionError",
+    "StoreError",
+    "StoreEvent",
+    "StorePermissionError",
     "Tick",
     "TimerStatistics",
     "backoff",
@@ -31,10 +65,12 @@ __all__ = (
     "explain_machine_hostname",
     "local_identity",
     "matches_machine_hostname",
+    "members",
     "parse_rendezvous_config",
     "parse_rendezvous_endpoint",
     "periodic",
     "try_parse_port",
+    "watch_members",
 )
 
 _fixup_module_metadata(__name__, globals())

@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.lowlevel
+
+from ._store import (
+    EventType,
+    Lease,
+    LeaseExpired,
+    StoreCompacted,
+    StoreConnectionError,
+    StoreEvent,
+)
+from ._util import check_str
+
+
+def check_ttl(ttl: object) -> int:
+    """Return ``ttl`` if it is a whole number of seconds, at least 1."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise TypeError(f"ttl must be an int number of seconds, got {type(ttl).__qualname__}")
+    if ttl < 1:
+        raise ValueError(f"ttl must be at least 1 second, got {ttl}")
+    return ttl
+
+
+@dataclass
+class _LeaseState:
+    ttl: int
+    deadline: float
+    keys: set[str] = field(default_factory=set)
+
+
+class MemoryStore:
+    """An in-process :class:`LeaseStore`: the default for single-process agents and tests.
+
+    Lease TTLs run on anyio's clock. Expiry needs no background task: every operation,
+    and every waiting watch, expires the leases that are due, so a watcher sees a
+    member leave as soon as its lease runs out. Revisions and watches behave like
+    etcd's: a lease revoke deletes all its keys at one revision, and a watch can resume
+    from any revision still in the history.
+
+    Use one ``MemoryStore`` within one event loop.
+
+    :param history_limit: how many events to keep for watches to resume from; older
+        ones are compacted away
+    """
+
+    def __init__(self, *, history_limit: int = 100_000) -> None:
+        if isinstance(history_limit, bool) or not isinstance(history_limit, int):
+            raise TypeError("history_limit must be an int")
+        if history_limit < 1:
+            raise ValueError(f"history_limit must be at least 1, got {history_limit}")
+        self._history_limit = history_limit
+        self._revision = 1
+        self._data: dict[str, tuple[bytes, int | None]] = {}
+        self._leases: dict[int, _LeaseState] = {}
+        self._deadlines: list[tuple[float, int]] = []  # a heap; stale entries are skipped
+        self._next_lease_id = 1
+        self._history: list[StoreEvent] = []
+        self._history_revisions: list[int] = []
+        self._history_base = 0  # absolute index of _history[0]
+        self._changed: anyio.Event | None = None
+        self._generation = 0  # bumped by _break_watches()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _record(self, events: list[StoreEvent]) -> None:
+        self._history.extend(events)
+        self._history_revisions.extend(e.revision for e in events)
+        excess = len(self._history) - self._history_limit
+        if excess > 0:
+            del self._history[:excess]
+            del self._history_revisions[:excess]
+            self._history_base += excess
+        self._notify()
+
+    def _drop_lease(self, lease_id: int) -> None:
+        state = self._leases.pop(lease_id, None)
+        if state is None or not state.keys:
+            return
+        self._revision += 1
+        events = []
+        for key in sorted(state.keys):
+            del self._data[key]
+            events.append(StoreEvent(EventType.DELETE, key, b"", self._revision))
+        self._record(events)
+
+    def _expire(self) -> None:
+        now = anyio.current_time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, lease_id = heapq.heappop(self._deadlines)
+            state = self._leases.get(lease_id)
+            if state is not None and state.deadline <= now:
+                self._drop_lease(lease_id)
+
+    def _next_deadline(self) -> float:
+        return self._deadlines[0][0] if self._deadlines else math.inf
+
+    def _break_watches(self) -> None:
+        """Make every open watch fail as if its connection dropped (for tests)."""
+        self._generation += 1
+        self._notify()
+
+    # -- the LeaseStore protocol -----------------------------------------------------------
+
+    async def grant(self, ttl: int) -> Lease:
+        """Grant a lease that lives ``ttl`` seconds unless kept alive.
+
+        :raises ValueError: if ``ttl`` is less than 1
+        """
+        check_ttl(ttl)
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        lease_id = self._next_lease_id
+        self._next_lease_id += 1
+        deadline = anyio.current_time() + ttl
+        self._leases[lease_id] = _LeaseState(ttl, deadline)
+        heapq.heappush(self._deadlines, (deadline, lease_id))
+        return Lease(lease_id, ttl)
+
+    async def keep_alive(self, lease: Lease) -> int:
+        """Renew ``lease`` to its full TTL and return that TTL.
+
+        :raises LeaseExpired: if the lease is gone
+        """
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        state = self._leases.get(lease.id)
+        if state is None:
+            raise LeaseExpired(f"lease {lease.id} has expired or was revoked")
+        state.deadline = anyio.current_time() + state.ttl
+        heapq.heappush(self._deadlines, (state.deadline, lease.id))
+        return state.ttl
+
+    async def revoke(self, lease: Lease) -> None:
+        """Revoke ``lease`` now, deleting its keys."""
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        self._drop_lease(lease.id)
+
+    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
+        """Set ``key`` to ``value``, under ``lease`` if given; return the new revision.
+
+        :raises LeaseExpired: if ``lease`` is gone
+        """
+        check_str("key", key)
+        if not isinstance(value, bytes):
+            raise TypeError(f"value must be bytes, got {type(value).__qualname__}")
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        if lease is not None and lease.id not in self._leases:
+            raise LeaseExpired(f"lease {lease.id} has expired or was revoked")
+        previous = self._data.get(key)
+        if previous is not None and previous[1] is not None and previous[1] in self._leases:
+            self._leases[previous[1]].keys.discard(key)
+        lease_id = None if lease is None else lease.id
+        self._data[key] = (value, lease_id)
+        if lease_id is not None:
+            self._leases[lease_id].keys.add(key)
+        self._revision += 1
+        self._record([StoreEvent(EventType.PUT, key, value, self._revision)])
+        return self._revision
+
+    async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
+        """Return every key under ``prefix`` with its value, and the store revision."""
+        check_str("prefix", prefix)
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        found = {k: v for k, (v, _) in self._data.items() if k.startswith(prefix)}
+        return found, self._revision
+
+    def watch_prefix(self, prefix: str, *, start_revision: int) -> _MemoryWatch:
+        """Yield every change under ``prefix`` from ``start_revision`` on, in order.
+
+        :raises StoreCompacted: if ``start_revision`` is older than the kept history
+        """
+        check_str("prefix", prefix)
+        return _MemoryWatch(self, prefix, start_revision)
+
+
+class _MemoryWatch:
+    def __init__(self, store: MemoryStore, prefix: str, start_revision: int) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._generation = store._generation
+        self._position = store._history_base + bisect.bisect_left(
+            store._history_revisions, start_revision
+        )
+        self._start_revision = start_revision
+
+    def __aiter__(self) -> _MemoryWatch:
+        return self
+
+    async def aclose(self) -> None:
+        """Stop watching (nothing to release: the history stays in the store)."""
+        await anyio.lowlevel.checkpoint()
+
+    async def __anext__(self) -> StoreEvent:
+        store = self._store
+        await anyio.lowlevel.checkpoint()
+        while True:
+            if self._generation != store._generation:
+                raise StoreConnectionError("the watch stream was cut")
+            store._expire()
+            if self._position < store._history_base:
+                oldest = store._history_revisions[0] if store._history_revisions else 0
+                raise StoreCompacted(
+                    f"revision {self._start_revision} has been compacted; "
+                    f"the oldest kept is {oldest}",
+                    oldest,
+                )
+            history = store._history
+            index = self._position - store._history_base
+            while index < len(history):
+                event = history[index]
+                index += 1
+                self._position += 1
+                if event.key.startswith(self._prefix):
+                    return event
+            if store._changed is None:
+                store._changed = anyio.Event()
+            changed = store._changed
+            with anyio.move_on_after(store._next_deadline() - anyio.current_time()):
+                await changed.wait()
