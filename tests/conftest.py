@@ -1,15 +1,22 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from anyrdzv import EtcdStore, LeaseStore, MemoryStore
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from etcd_server import EtcdServer
 
 _BACKENDS: list[Any] = [
     pytest.param(("asyncio", {}), id="asyncio"),
@@ -40,7 +47,7 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     await anyio.lowlevel.checkpoint()
     me = anyio.get_current_task().id  # the plugin may tear fixtures down in a new task
     leaked = [
-        task.name
+        f"{task.name} ({task.coro!r:.120})"
         for task in anyio.get_running_tasks()
         if task.id not in before
         and task.id != me
@@ -54,3 +61,58 @@ def _every_async_test_leaks_no_task(request: pytest.FixtureRequest) -> None:
     function = getattr(request.node, "function", None)
     if request.node.get_closest_marker("anyio") and inspect.iscoroutinefunction(function):
         request.getfixturevalue("no_leaked_tasks")
+
+
+# -- etcd ---------------------------------------------------------------------------------
+
+
+def _need_etcd() -> None:
+    """Skip without etcd; but under CI=true, where .ci/run installs it, fail instead."""
+    from etcd_server import etcd_binary
+
+    if etcd_binary() is None:
+        message = "etcd is not installed (apt-get install etcd-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}: CI must run the etcd tests")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """A plain-HTTP etcd shared by the tests that only read and write their own keys."""
+    _need_etcd()
+    from etcd_server import EtcdServer
+
+    server = EtcdServer(tmp_path_factory.mktemp("etcd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
+    """An etcd for one test alone, which it may kill and restart."""
+    _need_etcd()
+    from etcd_server import EtcdServer
+
+    server = EtcdServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix no other test uses, so tests can share one etcd."""
+    return f"/test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["memory", "etcd"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[LeaseStore]:
+    """Each LeaseStore implementation in turn: the contract suite runs over both."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    server: EtcdServer = request.getfixturevalue("etcd_server")
+    async with EtcdStore(server.endpoint) as etcd:
+        yield etcd

@@ -54,6 +54,23 @@ def _prefix_end(prefix: str) -> str:
     return base64.b64encode(bytes(raw)).decode()
 
 
+async def _finish_generators(response: httpx.Response, lines: AsyncIterator[str]) -> None:
+    """Close a streamed response so that httpx's chain of async generators ends now.
+
+    ``aiter_lines()`` reads through half a dozen nested async generators in httpx and
+    httpcore. Leaving it mid-stream leaves them all suspended, for the event loop's
+    garbage-collection hooks to finalise later, in stray tasks. Closing the response
+    and then advancing the iterator once makes the innermost read fail, and that error
+    unwinds, and so finishes, every generator in the chain.
+    """
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
+        try:
+            await lines.__anext__()
+        except (httpx.HTTPError, httpx.StreamError, StopAsyncIteration):
+            pass  # the closed stream's ReadError: the chain has unwound
+
+
 @final
 class EtcdStore:
     """A :class:`LeaseStore` on etcd (3.4+), through its v3 JSON gateway, with httpx.
@@ -284,33 +301,39 @@ class EtcdStore:
                 if response.status_code != 200:
                     await response.aread()
                     self._raise_for_error("/v3/watch", response.status_code, response.json())
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    message = json.loads(line)
-                    if "error" in message:
-                        self._raise_for_error("/v3/watch", 200, message)
-                    result = message.get("result", {})
-                    if result.get("compact_revision"):
-                        compacted = int(result["compact_revision"])
-                        raise StoreCompacted(
-                            f"revision {start_revision} has been compacted; "
-                            f"the oldest kept is {compacted}",
-                            compacted,
-                        )
-                    if result.get("canceled"):
-                        raise StoreConnectionError(
-                            f"etcd cancelled the watch: {result.get('cancel_reason', '')}"
-                        )
-                    for event in result.get("events", []):
-                        kv = event["kv"]
-                        kind = EventType.DELETE if event.get("type") == "DELETE" else EventType.PUT
-                        yield StoreEvent(
-                            kind,
-                            _unb64(kv["key"]).decode(),
-                            _unb64(kv.get("value", "")),
-                            int(kv["mod_revision"]),
-                        )
+                lines = response.aiter_lines()
+                try:
+                    async for line in lines:
+                        if not line.strip():
+                            continue
+                        message = json.loads(line)
+                        if "error" in message:
+                            self._raise_for_error("/v3/watch", 200, message)
+                        result = message.get("result", {})
+                        if result.get("compact_revision"):
+                            compacted = int(result["compact_revision"])
+                            raise StoreCompacted(
+                                f"revision {start_revision} has been compacted; "
+                                f"the oldest kept is {compacted}",
+                                compacted,
+                            )
+                        if result.get("canceled"):
+                            raise StoreConnectionError(
+                                f"etcd cancelled the watch: {result.get('cancel_reason', '')}"
+                            )
+                        for event in result.get("events", []):
+                            kv = event["kv"]
+                            kind = (
+                                EventType.DELETE if event.get("type") == "DELETE" else EventType.PUT
+                            )
+                            yield StoreEvent(
+                                kind,
+                                _unb64(kv["key"]).decode(),
+                                _unb64(kv.get("value", "")),
+                                int(kv["mod_revision"]),
+                            )
+                finally:
+                    await _finish_generators(response, lines)
         except httpx.TransportError as exc:
             raise self._connection_error(exc) from exc
         raise StoreConnectionError(f"etcd at {self.endpoint} closed the watch stream")

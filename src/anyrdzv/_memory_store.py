@@ -64,6 +64,7 @@ class MemoryStore:
         self._history: list[StoreEvent] = []
         self._history_revisions: list[int] = []
         self._history_base = 0  # absolute index of _history[0]
+        self._compacted_through = 0  # the newest revision no longer in the history
         self._changed: anyio.Event | None = None
         self._generation = 0  # bumped by _break_watches()
 
@@ -79,6 +80,7 @@ class MemoryStore:
         self._history_revisions.extend(e.revision for e in events)
         excess = len(self._history) - self._history_limit
         if excess > 0:
+            self._compacted_through = self._history_revisions[excess - 1]
             del self._history[:excess]
             del self._history_revisions[:excess]
             self._history_base += excess
@@ -197,6 +199,8 @@ class _MemoryWatch:
             store._history_revisions, start_revision
         )
         self._start_revision = start_revision
+        if start_revision <= store._compacted_through:
+            self._position = -1  # reported as compacted on the first __anext__
 
     def __aiter__(self) -> _MemoryWatch:
         return self

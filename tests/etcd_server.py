@@ -1,0 +1,113 @@
+"""Run a real etcd server as a subprocess, on free loopback ports, for the tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def etcd_binary() -> str | None:
+    return shutil.which("etcd")
+
+
+class EtcdServer:
+    """One etcd member with its own data dir. ``kill()`` and ``start()`` keep the data."""
+
+    def __init__(self, workdir: Path, *, cert: Path | None = None, key: Path | None = None,
+                 ca_file: Path | None = None) -> None:
+        binary = etcd_binary()
+        assert binary is not None
+        self.binary = binary
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.cert, self.key, self.ca_file = cert, key, ca_file
+        self.scheme = "https" if cert else "http"
+        self.endpoint = f"127.0.0.1:{self.client_port}"
+        self.url = f"{self.scheme}://{self.endpoint}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        args = [
+            self.binary,
+            "--name", "test",
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.url,
+            "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"test={peer}",
+            "--log-level", "error",
+        ]
+        if self.cert and self.key:
+            args += ["--cert-file", str(self.cert), "--key-file", str(self.key)]
+        log = open(self.workdir / "etcd.log", "ab")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ})
+        log.close()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"etcd exited: see {self.workdir / 'etcd.log'}")
+            try:
+                response = httpx.get(f"{self.url}/health", verify=verify, timeout=1)
+                if response.status_code in (200, 401) or "health" in response.text:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"etcd did not become ready within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, as a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.process = None
+
+    def enable_auth(self, password: str) -> None:
+        """Create the root user with ``password``, and turn auth on, through the API."""
+        with httpx.Client(base_url=self.url, timeout=5) as client:
+            for path, body in (
+                ("/v3/auth/user/add", {"name": "root", "password": password}),
+                ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+                ("/v3/auth/enable", {}),
+            ):
+                response = client.post(path, json=body)
+                assert response.status_code == 200, (path, response.text)

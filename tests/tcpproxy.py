@@ -1,0 +1,84 @@
+"""A loopback TCP proxy whose connections a test can cut, or refuse for a while."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, final
+
+import anyio
+import anyio.abc
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+
+@final
+class TcpProxy:
+    """Forward 127.0.0.1:<port> to ``target``; ``cut()`` drops every open connection,
+    and while ``refusing`` is set, new connections are closed at once (an outage)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.refusing = False
+        self.port = 0
+        self._scopes: set[anyio.CancelScope] = set()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> TcpProxy:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        self._listener = listener
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(listener.serve, self._handle)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        assert self._listener is not None
+        self._tg.cancel_scope.cancel()
+        result = await self._tg.__aexit__(exc_type, exc, tb)
+        await self._listener.aclose()
+        return result
+
+    def cut(self) -> None:
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        async with client:
+            if self.refusing:
+                return
+            try:
+                upstream = await anyio.connect_tcp(*self.target)
+            except OSError:
+                return
+            async with upstream:
+                with anyio.CancelScope() as scope:
+                    self._scopes.add(scope)
+                    try:
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(self._pipe, client, upstream, tg.cancel_scope)
+                            tg.start_soon(self._pipe, upstream, client, tg.cancel_scope)
+                    finally:
+                        self._scopes.discard(scope)
+
+    @staticmethod
+    async def _pipe(
+        source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream, scope: anyio.CancelScope
+    ) -> None:
+        try:
+            async for chunk in source:
+                await sink.send(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        scope.cancel()
