@@ -31,8 +31,14 @@ def etcd_binary() -> str | None:
 class EtcdServer:
     """One etcd member with its own data dir. ``kill()`` and ``start()`` keep the data."""
 
-    def __init__(self, workdir: Path, *, cert: Path | None = None, key: Path | None = None,
-                 ca_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        cert: Path | None = None,
+        key: Path | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
         binary = etcd_binary()
         assert binary is not None
         self.binary = binary
@@ -50,14 +56,22 @@ class EtcdServer:
         peer = f"http://127.0.0.1:{self.peer_port}"
         args = [
             self.binary,
-            "--name", "test",
-            "--data-dir", str(self.data_dir),
-            "--listen-client-urls", self.url,
-            "--advertise-client-urls", self.url,
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"test={peer}",
-            "--log-level", "error",
+            "--name",
+            "test",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.url,
+            "--advertise-client-urls",
+            self.url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"test={peer}",
+            "--log-level",
+            "error",
         ]
         if self.cert and self.key:
             args += ["--cert-file", str(self.cert), "--key-file", str(self.key)]

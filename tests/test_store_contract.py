@@ -52,7 +52,9 @@ class TestLeases:
         assert found == {f"{key_prefix}/b": b"2"}
         await store.revoke(lease)  # again: not an error
 
-    async def test_gone_lease_raises_lease_expired(self, store: LeaseStore, key_prefix: str) -> None:
+    async def test_gone_lease_raises_lease_expired(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
         lease = await store.grant(10)
         await store.revoke(lease)
         with pytest.raises(LeaseExpired):
@@ -67,7 +69,7 @@ class TestLeases:
         await store.put(f"{key_prefix}/ephemeral", b"x", lease=lease)
         start = anyio.current_time()
         with anyio.fail_after(lease.ttl + 3):
-            while (await store.get_prefix(f"{key_prefix}/"))[0]:
+            while (await store.get_prefix(f"{key_prefix}/"))[0]:  # noqa: ASYNC110 - polls the store
                 await anyio.sleep(0.05)
         assert anyio.current_time() - start >= lease.ttl - 0.6  # not before its time
         with pytest.raises(LeaseExpired):
