@@ -25,7 +25,7 @@ pytestmark = pytest.mark.anyio
 async def collect(store: LeaseStore, prefix: str, start: int, count: int) -> list[StoreEvent]:
     events: list[StoreEvent] = []
     with anyio.fail_after(10):
-        async with aclosing(store.watch_prefix(prefix, start_revision=start)) as stream:  # type: ignore[type-var]
+        async with aclosing(store.watch_prefix(prefix, start_revision=start)) as stream:
             async for event in stream:
                 events.append(event)
                 if len(events) == count:

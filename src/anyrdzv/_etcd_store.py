@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import httpx
 
-from ._endpoint import parse_rendezvous_endpoint
+from ._endpoint import Endpoint, parse_rendezvous_endpoint
 from ._memory_store import check_ttl
 from ._store import (
     EventType,
@@ -23,7 +23,7 @@ from ._store import (
 from ._util import check_positive_finite, check_str
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator
     from types import TracebackType
 
 ETCD_DEFAULT_PORT = 2379
@@ -32,7 +32,14 @@ ETCD_DEFAULT_PORT = 2379
 _NOT_FOUND = 5
 _PERMISSION_DENIED = 7
 _UNAUTHENTICATED = 16
-_INVALID_ARGUMENT = 3
+# etcd 3.4 reports these auth failures as InvalidArgument (code 3), so match the text.
+_AUTH_MESSAGES = (
+    "user name is empty",
+    "authentication failed",
+    "invalid auth token",
+    "permission denied",
+    "auth: revision",
+)
 
 
 def _b64(text: str) -> str:
@@ -52,6 +59,27 @@ def _prefix_end(prefix: str) -> str:
         return base64.b64encode(b"\0").decode()  # the whole key space
     raw[-1] += 1
     return base64.b64encode(bytes(raw)).decode()
+
+
+class _Body(httpx.AsyncByteStream):
+    """A request body that is no async generator.
+
+    httpx sends ``content=``/``json=`` bodies through an async generator; when the
+    connection drops mid-request, that generator is left for garbage collection, and
+    trio reports it with a ResourceWarning. This one-chunk iterator has nothing to leave.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
 
 
 async def _finish_generators(response: httpx.Response, lines: AsyncIterator[str]) -> None:
@@ -100,7 +128,7 @@ class EtcdStore:
         password: str | None = None,
         timeout: float = 5.0,
     ) -> None:
-        self.endpoint = parse_rendezvous_endpoint(endpoint, ETCD_DEFAULT_PORT)
+        self.endpoint: Endpoint = parse_rendezvous_endpoint(endpoint, ETCD_DEFAULT_PORT)
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__qualname__}")
         if username is not None:
@@ -158,7 +186,11 @@ class EtcdStore:
 
     def _connection_error(self, exc: Exception) -> StoreConnectionError:
         text = str(exc) or type(exc).__name__
-        if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc, _ssl.SSLError):
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, _ssl.SSLError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None or "CERTIFICATE_VERIFY_FAILED" in text:
+            text = str(cause or text)
             return StoreConnectionError(
                 f"TLS with etcd at {self.endpoint} failed: {text}. Pass ssl= an SSLContext "
                 "that trusts the server's CA (ssl.create_default_context(cafile=...))"
@@ -172,7 +204,11 @@ class EtcdStore:
     def _raise_for_error(self, path: str, status: int, body: dict[str, Any]) -> None:
         code = body.get("code")
         message = str(body.get("message") or body.get("error") or f"HTTP {status}")
-        if code in (_UNAUTHENTICATED, _PERMISSION_DENIED) or status in (401, 403):
+        if (
+            code in (_UNAUTHENTICATED, _PERMISSION_DENIED)
+            or status in (401, 403)
+            or any(text in message for text in _AUTH_MESSAGES)
+        ):
             hint = "" if self._username else " (etcd has auth enabled: pass username and password)"
             raise StorePermissionError(f"etcd refused {path}: {message}{hint}")
         if code == _NOT_FOUND and "lease not found" in message:
@@ -187,8 +223,14 @@ class EtcdStore:
         )
         self._token = str(body["token"])
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": self._token} if self._token else {}
+    def _request(self, path: str, payload: dict[str, Any]) -> httpx.Request:
+        data = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        if self._token:
+            headers["Authorization"] = self._token
+        request = self._require_client().build_request("POST", path, headers=headers)
+        request.stream = _Body(data)
+        return request
 
     async def _call(
         self, path: str, payload: dict[str, Any], *, authenticate: bool = True
@@ -197,7 +239,7 @@ class EtcdStore:
         for attempt in (1, 2):
             try:
                 with anyio.fail_after(self._timeout):
-                    response = await client.post(path, json=payload, headers=self._headers())
+                    response = await client.send(self._request(path, payload))
             except TimeoutError as exc:
                 raise self._connection_error(httpx.TimeoutException(str(exc))) from exc
             except httpx.TransportError as exc:
@@ -278,7 +320,9 @@ class EtcdStore:
         }
         return found, int(body["header"]["revision"])
 
-    async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[StoreEvent]:
+    async def watch_prefix(
+        self, prefix: str, *, start_revision: int
+    ) -> AsyncGenerator[StoreEvent, None]:
         """Yield every change under ``prefix`` from ``start_revision`` on, in order.
 
         :raises StoreCompacted: if ``start_revision`` has been compacted
@@ -293,47 +337,47 @@ class EtcdStore:
                 "start_revision": str(start_revision),
             }
         }
-        timeout = httpx.Timeout(self._timeout, read=None)  # a quiet watch is not an error
+        http_request = self._request("/v3/watch", request)
+        # A quiet watch is not an error: no read timeout on the stream.
+        http_request.extensions["timeout"] = httpx.Timeout(self._timeout, read=None).as_dict()
         try:
-            async with client.stream(
-                "POST", "/v3/watch", json=request, headers=self._headers(), timeout=timeout
-            ) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    self._raise_for_error("/v3/watch", response.status_code, response.json())
-                lines = response.aiter_lines()
-                try:
-                    async for line in lines:
-                        if not line.strip():
-                            continue
-                        message = json.loads(line)
-                        if "error" in message:
-                            self._raise_for_error("/v3/watch", 200, message)
-                        result = message.get("result", {})
-                        if result.get("compact_revision"):
-                            compacted = int(result["compact_revision"])
-                            raise StoreCompacted(
-                                f"revision {start_revision} has been compacted; "
-                                f"the oldest kept is {compacted}",
-                                compacted,
-                            )
-                        if result.get("canceled"):
-                            raise StoreConnectionError(
-                                f"etcd cancelled the watch: {result.get('cancel_reason', '')}"
-                            )
-                        for event in result.get("events", []):
-                            kv = event["kv"]
-                            kind = (
-                                EventType.DELETE if event.get("type") == "DELETE" else EventType.PUT
-                            )
-                            yield StoreEvent(
-                                kind,
-                                _unb64(kv["key"]).decode(),
-                                _unb64(kv.get("value", "")),
-                                int(kv["mod_revision"]),
-                            )
-                finally:
-                    await _finish_generators(response, lines)
+            response = await client.send(http_request, stream=True)
         except httpx.TransportError as exc:
             raise self._connection_error(exc) from exc
+        lines = response.aiter_lines()
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                self._raise_for_error("/v3/watch", response.status_code, response.json())
+            async for line in lines:
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                if "error" in message:
+                    self._raise_for_error("/v3/watch", 200, message)
+                result = message.get("result", {})
+                if result.get("compact_revision"):
+                    compacted = int(result["compact_revision"])
+                    raise StoreCompacted(
+                        f"revision {start_revision} has been compacted; "
+                        f"the oldest kept is {compacted}",
+                        compacted,
+                    )
+                if result.get("canceled"):
+                    raise StoreConnectionError(
+                        f"etcd cancelled the watch: {result.get('cancel_reason', '')}"
+                    )
+                for event in result.get("events", []):
+                    kv = event["kv"]
+                    kind = EventType.DELETE if event.get("type") == "DELETE" else EventType.PUT
+                    yield StoreEvent(
+                        kind,
+                        _unb64(kv["key"]).decode(),
+                        _unb64(kv.get("value", "")),
+                        int(kv["mod_revision"]),
+                    )
+        except httpx.TransportError as exc:
+            raise self._connection_error(exc) from exc
+        finally:
+            await _finish_generators(response, lines)
         raise StoreConnectionError(f"etcd at {self.endpoint} closed the watch stream")

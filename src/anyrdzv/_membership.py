@@ -4,7 +4,7 @@ import enum
 import math
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, final
 
 import anyio
 import anyio.abc
@@ -22,7 +22,7 @@ from ._store import (
 from ._util import check_str
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator
     from types import TracebackType
 
 DEFAULT_PREFIX = "/anyrdzv"
@@ -100,23 +100,27 @@ class Heartbeat:
         payload: bytes = b"",
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
-        self.key = members_prefix(group, prefix) + _check_name("member", member)
-        self.group = group
-        self.member = member
-        self.interval = check_interval(interval)
+        #: the member's key in the store
+        self.key: str = members_prefix(group, prefix) + _check_name("member", member)
+        self.group: str = group
+        self.member: str = member
+        self.interval: float = check_interval(interval)
         if isinstance(max_missed, bool) or not isinstance(max_missed, int):
             raise TypeError(f"max_missed must be an int, got {type(max_missed).__qualname__}")
         if max_missed < 1:
             raise ValueError(f"max_missed must be at least 1, got {max_missed}")
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, got {type(payload).__qualname__}")
-        self.ttl = math.ceil(self.interval * max_missed)
+        #: the lease TTL, ``ceil(interval * max_missed)`` seconds
+        self.ttl: int = math.ceil(self.interval * max_missed)
         self._store = store
         self._payload = payload
         self._lease: Lease | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
-        self.renewals = 0
-        self.retries = 0
+        #: how many renewals succeeded
+        self.renewals: int = 0
+        #: how many renewals failed and were retried
+        self.retries: int = 0
 
     @property
     def lease(self) -> Lease | None:
@@ -249,7 +253,7 @@ async def watch_members(
     *,
     prefix: str = DEFAULT_PREFIX,
     retry_for: float = 30.0,
-) -> AsyncIterator[MembersSnapshot | MemberEvent]:
+) -> AsyncGenerator[MembersSnapshot | MemberEvent, None]:
     """Follow the membership of ``group``: a snapshot first, then ``JOINED``/``LEFT`` events.
 
     Events come in revision order. When the watch stream drops, it is resumed from the
@@ -278,7 +282,7 @@ async def watch_members(
     retry = backoff(0.05, 2.0)
     while True:
         try:
-            stream: Any = store.watch_prefix(key_prefix, start_revision=next_revision)
+            stream = store.watch_prefix(key_prefix, start_revision=next_revision)
             async with aclosing(stream) as events:
                 async for event in events:
                     failing_since = None

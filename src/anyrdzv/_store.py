@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable
 
 
 class StoreError(Exception):
@@ -70,6 +70,19 @@ class StoreEvent:
     revision: int
 
 
+class WatchStream(Protocol):
+    """What :meth:`LeaseStore.watch_prefix` returns: an async iterator of events that
+    can be closed early (``contextlib.aclosing`` works with it)."""
+
+    def __aiter__(self) -> AsyncIterator[StoreEvent]: ...
+
+    def __anext__(self) -> Awaitable[StoreEvent]: ...
+
+    def aclose(self) -> Awaitable[object]:
+        """Stop watching and release the stream."""
+        ...
+
+
 class LeaseStore(Protocol):
     """An async key-value store with leases and watches: what heartbeats need.
 
@@ -103,7 +116,7 @@ class LeaseStore(Protocol):
         """Return every key under ``prefix`` with its value, and the store revision."""
         ...
 
-    def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[StoreEvent]:
+    def watch_prefix(self, prefix: str, *, start_revision: int) -> WatchStream:
         """Yield every change under ``prefix`` from ``start_revision`` on, in order.
 
         :raises StoreCompacted: if ``start_revision`` is older than the kept history
