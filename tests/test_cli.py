@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+from typing import Any
 
+import anyio
 import pytest
 
+from anyrdzv import EtcdStore, Heartbeat
 from anyrdzv._cli import main
 
 
@@ -99,5 +103,98 @@ def test_doctor_bad_input_exits_2_without_traceback(args: list[str], message: st
         timeout=30,
     )
     assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def etcd_endpoint(etcd_server: Any) -> str:
+    endpoint: str = etcd_server.endpoint
+    return endpoint
+
+
+def test_members_lists_a_group(etcd_endpoint: str, key_prefix: str) -> None:
+    async def put_members() -> None:
+        async with EtcdStore(etcd_endpoint) as store:
+            await store.put(f"{key_prefix}/job/members/node-1", b"pid 1")
+            await store.put(f"{key_prefix}/job/members/node-0", b"pid 0")
+
+    anyio.run(put_members)
+    base = [
+        sys.executable,
+        "-m",
+        "anyrdzv",
+        "members",
+        "--etcd",
+        etcd_endpoint,
+        "--group",
+        "job",
+        "--prefix",
+        key_prefix,
+    ]
+    proc = subprocess.run(base, capture_output=True, text=True, check=True, timeout=30)
+    assert "group 'job' at revision" in proc.stdout
+    assert "2 member(s)" in proc.stdout
+    assert proc.stdout.index("node-0  pid 0") < proc.stdout.index("node-1  pid 1")
+    proc = subprocess.run([*base, "--json"], capture_output=True, text=True, check=True, timeout=30)
+    record = json.loads(proc.stdout)
+    assert record["members"] == {"node-0": "pid 0", "node-1": "pid 1"}
+
+
+def test_members_watch_follows_events(etcd_endpoint: str, key_prefix: str) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "anyrdzv",
+        "members",
+        "--etcd",
+        etcd_endpoint,
+        "--group",
+        "job",
+        "--prefix",
+        key_prefix,
+        "--watch",
+        "--json",
+    ]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["members"] == {}
+
+        async def join_and_leave() -> None:
+            async with (
+                EtcdStore(etcd_endpoint) as store,
+                Heartbeat(store, "job", "n1", interval=0.5, prefix=key_prefix),
+            ):
+                await anyio.sleep(0.2)
+
+        anyio.run(join_and_leave)
+        joined = json.loads(proc.stdout.readline())
+        left = json.loads(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert (joined["event"], joined["member"]) == ("JOINED", "n1")
+    assert (left["event"], left["member"]) == ("LEFT", "n1")
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["--etcd", "127.0.0.1:1", "--group", "g", "--timeout", "1"], 1, "cannot reach etcd"),
+        (["--etcd", "h:99999", "--group", "g"], 2, "The port number of the rendezvous endpoint"),
+        (["--etcd", "h", "--group", "a/b"], 2, "group must be non-empty and contain no '/'"),
+        (["--etcd", "h", "--group", "g", "--user", "root"], 2, "--user takes NAME:PASSWORD"),
+    ],
+)
+def test_members_errors(args: list[str], status: int, message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "anyrdzv", "members", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == status
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,63 @@ def test_trio_agent() -> None:
     assert proc.stdout.count("keep-alive") >= 3
     assert "probe #0: hosts store = True" in proc.stdout
     assert "done: " in proc.stdout
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_membership_in_process(backend: str) -> None:
+    proc = run_example(
+        "membership.py",
+        "--members",
+        "3",
+        "--interval",
+        "0.25",
+        "--max-missed",
+        "2",
+        "--kill-after",
+        "0.5",
+        "--backend",
+        backend,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    order = [
+        line.split()[1] + " " + line.split()[2]
+        for line in lines
+        if "JOINED" in line or "LEFT" in line or "KILL" in line or "STOP" in line
+    ]
+    assert order == [
+        "JOINED member-0",
+        "JOINED member-1",
+        "JOINED member-2",
+        "KILL member-0",
+        "LEFT member-0",
+        "STOP member-2",
+        "LEFT member-2",
+    ]
+    assert "s after the kill; TTL 1 s" in proc.stdout
+    assert "member-0 itself learned: heartbeat lost" in proc.stdout
+
+
+def test_membership_on_etcd_with_member_processes(etcd_server: Any) -> None:
+    proc = run_example(
+        "membership.py",
+        "--etcd",
+        etcd_server.endpoint,
+        "--group",
+        "example-test",
+        "--members",
+        "3",
+        "--interval",
+        "0.5",
+        "--max-missed",
+        "4",
+        "--kill-after",
+        "0.5",
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "KILL   member-0 (SIGKILL pid" in proc.stdout
+    assert "LEFT   member-0  (" in proc.stdout
+    assert "LEFT   member-2" in proc.stdout
+    after = float(proc.stdout.split("LEFT   member-0  (")[1].split(" s after")[0])
+    assert after <= 2 + 1  # TTL + 1 s

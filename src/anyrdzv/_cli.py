@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from contextlib import aclosing
+from typing import Any, TextIO
 
 import anyio
 
 from ._config import parse_rendezvous_config
 from ._endpoint import parse_rendezvous_endpoint
+from ._etcd_store import EtcdStore
 from ._hostname import explain_machine_hostname, local_identity
+from ._membership import MembersSnapshot, members, members_prefix, watch_members
+from ._store import StoreError
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 
@@ -120,6 +125,94 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     return anyio.run(diagnose)
 
 
+def _payload_text(payload: bytes) -> str:
+    return payload.decode("utf-8", errors="backslashreplace")
+
+
+def _cmd_members(args: argparse.Namespace, out: TextIO) -> int:
+    ssl_context = None
+    if args.cacert:
+        ssl_context = ssl.create_default_context(cafile=args.cacert)
+    username = password = None
+    if args.user:
+        username, sep, password = args.user.partition(":")
+        if not sep:
+            raise UsageError("--user takes NAME:PASSWORD")
+    try:
+        members_prefix(args.group, args.prefix)
+        store = EtcdStore(
+            args.etcd, ssl=ssl_context, username=username, password=password, timeout=args.timeout
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    def show(item: object) -> None:
+        if isinstance(item, MembersSnapshot):
+            if args.json:
+                record = {
+                    "group": args.group,
+                    "revision": item.revision,
+                    "members": {k: _payload_text(v) for k, v in sorted(item.members.items())},
+                }
+                out.write(json.dumps(record) + "\n")
+            else:
+                out.write(
+                    f"group {args.group!r} at revision {item.revision}: "
+                    f"{len(item.members)} member(s)\n"
+                )
+                out.writelines(
+                    f"  {name}  {_payload_text(payload)}\n"
+                    for name, payload in sorted(item.members.items())
+                )
+        else:
+            assert hasattr(item, "type")
+            event: Any = item
+            if args.json:
+                out.write(
+                    json.dumps(
+                        {
+                            "event": event.type.value,
+                            "member": event.member,
+                            "payload": _payload_text(event.payload),
+                            "revision": event.revision,
+                        }
+                    )
+                    + "\n"
+                )
+            else:
+                out.write(f"{event.type.value:<6} {event.member}  (revision {event.revision})\n")
+        out.flush()
+
+    async def follow() -> int:
+        try:
+            async with store:
+                if not args.watch:
+                    show(await members(store, args.group, prefix=args.prefix))
+                    return 0
+                async with aclosing(watch_members(store, args.group, prefix=args.prefix)) as items:
+                    async for item in items:
+                        show(item)
+        except StoreError as exc:
+            out.flush()
+            sys.stderr.write(f"anyrdzv members: error: {exc}\n")
+            return 1
+        return 0
+
+    try:
+        return anyio.run(follow)
+    except BaseException as exc:
+        if _is_interrupt(exc):
+            return 130
+        raise
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    return bool(inner) and all(_is_interrupt(e) for e in inner)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``anyrdzv`` argument parser, with one sub-parser per command."""
     parser = argparse.ArgumentParser(
@@ -159,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(handler=_cmd_doctor)
+
+    group = commands.add_parser(
+        "members",
+        help="list a group's members on etcd, or follow them joining and leaving",
+        description="List the members that heartbeat into a group on etcd, or follow them.",
+    )
+    group.add_argument("--etcd", required=True, metavar="HOST[:PORT]", help="etcd's endpoint")
+    group.add_argument("--group", required=True, help="the group")
+    group.add_argument("--prefix", default="/anyrdzv", help="the key prefix (default /anyrdzv)")
+    group.add_argument("--watch", action="store_true", help="follow JOINED and LEFT events")
+    group.add_argument("--json", action="store_true", help="print JSON, one object a line")
+    group.add_argument("--cacert", metavar="FILE", help="trust this CA: use HTTPS")
+    group.add_argument("--user", metavar="NAME:PASSWORD", help="etcd credentials")
+    group.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+    group.set_defaults(handler=_cmd_members)
     return parser
 
 
