@@ -164,15 +164,9 @@ def test_membership_in_process(backend: str) -> None:
         for line in lines
         if "JOINED" in line or "LEFT" in line or "KILL" in line or "STOP" in line
     ]
-    assert order == [
-        "JOINED member-0",
-        "JOINED member-1",
-        "JOINED member-2",
-        "KILL member-0",
-        "LEFT member-0",
-        "STOP member-2",
-        "LEFT member-2",
-    ]
+    # The members start together, so they may join in any order (trio shuffles tasks).
+    assert sorted(order[:3]) == ["JOINED member-0", "JOINED member-1", "JOINED member-2"]
+    assert order[3:] == ["KILL member-0", "LEFT member-0", "STOP member-2", "LEFT member-2"]
     assert "s after the kill; TTL 1 s" in proc.stdout
     assert "member-0 itself learned: heartbeat lost" in proc.stdout
 
