@@ -21,16 +21,20 @@ def is_interrupt(exc: BaseException) -> bool:
     return bool(inner) and all(is_interrupt(e) for e in inner)
 
 
-def run(func: Callable[..., Awaitable[Any]], *args: Any, backend: str = "asyncio") -> int:
-    """Run ``func(*args)`` on ``backend``; return 0, or 130 after Ctrl-C."""
-    options = {"use_uvloop": True} if backend == "uvloop" else {}
+def interruptible(call: Callable[[], object]) -> int:
+    """Call ``call()``; return 0, or 130 after Ctrl-C, with one line and no traceback."""
     try:
-        anyio.run(
-            func, *args, backend="trio" if backend == "trio" else "asyncio", backend_options=options
-        )
+        call()
     except BaseException as exc:
         if not is_interrupt(exc):
             raise
         print("interrupted: stopped cleanly", file=sys.stderr)
         return 130
     return 0
+
+
+def run(func: Callable[..., Awaitable[Any]], *args: Any, backend: str = "asyncio") -> int:
+    """Run ``func(*args)`` on ``backend``; return 0, or 130 after Ctrl-C."""
+    options = {"use_uvloop": True} if backend == "uvloop" else {}
+    name = "trio" if backend == "trio" else "asyncio"
+    return interruptible(lambda: anyio.run(func, *args, backend=name, backend_options=options))

@@ -13,7 +13,7 @@ import sys
 import time
 
 import trio
-from _runner import is_interrupt
+from _runner import interruptible
 
 import anyrdzv
 
@@ -49,14 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = anyrdzv.parse_rendezvous_endpoint(args.rdzv_endpoint, 29400)
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        trio.run(agent, endpoint, args.interval, args.duration)
-    except BaseException as exc:
-        if not is_interrupt(exc):
-            raise
-        print("interrupted: stopped cleanly", file=sys.stderr)
-        return 130
-    return 0
+    return interruptible(lambda: trio.run(agent, endpoint, args.interval, args.duration))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,17 @@ from anyrdzv import EtcdStore, Heartbeat
 from anyrdzv._cli import main
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m anyrdzv ARGS`` in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "anyrdzv", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
 def test_parse_readable(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["parse", "--rdzv-endpoint", "[::1]:29400", "--rdzv-conf", "a=1,b=2"]) == 0
     out = capsys.readouterr().out
@@ -43,13 +54,7 @@ def test_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_parse_bad_input_exits_2_without_traceback(args: list[str], message: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "anyrdzv", "parse", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    proc = run_cli("parse", *args)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -95,13 +100,7 @@ def test_doctor_json_for_an_unresolvable_host(capsys: pytest.CaptureFixture[str]
     ],
 )
 def test_doctor_bad_input_exits_2_without_traceback(args: list[str], message: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "anyrdzv", "doctor", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    proc = run_cli("doctor", *args)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -121,9 +120,6 @@ def test_members_lists_a_group(etcd_endpoint: str, key_prefix: str) -> None:
 
     anyio.run(put_members)
     base = [
-        sys.executable,
-        "-m",
-        "anyrdzv",
         "members",
         "--etcd",
         etcd_endpoint,
@@ -132,11 +128,13 @@ def test_members_lists_a_group(etcd_endpoint: str, key_prefix: str) -> None:
         "--prefix",
         key_prefix,
     ]
-    proc = subprocess.run(base, capture_output=True, text=True, check=True, timeout=30)
+    proc = run_cli(*base)
+    assert proc.returncode == 0, proc.stderr
     assert "group 'job' at revision" in proc.stdout
     assert "2 member(s)" in proc.stdout
     assert proc.stdout.index("node-0  pid 0") < proc.stdout.index("node-1  pid 1")
-    proc = subprocess.run([*base, "--json"], capture_output=True, text=True, check=True, timeout=30)
+    proc = run_cli(*base, "--json")
+    assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     assert record["members"] == {"node-0": "pid 0", "node-1": "pid 1"}
 
@@ -188,13 +186,7 @@ def test_members_watch_follows_events(etcd_endpoint: str, key_prefix: str) -> No
     ],
 )
 def test_members_errors(args: list[str], status: int, message: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "anyrdzv", "members", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    proc = run_cli("members", *args)
     assert proc.returncode == status
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
