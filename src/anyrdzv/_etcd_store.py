@@ -9,7 +9,6 @@ import anyio
 import httpx
 
 from ._endpoint import Endpoint, parse_rendezvous_endpoint
-from ._memory_store import check_ttl
 from ._store import (
     EventType,
     Lease,
@@ -19,6 +18,8 @@ from ._store import (
     StoreError,
     StoreEvent,
     StorePermissionError,
+    check_put,
+    check_ttl,
 )
 from ._util import check_positive_finite, check_str
 
@@ -300,9 +301,7 @@ class EtcdStore:
 
         :raises LeaseExpired: if ``lease`` is gone
         """
-        check_str("key", key)
-        if not isinstance(value, bytes):
-            raise TypeError(f"value must be bytes, got {type(value).__qualname__}")
+        check_put(key, value)
         payload: dict[str, Any] = {"key": _b64(key), "value": base64.b64encode(value).decode()}
         if lease is not None:
             payload["lease"] = str(lease.id)

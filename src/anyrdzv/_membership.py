@@ -42,17 +42,14 @@ class HeartbeatLost(Exception):
 
 
 def _check_name(name: str, value: object) -> str:
-    check_str(name, value)
-    assert isinstance(value, str)
+    value = check_str(name, value)
     if not value or "/" in value:
         raise ValueError(f"{name} must be non-empty and contain no '/', got {value!r}")
     return value
 
 
 def _check_prefix(prefix: object) -> str:
-    check_str("prefix", prefix)
-    assert isinstance(prefix, str)
-    return prefix.rstrip("/")
+    return check_str("prefix", prefix).rstrip("/")
 
 
 def members_prefix(group: str, prefix: str = DEFAULT_PREFIX) -> str:

@@ -15,17 +15,10 @@ from ._store import (
     StoreCompacted,
     StoreConnectionError,
     StoreEvent,
+    check_put,
+    check_ttl,
 )
 from ._util import check_str
-
-
-def check_ttl(ttl: object) -> int:
-    """Return ``ttl`` if it is a whole number of seconds, at least 1."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        raise TypeError(f"ttl must be an int number of seconds, got {type(ttl).__qualname__}")
-    if ttl < 1:
-        raise ValueError(f"ttl must be at least 1 second, got {ttl}")
-    return ttl
 
 
 @dataclass
@@ -155,9 +148,7 @@ class MemoryStore:
 
         :raises LeaseExpired: if ``lease`` is gone
         """
-        check_str("key", key)
-        if not isinstance(value, bytes):
-            raise TypeError(f"value must be bytes, got {type(value).__qualname__}")
+        check_put(key, value)
         await anyio.lowlevel.checkpoint()
         self._expire()
         if lease is not None and lease.id not in self._leases:

@@ -4,8 +4,26 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ._util import check_str
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable
+
+
+def check_ttl(ttl: object) -> int:
+    """Return ``ttl`` if it is a whole number of seconds, at least 1."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise TypeError(f"ttl must be an int number of seconds, got {type(ttl).__qualname__}")
+    if ttl < 1:
+        raise ValueError(f"ttl must be at least 1 second, got {ttl}")
+    return ttl
+
+
+def check_put(key: object, value: object) -> None:
+    """Check the arguments of :meth:`LeaseStore.put`: a ``str`` key and a ``bytes`` value."""
+    check_str("key", key)
+    if not isinstance(value, bytes):
+        raise TypeError(f"value must be bytes, got {type(value).__qualname__}")
 
 
 class StoreError(Exception):
