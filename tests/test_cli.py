@@ -112,6 +112,11 @@ def etcd_endpoint(etcd_server: Any) -> str:
     return endpoint
 
 
+def members_args(etcd_endpoint: str, key_prefix: str) -> list[str]:
+    """``anyrdzv members`` for group ``job`` under this test's own key prefix."""
+    return ["members", "--etcd", etcd_endpoint, "--group", "job", "--prefix", key_prefix]
+
+
 def test_members_lists_a_group(etcd_endpoint: str, key_prefix: str) -> None:
     async def put_members() -> None:
         async with EtcdStore(etcd_endpoint) as store:
@@ -119,15 +124,7 @@ def test_members_lists_a_group(etcd_endpoint: str, key_prefix: str) -> None:
             await store.put(f"{key_prefix}/job/members/node-0", b"pid 0")
 
     anyio.run(put_members)
-    base = [
-        "members",
-        "--etcd",
-        etcd_endpoint,
-        "--group",
-        "job",
-        "--prefix",
-        key_prefix,
-    ]
+    base = members_args(etcd_endpoint, key_prefix)
     proc = run_cli(*base)
     assert proc.returncode == 0, proc.stderr
     assert "group 'job' at revision" in proc.stdout
@@ -140,20 +137,8 @@ def test_members_lists_a_group(etcd_endpoint: str, key_prefix: str) -> None:
 
 
 def test_members_watch_follows_events(etcd_endpoint: str, key_prefix: str) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "anyrdzv",
-        "members",
-        "--etcd",
-        etcd_endpoint,
-        "--group",
-        "job",
-        "--prefix",
-        key_prefix,
-        "--watch",
-        "--json",
-    ]
+    cmd = [sys.executable, "-m", "anyrdzv", *members_args(etcd_endpoint, key_prefix)]
+    cmd += ["--watch", "--json"]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         assert json.loads(proc.stdout.readline())["members"] == {}
