@@ -62,6 +62,29 @@ class TestLeases:
         with pytest.raises(LeaseExpired):
             await store.put(f"{key_prefix}/x", b"", lease=lease)
 
+    async def test_concurrent_keep_alives_each_get_their_own_answer(
+        self, store: LeaseStore
+    ) -> None:
+        leases = [await store.grant(10) for _ in range(40)]
+        gone = leases[7]
+        await store.revoke(gone)
+        answers: dict[int, int | type[BaseException]] = {}
+
+        async def renew(lease: Lease) -> None:
+            try:
+                answers[lease.id] = await store.keep_alive(lease)
+            except LeaseExpired:
+                answers[lease.id] = LeaseExpired
+
+        async with anyio.create_task_group() as tg:
+            for lease in [*leases, leases[3]]:  # one lease twice at once
+                tg.start_soon(renew, lease)
+        assert answers.pop(gone.id) is LeaseExpired
+        assert len(answers) == 39
+        assert all(isinstance(ttl, int) and 0 < ttl <= 10 for ttl in answers.values())
+        for lease in leases:
+            await store.revoke(lease)
+
     async def test_lease_expires_and_its_keys_vanish(
         self, store: LeaseStore, key_prefix: str
     ) -> None:

@@ -22,7 +22,7 @@ from ._store import (
 from ._util import check_str
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Iterator
     from types import TracebackType
 
 DEFAULT_PREFIX = "/anyrdzv"
@@ -170,7 +170,7 @@ class Heartbeat:
 
     async def _keep_alive(self, lease: Lease, alive_until: float) -> None:
         async for _ in periodic(self.interval):
-            retry = backoff(min(0.05, self.interval), self.interval)
+            retry: Iterator[float] | None = None  # made at the first failure
             while True:
                 asked_at = anyio.current_time()
                 try:
@@ -179,6 +179,8 @@ class Heartbeat:
                 except LeaseExpired as exc:
                     raise self._lost(str(exc)) from exc
                 except StoreConnectionError as exc:
+                    if retry is None:
+                        retry = backoff(min(0.05, self.interval), self.interval)
                     pause = next(retry)
                     if anyio.current_time() + pause >= alive_until:
                         raise self._lost(
