@@ -200,7 +200,13 @@ def main() -> None:
     parser.add_argument("--etcd-members", type=int, nargs="+", default=[250, 500, 1000])
     parser.add_argument("--memory-members", type=int, default=10000)
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--backend", choices=("asyncio", "uvloop", "trio"), default="asyncio")
     args = parser.parse_args()
+
+    def run(func: Any, *func_args: Any) -> Any:
+        options = {"use_uvloop": True} if args.backend == "uvloop" else {}
+        backend = "trio" if args.backend == "trio" else "asyncio"
+        return anyio.run(func, *func_args, backend=backend, backend_options=options)
 
     with tempfile.TemporaryDirectory() as tmp:
         server = EtcdServer(Path(tmp))
@@ -216,15 +222,21 @@ def main() -> None:
             etcd_rows = []
             for n in args.etcd_members:
                 try:
-                    etcd_rows.append(anyio.run(on_etcd, n))
+                    etcd_rows.append(run(on_etcd, n))
                 except BaseException as exc:  # noqa: BLE001 - reported in the table
                     etcd_rows.append({"members": n, "error": _first_error(exc)})
-            memory_row = anyio.run(steady, MemoryStore(), args.memory_members, args.duration, None)
-            times = anyio.run(detection, server.endpoint, args.kills, 1.0, 2)
+            try:
+                memory_row = run(steady, MemoryStore(), args.memory_members, args.duration, None)
+            except BaseException as exc:  # noqa: BLE001 - reported in the table
+                memory_row = {"members": args.memory_members, "error": _first_error(exc)}
+            times = run(detection, server.endpoint, args.kills, 1.0, 2)
         finally:
             server.stop()
 
-    print(f"steady state: heartbeats every 1 s, TTL 3 s, {args.duration:.0f} s measured\n")
+    print(
+        f"steady state on {args.backend}: heartbeats every 1 s, TTL 3 s, "
+        f"{args.duration:.0f} s measured\n"
+    )
     header = (
         "store",
         "members",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from anyrdzv import EtcdStore, Lease, StoreConnectionError, _etcd_store
 
@@ -76,6 +79,7 @@ async def test_unanswered_keep_alives_are_sent_again(
         return await renew(ids[: max(1, len(ids) // 2)])
 
     monkeypatch.setattr(etcd, "_renew", answers_the_first_half)
+    monkeypatch.setattr(_etcd_store, "_RENEWAL_LINGER", 0.2)  # time for all to queue
     answers = await renew_all(etcd, leases)
     assert sorted(answers.values()) == [10] * 30  # type: ignore[type-var]
     assert len(sent) >= 5  # 30, 15, 8, 4, 2, 1: halved each time
@@ -113,7 +117,7 @@ async def test_a_cancelled_sender_hands_its_batch_on(
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(send_first)
-            while etcd._renewing is None:  # noqa: ASYNC110 - waiting on the store's state
+            while not etcd._gathering:  # noqa: ASYNC110 - waiting on the store's state
                 await anyio.sleep(0.001)
             tg.start_soon(the_others)
             await stuck.wait()
@@ -154,7 +158,7 @@ async def test_a_silent_keep_alive_times_out_within_timeout(
             await store.keep_alive(lease)
         assert anyio.current_time() - start < 2
         assert not store._renewals  # the caller that gave up left no trace
-        assert store._renewing is None
+        assert not store._gathering
 
 
 async def test_many_concurrent_requests_all_complete(etcd: EtcdStore) -> None:
@@ -168,3 +172,37 @@ async def test_many_concurrent_requests_all_complete(etcd: EtcdStore) -> None:
         for _ in range(60):
             tg.start_soon(grant)
     assert len({lease.id for lease in leases}) == 60
+
+
+answers = st.lists(
+    st.tuples(st.integers(1, 2**63 - 1), st.integers(0, 2**31 - 1)), unique_by=lambda a: a[0]
+)
+
+
+@given(st.text())
+def test_parse_renewals_takes_any_text(text: str) -> None:
+    renewed, error = _etcd_store._parse_renewals(text)
+    assert isinstance(renewed, dict)
+    assert error is None or isinstance(error, dict)
+
+
+@given(answers, st.sampled_from(["\n", "\r\n", "\n\n"]))
+def test_parse_renewals_reads_every_answer(pairs: list[tuple[int, int]], sep: str) -> None:
+    lines = [json.dumps({"result": {"ID": str(i), "TTL": str(ttl)}}) for i, ttl in pairs]
+    assert _etcd_store._parse_renewals(sep.join(lines)) == (dict(pairs), None)
+
+
+@given(
+    answers, st.sampled_from(['{"error":{"grpc_code":14,"message":"no leader"}}', "oops", "[1]"])
+)
+def test_parse_renewals_stops_at_an_error(pairs: list[tuple[int, int]], bad: str) -> None:
+    lines = [json.dumps({"result": {"ID": str(i), "TTL": str(ttl)}}) for i, ttl in pairs]
+    renewed, error = _etcd_store._parse_renewals("\n".join([*lines, bad, *lines]))
+    assert renewed == dict(pairs)
+    assert error is not None
+    assert "no leader" in str(error) or bad in str(error)
+
+
+def test_a_gone_lease_has_ttl_zero() -> None:
+    text = '{"result":{"header":{},"ID":"123"}}'
+    assert _etcd_store._parse_renewals(text) == ({123: 0}, None)

@@ -42,17 +42,20 @@ _AUTH_MESSAGES = (
     "permission denied",
     "auth: revision",
 )
+_KEEPALIVE = "/v3/lease/keepalive"
 # The most keep-alives one request to the gateway carries.
 _MAX_RENEWALS = 1000
 # How long a keep-alive waits for others to share its request, in seconds. 5 ms on a
 # lease of at least 1 s; with 1,000 leases renewed each second it makes batches of
 # about 8 instead of 3, and halves this process's CPU (benchmarks/membership.py).
 _RENEWAL_LINGER = 0.005
-# The most requests in flight at once, watches aside. More do not get etcd's answers
-# sooner, and they cost CPU here: httpcore's pool scans every connection and every
-# queued request each time one starts or ends (a grant costs 1.3 ms of CPU with 50 in
-# flight, 0.65 ms with 4).
+# The most requests in flight at once, watches aside: 4 for grants, puts and the like,
+# and 2 more for keep-alives, so that a burst of joins never starves the heartbeats of
+# the members already in. More do not get etcd's answers sooner, and they cost CPU
+# here: httpcore's pool scans every connection and every queued request each time one
+# starts or ends (a grant costs 1.3 ms of CPU with 50 in flight, 0.65 ms with 4).
 _MAX_REQUESTS = 4
+_MAX_RENEWAL_REQUESTS = 2
 
 
 def _b64(text: str) -> str:
@@ -120,15 +123,28 @@ def _stream_error(message: object) -> dict[str, Any]:
     return {"error": str(error if error is not None else message)[:200]}
 
 
-def _renewal_answer(message: object) -> tuple[int, int] | None:
-    """``(lease id, TTL)`` from one keep-alive answer; ``None`` if it is not one."""
-    result = message.get("result") if isinstance(message, dict) else None
-    if not isinstance(result, dict):
-        return None
-    try:
-        return int(result["ID"]), int(result.get("TTL", 0))
-    except (KeyError, TypeError, ValueError):
-        return None
+def _parse_renewals(text: str) -> tuple[dict[int, int], dict[str, Any] | None]:
+    """Read the gateway's answers to a batch of keep-alives, one JSON object a line.
+
+    Return the TTL of each lease answered (0 for a gone lease), and the error body
+    if a line is not an answer. The answers before such a line are kept.
+    """
+    renewed: dict[int, int] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            return renewed, {"error": line[:200]}
+        result = message.get("result") if isinstance(message, dict) else None
+        try:
+            if not isinstance(result, dict):
+                raise TypeError
+            renewed[int(result["ID"])] = int(result.get("TTL", 0))
+        except (KeyError, TypeError, ValueError):
+            return renewed, _stream_error(message)
+    return renewed, None
 
 
 def _json_body(response: httpx.Response) -> dict[str, Any]:
@@ -143,10 +159,11 @@ def _json_body(response: httpx.Response) -> dict[str, Any]:
 class _Renewal:
     """One caller's keep-alive, waiting to ride in a batch."""
 
-    __slots__ = ("error", "lease_id", "ttl")
+    __slots__ = ("error", "lease_id", "sending", "ttl")
 
     def __init__(self, lease_id: int) -> None:
         self.lease_id = lease_id
+        self.sending = False  # in a request now in flight
         self.ttl: int | None = None
         self.error: StoreError | None = None
 
@@ -203,22 +220,29 @@ class EtcdStore:
         self._base_url = f"{'https' if ssl else 'http'}://{host}:{self.endpoint.port}"
         self._client: httpx.AsyncClient | None = None
         self._token: str | None = None
-        # Keep-alives waiting for the next request, and the request in flight, if any.
+        # Keep-alives waiting for the next request; whether a caller is gathering them;
+        # and an event set whenever either changes.
         self._renewals: list[_Renewal] = []
-        self._renewing: anyio.Event | None = None
+        self._gathering = False
+        self._renewals_changed: anyio.Event | None = None
         self._requests: anyio.CapacityLimiter | None = None
+        self._renewal_requests: anyio.CapacityLimiter | None = None
 
     def __repr__(self) -> str:
         return f"EtcdStore({str(self.endpoint)!r})"
 
     async def __aenter__(self) -> EtcdStore:
         self._requests = anyio.CapacityLimiter(_MAX_REQUESTS)
+        self._renewal_requests = anyio.CapacityLimiter(_MAX_RENEWAL_REQUESTS)
         self._client = httpx.AsyncClient(
             base_url=self._base_url,
             verify=self._ssl if self._ssl is not None else True,
             timeout=httpx.Timeout(self._timeout),
             # Each watch holds a connection; the requests beside them are few (above).
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=_MAX_REQUESTS),
+            limits=httpx.Limits(
+                max_connections=None,
+                max_keepalive_connections=_MAX_REQUESTS + _MAX_RENEWAL_REQUESTS,
+            ),
             trust_env=False,
         )
         try:
@@ -296,10 +320,11 @@ class EtcdStore:
 
     async def _post(self, path: str, data: bytes) -> httpx.Response:
         client = self._require_client()
-        assert self._requests is not None
+        limiter = self._renewal_requests if path == _KEEPALIVE else self._requests
+        assert limiter is not None
         try:
             with anyio.fail_after(self._timeout):
-                async with self._requests:
+                async with limiter:
                     return await client.send(self._request(path, data))
         except TimeoutError as exc:
             raise self._connection_error(httpx.TimeoutException(str(exc))) from exc
@@ -333,27 +358,14 @@ class EtcdStore:
         On HTTP/1 it may stop reading the body once it starts answering, so some
         leases can go unanswered: the caller sends those again.
         """
-        path = "/v3/lease/keepalive"
+        path = _KEEPALIVE
         data = "".join(f'{{"ID":"{lease_id}"}}' for lease_id in lease_ids).encode()
         for attempt in (1, 2):
             response = await self._post(path, data)
-            renewed: dict[int, int] = {}
-            error: dict[str, Any] | None = None
-            if response.status_code != 200:
-                error = _json_body(response)
-            for line in () if error else response.text.splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    error = {"error": line[:200]}
-                    break
-                answer = _renewal_answer(message)
-                if answer is None:
-                    error = _stream_error(message)
-                    break
-                renewed[answer[0]] = answer[1]
+            if response.status_code == 200:
+                renewed, error = _parse_renewals(response.text)
+            else:
+                renewed, error = {}, _json_body(response)
             if error is None:
                 return renewed
             if attempt == 1 and self._token_expired(error):
@@ -362,16 +374,29 @@ class EtcdStore:
             self._raise_for_error(path, response.status_code, error)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _renew_pending(self) -> None:
-        """Send every waiting keep-alive in one request, and hand out the answers."""
-        self._renewing = done = anyio.Event()
-        batch: list[_Renewal] = []
+    def _notify_renewals(self) -> None:
+        changed, self._renewals_changed = self._renewals_changed, anyio.Event()
+        if changed is not None:
+            changed.set()
+
+    async def _send_renewals(self) -> None:
+        """Gather the keep-alives that come within a moment, send them, hand out answers.
+
+        One caller gathers at a time; its request then flies while the next one gathers.
+        """
+        self._gathering = True
         try:
             await anyio.sleep(_RENEWAL_LINGER)  # let the keep-alives due about now join in
-            batch = self._renewals[:_MAX_RENEWALS]
-            del self._renewals[:_MAX_RENEWALS]
+        finally:
+            self._gathering = False
+            self._notify_renewals()
+        batch = self._renewals[:_MAX_RENEWALS]
+        del self._renewals[:_MAX_RENEWALS]
+        for renewal in batch:
+            renewal.sending = True
+        try:
             if not batch:
-                return  # every caller gave up while this one waited
+                return  # every caller gave up meanwhile
             try:
                 renewed = await self._renew(dict.fromkeys(r.lease_id for r in batch))
                 if not renewed:
@@ -385,9 +410,11 @@ class EtcdStore:
         finally:
             # Unanswered ones (the gateway stopped reading, or this task was cancelled)
             # go first in the next request.
-            self._renewals[:0] = [r for r in batch if not r.answered]
-            self._renewing = None
-            done.set()
+            unanswered = [r for r in batch if not r.answered]
+            for renewal in unanswered:
+                renewal.sending = False
+            self._renewals[:0] = unanswered
+            self._notify_renewals()
 
     def _require_client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -409,8 +436,8 @@ class EtcdStore:
         """Renew ``lease`` and return its remaining TTL.
 
         Keep-alives from concurrent callers share requests, as etcd's own client shares
-        one keep-alive stream: a call that comes while a request is in flight waits and
-        rides in the next one, with everything else that came meanwhile.
+        one keep-alive stream: the calls that come within 5 ms ride in one request, and
+        the next ones gather while it flies.
 
         :raises LeaseExpired: if the lease is gone
         """
@@ -420,14 +447,16 @@ class EtcdStore:
         try:
             with anyio.fail_after(self._timeout):
                 while not renewal.answered:
-                    if self._renewing is not None:
-                        await self._renewing.wait()
+                    if renewal.sending or self._gathering:
+                        if self._renewals_changed is None:
+                            self._renewals_changed = anyio.Event()
+                        await self._renewals_changed.wait()
                     else:
-                        await self._renew_pending()
+                        await self._send_renewals()
         except TimeoutError as exc:
             raise self._connection_error(httpx.TimeoutException(str(exc))) from exc
         finally:
-            if not renewal.answered and renewal in self._renewals:
+            if not renewal.answered and not renewal.sending:
                 self._renewals.remove(renewal)
         if renewal.error is not None:
             raise copy.copy(renewal.error) from renewal.error
