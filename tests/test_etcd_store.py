@@ -206,3 +206,22 @@ def test_parse_renewals_stops_at_an_error(pairs: list[tuple[int, int]], bad: str
 def test_a_gone_lease_has_ttl_zero() -> None:
     text = '{"result":{"header":{},"ID":"123"}}'
     assert _etcd_store._parse_renewals(text) == ({123: 0}, None)
+
+
+async def test_keep_alives_never_queue_behind_other_requests(etcd_server: EtcdServer) -> None:
+    """A burst of joins (grants, puts) must not starve the heartbeats of members already in."""
+    async with EtcdStore(etcd_server.endpoint, timeout=0.5) as store:
+        lease = await store.grant(10)
+        limiter = store._requests
+        assert limiter is not None
+        holders = [object() for _ in range(int(limiter.total_tokens))]
+        for holder in holders:  # every slot for other requests is taken
+            await limiter.acquire_on_behalf_of(holder)
+        try:
+            assert await store.keep_alive(lease) == 10
+            with pytest.raises(StoreConnectionError, match="did not answer within"):
+                await store.grant(10)
+        finally:
+            for holder in holders:
+                limiter.release_on_behalf_of(holder)
+        await store.revoke(lease)
