@@ -233,6 +233,8 @@ class EtcdStore:
         return f"EtcdStore({str(self.endpoint)!r})"
 
     async def __aenter__(self) -> EtcdStore:
+        # Made here, not in __init__: they belong to the event loop that opens the store.
+        self._renewals, self._gathering, self._renewals_changed = [], False, None
         self._requests = anyio.CapacityLimiter(_MAX_REQUESTS)
         self._renewal_requests = anyio.CapacityLimiter(_MAX_RENEWAL_REQUESTS)
         self._client = httpx.AsyncClient(
