@@ -394,12 +394,12 @@ class EtcdStore:
             self._gathering = False
             self._notify_renewals()
         batch = self._renewals[:_MAX_RENEWALS]
+        if not batch:
+            return  # every caller gave up meanwhile
         del self._renewals[:_MAX_RENEWALS]
         for renewal in batch:
             renewal.sending = True
         try:
-            if not batch:
-                return  # every caller gave up meanwhile
             try:
                 renewed = await self._renew(dict.fromkeys(r.lease_id for r in batch))
                 if not renewed:
