@@ -17,7 +17,6 @@ import argparse
 import math
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,9 @@ import anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "examples"))
+from membership import start_member_process
+
 from anyrdzv import (
     EtcdStore,
     Heartbeat,
@@ -151,27 +153,9 @@ async def detection(endpoint: str, n: int, interval: float, max_missed: int) -> 
         await ready.wait()
         procs = []
         for i in range(n):
-            proc = await anyio.open_process(
-                [
-                    sys.executable,
-                    str(ROOT / "examples" / "membership.py"),
-                    "--etcd",
-                    endpoint,
-                    "--group",
-                    group,
-                    "--interval",
-                    str(interval),
-                    "--max-missed",
-                    str(max_missed),
-                    "--member",
-                    f"victim-{i}",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+            procs.append(
+                await start_member_process(endpoint, group, f"victim-{i}", interval, max_missed)
             )
-            assert proc.stdout is not None
-            await proc.stdout.receive()  # "joined"
-            procs.append(proc)
         await anyio.sleep(interval * 1.5)
         for i, proc in enumerate(procs):
             killed_at[f"victim-{i}"] = time.monotonic()

@@ -107,7 +107,12 @@ async def demo(args: argparse.Namespace) -> None:
             ready = anyio.Event()
             tg.start_soon(watcher, store, ready)
             await ready.wait()
-            procs = {name: await start_member_process(args, name) for name in names}
+            procs = {
+                name: await start_member_process(
+                    args.etcd, args.group, name, args.interval, args.max_missed
+                )
+                for name in names
+            }
             try:
                 await anyio.sleep(args.kill_after)
                 print(f"{stamp()}  KILL   {victim} (SIGKILL pid {procs[victim].pid})", flush=True)
@@ -171,19 +176,21 @@ def _is_lost(exc: BaseException) -> bool:
     return type(exc).__name__ == "HeartbeatLost" or (bool(inner) and all(map(_is_lost, inner)))
 
 
-async def start_member_process(args: argparse.Namespace, name: str) -> anyio.abc.Process:
-    """Start one member as its own process, and wait until it has joined."""
+async def start_member_process(
+    etcd: str, group: str, name: str, interval: float, max_missed: int
+) -> anyio.abc.Process:
+    """Start one member as its own process on etcd, and wait until it has joined."""
     cmd = [
         sys.executable,
         __file__,
         "--etcd",
-        args.etcd,
+        etcd,
         "--group",
-        args.group,
+        group,
         "--interval",
-        str(args.interval),
+        str(interval),
         "--max-missed",
-        str(args.max_missed),
+        str(max_missed),
         "--member",
         name,
     ]

@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 import signal
 import ssl
-import subprocess
 import sys
 from contextlib import aclosing
 from pathlib import Path
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.anyio
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
-from membership import read_until
+from membership import start_member_process
 
 
 class Watcher:
@@ -263,26 +262,10 @@ class TestRealEtcd:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watcher.run)
                 await watcher.ready.wait()
-                proc = await anyio.open_process(
-                    [
-                        sys.executable,
-                        str(EXAMPLES / "membership.py"),
-                        "--etcd",
-                        etcd_server.endpoint,
-                        "--group",
-                        group,
-                        "--interval",
-                        str(interval),
-                        "--max-missed",
-                        str(max_missed),
-                        "--member",
-                        "victim",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
+                proc = await start_member_process(
+                    etcd_server.endpoint, group, "victim", interval, max_missed
                 )
                 try:
-                    assert await read_until(proc, b"joined", 30)
                     await watcher.wait_for(MemberEventType.JOINED, "victim", 10)
                     await anyio.sleep(1.5)
                     proc.send_signal(signal.SIGKILL)
