@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anyrdzv import EtcdStore, Lease, StoreConnectionError, _etcd_store
+from test_store_contract import renew_all
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection
@@ -26,22 +27,6 @@ KEEPALIVE = "/v3/lease/keepalive"
 async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdStore]:
     async with EtcdStore(etcd_server.endpoint, timeout=2) as store:
         yield store
-
-
-async def renew_all(store: EtcdStore, leases: list[Lease]) -> dict[int, int | BaseException]:
-    """Keep every lease alive at once; each one's TTL, or the error it raised."""
-    answers: dict[int, int | BaseException] = {}
-
-    async def renew(lease: Lease) -> None:
-        try:
-            answers[lease.id] = await store.keep_alive(lease)
-        except Exception as exc:  # noqa: BLE001 - the test looks at it
-            answers[lease.id] = exc
-
-    async with anyio.create_task_group() as tg:
-        for lease in leases:
-            tg.start_soon(renew, lease)
-    return answers
 
 
 async def test_concurrent_keep_alives_share_requests(
