@@ -17,7 +17,8 @@ from ._config import parse_rendezvous_config
 from ._endpoint import parse_rendezvous_endpoint
 from ._etcd_store import EtcdStore
 from ._hostname import explain_machine_hostname, local_identity
-from ._membership import MembersSnapshot, members, members_prefix, watch_members
+from ._keys import members_prefix
+from ._members import MembersSnapshot, members, watch_members
 from ._store import StoreError
 
 Command = Callable[[argparse.Namespace, TextIO], int]
