@@ -192,6 +192,38 @@ class TestParseRendezvousEndpoint:
             parse_rendezvous_endpoint("h", value)  # type: ignore[arg-type]
 
 
+class TestLongInputInErrors:
+    """An error echoes at most 300 characters of the endpoint, and then its length."""
+
+    @pytest.mark.parametrize("length", [2, 253, 300])
+    def test_up_to_300_characters_are_echoed_whole(self, length: int) -> None:
+        endpoint = "~" * length
+        raises_exactly(host_error(endpoint), lambda: parse_rendezvous_endpoint(endpoint, 1))
+        endpoint = "h" * (length - 2) + ":x"
+        raises_exactly(port_error(endpoint), lambda: parse_rendezvous_endpoint(endpoint, 1))
+
+    def test_longer_host_is_cut_with_its_length(self) -> None:
+        endpoint = "~" * 100_000
+        echoed = "~" * 300 + "... (100000 characters)"
+        raises_exactly(host_error(echoed), lambda: parse_rendezvous_endpoint(endpoint, 1))
+
+    def test_longer_port_is_cut_with_its_length(self) -> None:
+        endpoint = "h:" + "9" * 100_000
+        echoed = "h:" + "9" * 298 + "... (100002 characters)"
+        raises_exactly(port_error(echoed), lambda: parse_rendezvous_endpoint(endpoint, 1))
+
+    def test_length_is_of_the_stripped_endpoint(self) -> None:
+        endpoint = "  " + "~" * 301 + "\n"
+        echoed = "~" * 300 + "... (301 characters)"
+        raises_exactly(host_error(echoed), lambda: parse_rendezvous_endpoint(endpoint, 1))
+
+    @given(st.text(min_size=300, max_size=2000))
+    def test_message_is_bounded(self, text: str) -> None:
+        with pytest.raises(ValueError, match="rendezvous endpoint") as info:
+            parse_rendezvous_endpoint("~" + text, 1)
+        assert len(str(info.value)) < 500
+
+
 _MEGABYTE_INPUTS = {
     "name": "a" * 1_000_000,
     "colons": ":" * 1_000_000,

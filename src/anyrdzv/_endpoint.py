@@ -22,6 +22,18 @@ _MAX_IPV6_LEN = 45
 
 _PORT_LIMIT = 65536
 
+# An error message echoes at most this much of the input, so that a 100 KB endpoint
+# does not become a 100 KB message. Any real endpoint fits: a DNS name has at most
+# 253 characters, and the port and brackets add a few.
+_MAX_ECHO = 300
+
+
+def _echo(text: str) -> str:
+    """Return ``text`` for an error message: whole if short, else cut, with its length."""
+    if len(text) <= _MAX_ECHO:
+        return text
+    return f"{text[:_MAX_ECHO]}... ({len(text)} characters)"
+
 
 class Endpoint(NamedTuple):
     """A parsed rendezvous endpoint: a host and a port.
@@ -98,7 +110,9 @@ def parse_rendezvous_endpoint(endpoint: str | None, default_port: int) -> Endpoi
         range-checked, since backends use ``-1`` to mean "a port is required"
     :raises TypeError: if ``endpoint`` is neither a ``str`` nor ``None``, or
         ``default_port`` is not an ``int``
-    :raises ValueError: if the port or the host is malformed, with torch's message
+    :raises ValueError: if the port or the host is malformed, with torch's message;
+        an endpoint longer than 300 characters is cut there in the message, which
+        then gives its length
     :return: the host and port
     """
     if endpoint is not None and not isinstance(endpoint, str):
@@ -132,14 +146,14 @@ def parse_rendezvous_endpoint(endpoint: str | None, default_port: int) -> Endpoi
         parsed = try_parse_port(port_str)
         if parsed is None or parsed >= _PORT_LIMIT:
             raise ValueError(
-                f"The port number of the rendezvous endpoint '{endpoint}' must be an "
+                f"The port number of the rendezvous endpoint '{_echo(endpoint)}' must be an "
                 "integer between 0 and 65536."
             )
         port = parsed
 
     if not _is_valid_host(host):
         raise ValueError(
-            f"The hostname of the rendezvous endpoint '{endpoint}' must be a dot-separated "
-            "list of labels, an IPv4 address, or an IPv6 address."
+            f"The hostname of the rendezvous endpoint '{_echo(endpoint)}' must be a "
+            "dot-separated list of labels, an IPv4 address, or an IPv6 address."
         )
     return Endpoint(host, port)
