@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, cast, final
 
 import anyio
 import anyio.abc
@@ -11,15 +12,57 @@ import anyio.abc
 from ._delay import backoff, delay
 from ._keys import DEFAULT_PREFIX, check_name, members_prefix
 from ._periodic import check_interval, periodic
-from ._store import Lease, LeaseExpired, LeaseStore, StoreConnectionError
+from ._store import (
+    Lease,
+    LeaseExpired,
+    LeaseStore,
+    StoreConnectionError,
+    StoreError,
+    StorePermissionError,
+)
+from ._util import type_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from types import TracebackType
 
+logger = logging.getLogger(__name__)
+
+#: The shortest interval a heartbeat renews at, in seconds: shorter ones busy the store.
+MIN_INTERVAL = 0.1
+#: etcd's maximum lease TTL, in seconds.
+MAX_TTL = 9_000_000_000
+#: How long the revoke on leaving may take at most, in seconds (the TTL, if shorter).
+REVOKE_TIMEOUT = 5.0
+
+_LEASE_STORE_METHODS = ("grant", "keep_alive", "revoke", "put", "get_prefix", "watch_prefix")
+
+
+def _check_store(store: object) -> LeaseStore:
+    missing = [name for name in _LEASE_STORE_METHODS if not callable(getattr(store, name, None))]
+    if missing:
+        lacks = (
+            f" (it has no {', '.join(name + '()' for name in missing)})"
+            if len(missing) < len(_LEASE_STORE_METHODS)
+            else ""
+        )
+        raise TypeError(
+            f"store must be a LeaseStore such as MemoryStore or EtcdStore, "
+            f"got {type_name(store)} {store!r:.200}{lacks}"
+        )
+    return cast("LeaseStore", store)
+
+
+def _show_int(value: int) -> str:
+    # str() of a huge int is slow, and refused past 4,300 digits.
+    return str(value) if value.bit_length() <= 64 else f"<an int of {value.bit_length()} bits>"
+
 
 class HeartbeatLost(Exception):
     """A member's lease is gone: the rest of the group now sees the member as left.
+
+    Its ``__cause__`` is the error that ended the heartbeat: the store's last error, or
+    a :class:`TimeoutError` if the store did not answer before the lease ran out.
 
     :ivar group: the group
     :ivar member: the member whose heartbeat was lost
@@ -29,7 +72,6 @@ class HeartbeatLost(Exception):
         super().__init__(message)
         self.group = group
         self.member = member
-
 
 
 @final
@@ -43,18 +85,30 @@ class Heartbeat:
 
     On entry it grants a lease with TTL ``ceil(interval * max_missed)`` and puts
     ``<prefix>/<group>/members/<member>`` under it; a task renews the lease every
-    ``interval``. On exit it revokes the lease, so the member leaves at once.
+    ``interval``. On exit it revokes the lease, so the member leaves at once; the revoke
+    may take at most 5 s (or the TTL, if shorter), after which the lease is left to
+    expire on its own.
 
-    A failed renewal is retried with backoff for as long as the lease can still be
-    alive. Once it cannot be, or the store says the lease is gone, :class:`HeartbeatLost`
-    is raised out of the ``async with`` block (inside an exception group, as task
-    groups raise): a heartbeat never dies silently.
+    A renewal that fails with a :class:`StoreError` (a connection error, or any other
+    odd answer) is retried with backoff for as long as the lease can still be alive,
+    and each retry is logged at WARNING. Once the lease cannot be alive any more, or the
+    store says it is gone (:class:`LeaseExpired`) or refuses the credentials
+    (:class:`StorePermissionError`), :class:`HeartbeatLost` is raised out of the
+    ``async with`` block (inside an exception group, as task groups raise), with the
+    last error as its ``__cause__``: a heartbeat never dies silently.
+
+    A ``Heartbeat`` can be entered again after it has exited, and joins afresh with a
+    new lease; it cannot be entered while it is already entered.
+
+    Events go to the ``anyrdzv._heartbeat`` logger: retries and failed revokes at
+    WARNING, with their cause; joins, renewals and leaves at DEBUG.
 
     :param store: the store
-    :param group: the group; non-empty, no ``/``
-    :param member: this member's name; non-empty, no ``/``
-    :param interval: seconds between renewals; positive
-    :param max_missed: how many intervals without a renewal make the member dead; >= 1
+    :param group: the group; non-empty, no ``/``, valid UTF-8
+    :param member: this member's name; non-empty, no ``/``, valid UTF-8
+    :param interval: seconds between renewals; at least 0.1
+    :param max_missed: how many intervals without a renewal make the member dead; >= 1.
+        ``interval * max_missed`` is the lease TTL, at most 9,000,000,000 s (etcd's limit)
     :param payload: the member's value in the store
     :param prefix: the key prefix of all groups
     :raises ValueError: if an argument is out of range
@@ -72,26 +126,37 @@ class Heartbeat:
         payload: bytes = b"",
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
+        self._store = _check_store(store)
         #: the member's key in the store
         self.key: str = members_prefix(group, prefix) + check_name("member", member)
         self.group: str = group
         self.member: str = member
         self.interval: float = check_interval(interval)
+        if self.interval < MIN_INTERVAL:
+            raise ValueError(f"interval must be at least {MIN_INTERVAL} s, got {interval!r}")
         if isinstance(max_missed, bool) or not isinstance(max_missed, int):
-            raise TypeError(f"max_missed must be an int, got {type(max_missed).__qualname__}")
+            raise TypeError(f"max_missed must be an int, got {type_name(max_missed)}")
         if max_missed < 1:
-            raise ValueError(f"max_missed must be at least 1, got {max_missed}")
+            raise ValueError(f"max_missed must be at least 1, got {_show_int(max_missed)}")
+        # Compared before multiplying: an int too big for a float would overflow.
+        if max_missed > MAX_TTL / self.interval or math.ceil(self.interval * max_missed) > MAX_TTL:
+            raise ValueError(
+                f"the lease TTL, interval * max_missed, must be at most {MAX_TTL} s "
+                f"(etcd's maximum), got interval={interval!r} and "
+                f"max_missed={_show_int(max_missed)}"
+            )
         if not isinstance(payload, bytes):
-            raise TypeError(f"payload must be bytes, got {type(payload).__qualname__}")
+            raise TypeError(f"payload must be bytes, got {type_name(payload)}")
         #: the lease TTL, ``ceil(interval * max_missed)`` seconds
         self.ttl: int = math.ceil(self.interval * max_missed)
-        self._store = store
         self._payload = payload
         self._lease: Lease | None = None
+        self._lease_gone = False  # the store said the lease is gone: nothing to revoke
         self._task_group: anyio.abc.TaskGroup | None = None
-        #: how many renewals succeeded
+        self._entered = False
+        #: how many renewals succeeded since the last entry
         self.renewals: int = 0
-        #: how many renewals failed and were retried
+        #: how many renewals failed and were retried since the last entry
         self.retries: int = 0
 
     @property
@@ -99,15 +164,41 @@ class Heartbeat:
         """The member's lease while the heartbeat runs."""
         return self._lease
 
+    @property
+    def _revoke_timeout(self) -> float:
+        return min(REVOKE_TIMEOUT, float(self.ttl))
+
     async def __aenter__(self) -> Heartbeat:
+        if self._entered:
+            raise RuntimeError(
+                f"this Heartbeat of member {self.member!r} in group {self.group!r} is "
+                f"already entered; make one Heartbeat per async with block"
+            )
+        self._entered = True
+        try:
+            return await self._join()
+        except BaseException:
+            self._entered = False
+            raise
+
+    async def _join(self) -> Heartbeat:
+        self.renewals = self.retries = 0
+        self._lease_gone = False
         lease = await self._store.grant(self.ttl)
         alive_until = anyio.current_time() + lease.ttl
         try:
             await self._store.put(self.key, self._payload, lease=lease)
         except BaseException:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._store.revoke(lease)
+            with anyio.CancelScope(shield=True):
+                await self._revoke(lease)
             raise
+        logger.debug(
+            "member %r joined group %r with lease %d (TTL %d s)",
+            self.member,
+            self.group,
+            lease.id,
+            lease.ttl,
+        )
         self._lease = lease
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
@@ -121,20 +212,56 @@ class Heartbeat:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        task_group, self._task_group = self._task_group, None
-        assert task_group is not None
+        task_group = self._task_group
+        if task_group is None:
+            raise RuntimeError(
+                "Heartbeat.__aexit__ called without a matching __aenter__: "
+                "use it as `async with Heartbeat(...):`"
+            )
+        self._task_group = None
         task_group.cancel_scope.cancel()
         try:
             return await task_group.__aexit__(exc_type, exc_value, traceback)
         finally:
             lease, self._lease = self._lease, None
-            if lease is not None:
-                # Leave at once. If the store is unreachable, the lease expires on its own.
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.interval):
-                    try:
-                        await self._store.revoke(lease)
-                    except (StoreConnectionError, LeaseExpired):
-                        pass
+            self._entered = False
+            if lease is not None and not self._lease_gone:
+                with anyio.CancelScope(shield=True):
+                    await self._revoke(lease)
+
+    async def _revoke(self, lease: Lease) -> None:
+        """Revoke ``lease`` so that the member leaves at once; if the store fails or is
+        slow, log it and leave the lease to expire on its own."""
+        timeout = self._revoke_timeout
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                await self._store.revoke(lease)
+            except LeaseExpired:
+                logger.debug("lease %d of member %r was already gone", lease.id, self.member)
+                return
+            except StoreError as exc:
+                logger.warning(
+                    "revoking lease %d of member %r in group %r failed, so the member stays "
+                    "listed until the lease expires (TTL %d s): %s",
+                    lease.id,
+                    self.member,
+                    self.group,
+                    lease.ttl,
+                    exc,
+                )
+                return
+        if scope.cancelled_caught:
+            logger.warning(
+                "revoking lease %d of member %r in group %r got no answer within %.3g s, so "
+                "the member stays listed until the lease expires (TTL %d s)",
+                lease.id,
+                self.member,
+                self.group,
+                timeout,
+                lease.ttl,
+            )
+        else:
+            logger.debug("member %r left group %r", self.member, self.group)
 
     def _lost(self, why: str) -> HeartbeatLost:
         return HeartbeatLost(
@@ -145,27 +272,70 @@ class Heartbeat:
 
     async def _keep_alive(self, lease: Lease, alive_until: float) -> None:
         async for _ in periodic(self.interval):
-            retry: Iterator[float] | None = None  # made at the first failure
-            while True:
-                asked_at = anyio.current_time()
-                try:
-                    with anyio.move_on_after(max(alive_until - asked_at, 0.001)) as scope:
-                        remaining = await self._store.keep_alive(lease)
-                except LeaseExpired as exc:
-                    raise self._lost(str(exc)) from exc
-                except StoreConnectionError as exc:
-                    if retry is None:
-                        retry = backoff(min(0.05, self.interval), self.interval)
-                    pause = next(retry)
-                    if anyio.current_time() + pause >= alive_until:
-                        raise self._lost(
-                            f"the store was unreachable until the lease ran out: {exc}"
-                        ) from exc
-                    self.retries += 1
-                    await delay(pause)
-                    continue
-                if scope.cancelled_caught:
-                    raise self._lost("no renewal succeeded before the lease ran out")
-                alive_until = asked_at + remaining
-                self.renewals += 1
-                break
+            alive_until = await self._renew(lease, alive_until)
+
+    async def _renew(self, lease: Lease, alive_until: float) -> float:
+        """Renew ``lease``, retrying until it succeeds or the lease runs out.
+
+        :return: when the lease runs out now, at the latest
+        """
+        retry: Iterator[float] | None = None  # made at the first failure
+        last_error: BaseException | None = None
+        while True:
+            asked_at = anyio.current_time()
+            left = alive_until - asked_at
+            if left <= 0:
+                cause = last_error or TimeoutError(
+                    f"the renewal of lease {lease.id} was due {-left:.3g} s after the lease ran out"
+                )
+                raise self._lost("no renewal succeeded before the lease ran out") from cause
+            try:
+                with anyio.move_on_after(left) as scope:
+                    remaining = await self._store.keep_alive(lease)
+            except LeaseExpired as exc:
+                self._lease_gone = True
+                raise self._lost(str(exc)) from exc
+            except StorePermissionError as exc:
+                raise self._lost(f"the store refused the renewal: {exc}") from exc
+            except StoreError as exc:
+                last_error = exc
+                if retry is None:
+                    retry = backoff(min(0.05, self.interval), self.interval)
+                pause = next(retry)
+                now = anyio.current_time()
+                if now + pause >= alive_until:
+                    what = (
+                        "the store was unreachable"
+                        if isinstance(exc, StoreConnectionError)
+                        else "the store kept failing"
+                    )
+                    raise self._lost(f"{what} until the lease ran out: {exc}") from exc
+                self.retries += 1
+                logger.warning(
+                    "renewing lease %d of member %r in group %r failed; retrying in %.2f s, "
+                    "%.2f s left on the lease: %s",
+                    lease.id,
+                    self.member,
+                    self.group,
+                    pause,
+                    alive_until - now,
+                    exc,
+                )
+                await delay(pause)
+                continue
+            if scope.cancelled_caught:
+                timeout = TimeoutError(
+                    f"the renewal of lease {lease.id} got no answer within {left:.3g} s, "
+                    f"when the lease ran out"
+                )
+                timeout.__cause__ = last_error
+                raise self._lost("no renewal succeeded before the lease ran out") from timeout
+            self.renewals += 1
+            logger.debug(
+                "renewed lease %d of member %r in group %r: %d s to live",
+                lease.id,
+                self.member,
+                self.group,
+                remaining,
+            )
+            return asked_at + remaining
