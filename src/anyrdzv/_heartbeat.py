@@ -39,6 +39,11 @@ _LEASE_STORE_METHODS = ("grant", "keep_alive", "revoke", "put", "get_prefix", "w
 
 
 def _check_store(store: object) -> LeaseStore:
+    if isinstance(store, type):  # the class, not an instance: its methods are callable too
+        raise TypeError(
+            f"store must be a LeaseStore instance, such as MemoryStore(), "
+            f"got the class {store.__qualname__}"
+        )
     missing = [name for name in _LEASE_STORE_METHODS if not callable(getattr(store, name, None))]
     if missing:
         lacks = (
@@ -270,6 +275,14 @@ class Heartbeat:
             self.member,
         )
 
+    def _gave_up(self, last_error: StoreError) -> HeartbeatLost:
+        what = (
+            "the store was unreachable"
+            if isinstance(last_error, StoreConnectionError)
+            else "the store kept failing"
+        )
+        return self._lost(f"{what} until the lease ran out: {last_error}")
+
     async def _keep_alive(self, lease: Lease, alive_until: float) -> None:
         async for _ in periodic(self.interval):
             alive_until = await self._renew(lease, alive_until)
@@ -280,15 +293,17 @@ class Heartbeat:
         :return: when the lease runs out now, at the latest
         """
         retry: Iterator[float] | None = None  # made at the first failure
-        last_error: BaseException | None = None
+        last_error: StoreError | None = None
         while True:
             asked_at = anyio.current_time()
             left = alive_until - asked_at
             if left <= 0:
-                cause = last_error or TimeoutError(
+                if last_error is not None:
+                    raise self._gave_up(last_error) from last_error
+                late = TimeoutError(
                     f"the renewal of lease {lease.id} was due {-left:.3g} s after the lease ran out"
                 )
-                raise self._lost("no renewal succeeded before the lease ran out") from cause
+                raise self._lost("no renewal succeeded before the lease ran out") from late
             try:
                 with anyio.move_on_after(left) as scope:
                     remaining = await self._store.keep_alive(lease)
@@ -304,12 +319,7 @@ class Heartbeat:
                 pause = next(retry)
                 now = anyio.current_time()
                 if now + pause >= alive_until:
-                    what = (
-                        "the store was unreachable"
-                        if isinstance(exc, StoreConnectionError)
-                        else "the store kept failing"
-                    )
-                    raise self._lost(f"{what} until the lease ran out: {exc}") from exc
+                    raise self._gave_up(exc) from exc
                 self.retries += 1
                 logger.warning(
                     "renewing lease %d of member %r in group %r failed; retrying in %.2f s, "

@@ -1,0 +1,562 @@
+"""Heartbeat: argument checks, retries, loss, misuse, the revoke on exit, and its logs."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from anyrdzv import (
+    Heartbeat,
+    HeartbeatLost,
+    Lease,
+    LeaseExpired,
+    LeaseStore,
+    MemoryStore,
+    StoreConnectionError,
+    StoreError,
+    StorePermissionError,
+    members,
+)
+
+pytestmark = pytest.mark.anyio
+
+LOGGER = "anyrdzv._heartbeat"
+
+
+@pytest.fixture
+def caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """caplog, at WARNING for the heartbeat's logger unless a test lowers it."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    return caplog
+
+
+class FakeStore:
+    """A store that passes calls on to ``inner`` (a MemoryStore by default), counts them,
+    and can make ``keep_alive`` or ``revoke`` fail or hang.
+
+    ``keep_alive_faults`` is a list of what the next keep-alives do, first first: an
+    exception to raise, ``"hang"`` to never answer, or ``None`` to pass the call on.
+    When the list is empty, ``keep_alive_fault`` (the same kinds) applies to all the
+    rest.
+    """
+
+    def __init__(self, inner: LeaseStore | None = None) -> None:
+        self.inner: LeaseStore = inner if inner is not None else MemoryStore()
+        self.calls: list[str] = []
+        self.keep_alive_faults: list[BaseException | str | None] = []
+        self.keep_alive_fault: BaseException | str | None = None
+        self.revoke_fault: BaseException | str | None = None
+        self.revoke_delay = 0.0
+        self.grant_started = anyio.Event()
+        self.grant_may_finish: anyio.Event | None = None
+        self.renewed = 0
+        self._renewal = anyio.Event()
+
+    def count(self, name: str) -> int:
+        return self.calls.count(name)
+
+    @staticmethod
+    async def _apply(fault: BaseException | str | None) -> None:
+        await anyio.lowlevel.checkpoint()
+        if fault == "hang":
+            await anyio.sleep(math.inf)
+        elif isinstance(fault, BaseException):
+            raise fault
+
+    async def grant(self, ttl: int) -> Lease:
+        self.calls.append("grant")
+        self.grant_started.set()
+        if self.grant_may_finish is not None:
+            await self.grant_may_finish.wait()
+        return await self.inner.grant(ttl)
+
+    async def keep_alive(self, lease: Lease) -> int:
+        self.calls.append("keep_alive")
+        fault = self.keep_alive_faults.pop(0) if self.keep_alive_faults else self.keep_alive_fault
+        await self._apply(fault)
+        remaining = await self.inner.keep_alive(lease)
+        self.renewed += 1
+        self._renewal.set()
+        self._renewal = anyio.Event()
+        return remaining
+
+    async def revoke(self, lease: Lease) -> None:
+        self.calls.append("revoke")
+        await self._apply(self.revoke_fault)
+        if self.revoke_delay:
+            await anyio.sleep(self.revoke_delay)
+        await self.inner.revoke(lease)
+
+    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
+        self.calls.append("put")
+        return await self.inner.put(key, value, lease=lease)
+
+    async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
+        self.calls.append("get_prefix")
+        return await self.inner.get_prefix(prefix)
+
+    def watch_prefix(self, prefix: str, **options: Any) -> Any:
+        self.calls.append("watch_prefix")
+        return self.inner.watch_prefix(prefix, **options)
+
+    async def wait_renewed(self, count: int) -> None:
+        """Wait until ``count`` keep-alives in all have gone through to the inner store."""
+        while self.renewed < count:
+            await self._renewal.wait()
+
+
+def lost_in(group: pytest.ExceptionInfo[Any]) -> HeartbeatLost:
+    """The one HeartbeatLost that an ``async with Heartbeat`` block raised."""
+    (exc,) = group.value.exceptions
+    assert isinstance(exc, HeartbeatLost)
+    return exc
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING
+    ]
+
+
+async def listed(store: LeaseStore, prefix: str = "/anyrdzv") -> set[str]:
+    return set((await members(store, "g", prefix=prefix)).members)
+
+
+# -- point 11: arguments are checked up front -----------------------------------------------
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        ("store", "message"),
+        [
+            (None, "got NoneType None"),
+            ("localhost:2379", "got str 'localhost:2379'"),
+            (object(), "got object <object object at"),
+        ],
+    )
+    async def test_store_must_be_a_lease_store(self, store: Any, message: str) -> None:
+        with pytest.raises(TypeError) as info:
+            Heartbeat(store, "g", "m")
+        assert str(info.value).startswith(
+            "store must be a LeaseStore such as MemoryStore or EtcdStore, "
+        )
+        assert message in str(info.value)
+
+    async def test_a_store_class_is_not_a_store(self) -> None:
+        with pytest.raises(
+            TypeError,
+            match=r"^store must be a LeaseStore instance, such as MemoryStore\(\), "
+            r"got the class MemoryStore$",
+        ):
+            Heartbeat(MemoryStore, "g", "m")  # type: ignore[arg-type]
+
+    async def test_a_partial_store_names_what_it_lacks(self) -> None:
+        class HalfStore:
+            async def grant(self, ttl: int) -> Lease:
+                raise NotImplementedError
+
+            keep_alive = grant
+            revoke = "not callable"
+
+        with pytest.raises(TypeError, match=r"\(it has no revoke\(\), put\(\), get_prefix\(\)"):
+            Heartbeat(HalfStore(), "g", "m")  # type: ignore[arg-type]
+
+    async def test_a_bad_store_message_is_bounded(self) -> None:
+        with pytest.raises(TypeError) as info:
+            Heartbeat("x" * 100_000, "g", "m")  # type: ignore[arg-type]
+        assert len(str(info.value)) < 400
+
+    async def test_any_object_with_the_methods_is_a_store(self) -> None:
+        assert Heartbeat(FakeStore(), "g", "m").ttl == 15
+
+    @pytest.mark.parametrize("interval", [1e-9, 0.05, 0.0999])
+    async def test_interval_has_a_floor(self, interval: float) -> None:
+        with pytest.raises(ValueError, match=rf"interval must be at least 0\.1 s, got {interval}"):
+            Heartbeat(MemoryStore(), "g", "m", interval=interval)
+
+    async def test_the_floor_itself_is_allowed(self) -> None:
+        assert Heartbeat(MemoryStore(), "g", "m", interval=0.1, max_missed=10).ttl == 1
+
+    @pytest.mark.parametrize(
+        ("interval", "max_missed", "shown"),
+        [
+            (1.0, 10**400, "max_missed=<an int of 1329 bits>"),
+            (1.0, 10**5000, "max_missed=<an int of"),  # past str()'s 4,300-digit limit
+            (1e300, 3, "interval=1e+300 and max_missed=3"),
+            (1.0, 9_000_000_001, "interval=1.0 and max_missed=9000000001"),
+            (3e9, 4, "interval=3000000000.0 and max_missed=4"),
+        ],
+        ids=["10**400", "10**5000", "interval-1e300", "max_missed-past-9e9", "just-past-9e9"],
+    )
+    async def test_ttl_is_bounded_by_etcds_maximum(
+        self, interval: float, max_missed: int, shown: str
+    ) -> None:
+        with pytest.raises(ValueError, match="the lease TTL") as info:
+            Heartbeat(MemoryStore(), "g", "m", interval=interval, max_missed=max_missed)
+        message = str(info.value)
+        assert message.startswith(
+            "the lease TTL, interval * max_missed, must be at most 9000000000 s (etcd's maximum)"
+        )
+        assert shown in message
+        assert len(message) < 300
+
+    async def test_ttl_at_etcds_maximum_is_allowed(self) -> None:
+        assert Heartbeat(MemoryStore(), "g", "m", interval=3e9, max_missed=3).ttl == 9_000_000_000
+        beat = Heartbeat(MemoryStore(), "g", "m", interval=1, max_missed=9_000_000_000)
+        assert beat.ttl == 9_000_000_000
+
+    async def test_huge_negative_max_missed_message_is_bounded(self) -> None:
+        with pytest.raises(ValueError, match=r"max_missed must be at least 1, got <an int of"):
+            Heartbeat(MemoryStore(), "g", "m", max_missed=-(10**5000))
+
+    @pytest.mark.parametrize(
+        ("group", "member", "prefix", "name"),
+        [
+            ("\ud800", "m", "/anyrdzv", "group"),
+            ("g", "\ud800", "/anyrdzv", "member"),
+            ("g", "node-\udfff-0", "/anyrdzv", "member"),
+            ("g", "m", "/p\ud800", "prefix"),
+        ],
+    )
+    async def test_names_must_be_utf8(
+        self, group: str, member: str, prefix: str, name: str
+    ) -> None:
+        with pytest.raises(ValueError, match=rf"^{name} must be encodable as UTF-8 \(surrogates"):
+            Heartbeat(MemoryStore(), group, member, prefix=prefix)
+
+    async def test_members_rejects_a_non_utf8_group_too(self) -> None:
+        with pytest.raises(ValueError, match="group must be encodable as UTF-8"):
+            await members(MemoryStore(), "\ud800")
+
+    async def test_non_ascii_names_are_fine(self) -> None:
+        store = MemoryStore()
+        async with Heartbeat(store, "g", "nœud-é-🚀", interval=0.1, max_missed=10):
+            assert await listed(store) == {"nœud-é-🚀"}
+
+    @pytest.mark.parametrize(
+        "bad", ["x/" * 50_000, "\ud800" * 50_000], ids=["slashes", "surrogates"]
+    )
+    async def test_bad_name_messages_are_bounded(self, bad: str) -> None:
+        with pytest.raises(ValueError, match="^member must be") as info:
+            Heartbeat(MemoryStore(), "g", bad)
+        assert len(str(info.value)) < 400
+
+
+# -- point 5: what a keep-alive failure does ------------------------------------------------
+
+
+class TestRetries:
+    async def test_a_short_run_of_connection_errors_is_retried(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = FakeStore()
+        store.keep_alive_faults = [StoreConnectionError("connection refused (simulated)")] * 3
+        async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
+            await store.wait_renewed(2)
+            assert beat.retries == 3
+            assert await listed(store) == {"m"}
+        warnings = warnings_of(caplog)
+        assert len(warnings) == 3
+        for message in warnings:
+            assert "renewing lease" in message
+            assert "of member 'm' in group 'g' failed" in message
+            assert "connection refused (simulated)" in message
+            assert "s left on the lease" in message
+
+    @pytest.mark.parametrize("kind", [StoreError, StoreConnectionError])
+    async def test_a_store_error_is_retried_while_the_lease_lives(
+        self, kind: type[StoreError], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        error = kind("etcd answered 500: etcdserver: too many requests")
+        store = FakeStore()
+        store.keep_alive_faults = [error, error]
+        async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
+            await store.wait_renewed(1)
+            assert beat.retries == 2
+        assert [str(error) in m for m in warnings_of(caplog)] == [True, True]
+
+    @pytest.mark.parametrize(
+        ("kind", "why"),
+        [
+            (StoreError, "the store kept failing until the lease ran out: simulated"),
+            (StoreConnectionError, "the store was unreachable until the lease ran out: simulated"),
+        ],
+    )
+    async def test_errors_until_the_lease_runs_out_are_heartbeat_lost(
+        self, kind: type[StoreError], why: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        error = kind("simulated")
+        store = FakeStore()
+        store.keep_alive_fault = error
+        with pytest.RaisesGroup(HeartbeatLost) as group:
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
+                await anyio.sleep(math.inf)
+        lost = lost_in(group)
+        assert why in str(lost)
+        assert lost.__cause__ is error
+        assert (lost.group, lost.member) == ("g", "m")
+        assert beat.retries >= 1
+        assert len(warnings_of(caplog)) == beat.retries
+
+    async def test_a_permission_error_is_heartbeat_lost_at_once(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = FakeStore()
+        refused = StorePermissionError("etcd refused /v3/lease/keepalive: permission denied")
+        store.keep_alive_fault = refused
+        with pytest.RaisesGroup(HeartbeatLost) as group:
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
+                await anyio.sleep(math.inf)
+        lost = lost_in(group)
+        assert "the store refused the renewal: etcd refused" in str(lost)
+        assert lost.__cause__ is refused
+        assert store.count("keep_alive") == 1
+        assert beat.retries == 0
+        assert warnings_of(caplog) == []
+        assert store.count("revoke") == 1  # the lease may live: leave at once
+
+    async def test_lease_expired_is_heartbeat_lost_at_once_without_a_revoke(self) -> None:
+        store = FakeStore()
+        gone = LeaseExpired("lease 1 has expired or was revoked")
+        store.keep_alive_fault = gone
+        with pytest.RaisesGroup(HeartbeatLost) as group:
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+                await anyio.sleep(math.inf)
+        assert lost_in(group).__cause__ is gone
+        assert store.count("keep_alive") == 1
+        assert store.count("revoke") == 0
+
+    async def test_a_hung_keep_alive_is_lost_with_a_timeout_as_cause(self) -> None:
+        store = FakeStore()
+        store.keep_alive_fault = "hang"
+        start = anyio.current_time()
+        with pytest.RaisesGroup(HeartbeatLost) as group:
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
+                await anyio.sleep(math.inf)
+        lost = lost_in(group)
+        assert "no renewal succeeded before the lease ran out" in str(lost)
+        assert isinstance(lost.__cause__, TimeoutError)
+        assert "the renewal of lease" in str(lost.__cause__)
+        assert "got no answer within" in str(lost.__cause__)
+        assert lost.__cause__.__cause__ is None
+        assert store.count("keep_alive") == 1
+        assert anyio.current_time() - start >= beat.ttl - beat.interval  # it waited for it
+
+    async def test_a_hang_after_an_error_keeps_the_error_under_the_timeout(self) -> None:
+        store = FakeStore()
+        odd = StoreError("etcd answered 503")
+        store.keep_alive_faults = [odd]
+        store.keep_alive_fault = "hang"
+        with pytest.RaisesGroup(HeartbeatLost) as group:
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+                await anyio.sleep(math.inf)
+        cause = lost_in(group).__cause__
+        assert isinstance(cause, TimeoutError)
+        assert cause.__cause__ is odd
+
+    async def test_keep_alives_do_not_busy_loop(self) -> None:
+        store = FakeStore()
+        async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+            await anyio.sleep(0.35)
+        assert store.count("keep_alive") <= 4  # one per 0.1 s at most
+
+    async def test_revoked_behind_its_back_on_each_store(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        with pytest.RaisesGroup(HeartbeatLost) as group:
+            async with Heartbeat(store, "g", "m", interval=0.1, prefix=key_prefix) as beat:
+                assert beat.lease is not None
+                await store.revoke(beat.lease)
+                await anyio.sleep(math.inf)
+        assert isinstance(lost_in(group).__cause__, LeaseExpired)
+
+
+# -- point 10: misuse -----------------------------------------------------------------------
+
+
+class CountingStore(FakeStore):
+    """A FakeStore over any store, to count calls to real etcd too."""
+
+
+class TestMisuse:
+    async def test_nested_enter_is_a_runtime_error_and_the_first_runs_on(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        counting = CountingStore(store)
+        beat = Heartbeat(counting, "g", "m", interval=0.1, max_missed=20, prefix=key_prefix)
+        async with beat:
+            lease = beat.lease
+            calls_before = list(counting.calls)
+            with pytest.raises(RuntimeError, match="is already entered"):
+                async with beat:
+                    pytest.fail("entered twice")
+            assert counting.calls == calls_before  # no I/O: no second lease
+            assert beat.lease == lease
+            renewed = counting.renewed
+            await counting.wait_renewed(renewed + 2)
+            assert await listed(store, key_prefix) == {"m"}
+        assert counting.count("grant") == 1
+        assert counting.count("revoke") == 1
+        assert await listed(store, key_prefix) == set()
+
+    async def test_enter_while_another_task_is_entering_is_a_runtime_error(self) -> None:
+        store = FakeStore()
+        store.grant_may_finish = anyio.Event()
+        beat = Heartbeat(store, "g", "m", interval=0.1, max_missed=10)
+        errors: list[BaseException] = []
+
+        async def enter_and_leave() -> None:
+            async with beat:
+                pass
+
+        async def enter_again() -> None:
+            try:
+                async with beat:
+                    pass
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(enter_and_leave)
+            await store.grant_started.wait()
+            await enter_again()
+            store.grant_may_finish.set()
+        assert [str(e) for e in errors] == [
+            (
+                "this Heartbeat of member 'm' in group 'g' is already entered; "
+                "make one Heartbeat per async with block"
+            )
+        ]
+        assert store.count("grant") == 1
+        assert await listed(store.inner) == set()
+
+    async def test_exit_without_enter_is_a_runtime_error(self) -> None:
+        beat = Heartbeat(MemoryStore(), "g", "m")
+        with pytest.raises(RuntimeError, match=r"__aexit__ called without a matching __aenter__"):
+            await beat.__aexit__(None, None, None)
+
+    async def test_exit_twice_is_a_runtime_error(self) -> None:
+        beat = Heartbeat(MemoryStore(), "g", "m", interval=0.1, max_missed=10)
+        await beat.__aenter__()
+        await beat.__aexit__(None, None, None)
+        with pytest.raises(RuntimeError, match="without a matching __aenter__"):
+            await beat.__aexit__(None, None, None)
+
+    async def test_reenter_after_exit_joins_afresh(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        beat = Heartbeat(store, "g", "m", interval=0.1, max_missed=20, prefix=key_prefix)
+        leases = []
+        for _ in range(2):
+            async with beat:
+                leases.append(beat.lease)
+                assert await listed(store, key_prefix) == {"m"}
+            assert beat.lease is None
+            assert await listed(store, key_prefix) == set()
+        assert leases[0] != leases[1]
+
+    async def test_reenter_after_heartbeat_lost(self) -> None:
+        store = FakeStore()
+        store.keep_alive_faults = [LeaseExpired("gone")]
+        beat = Heartbeat(store, "g", "m", interval=0.1, max_missed=10)
+        with pytest.RaisesGroup(HeartbeatLost):
+            async with beat:
+                await anyio.sleep(math.inf)
+        async with beat:
+            await store.wait_renewed(1)
+            assert await listed(store.inner) == {"m"}
+
+    async def test_reenter_after_a_failed_join(self) -> None:
+        store = FakeStore()
+        beat = Heartbeat(store, "g", "m", interval=0.1, max_missed=10)
+        real_put = store.put
+
+        async def refuse(key: str, value: bytes, *, lease: Lease | None = None) -> int:
+            raise StoreConnectionError("refused")
+
+        store.put = refuse  # type: ignore[method-assign]
+        with pytest.raises(StoreConnectionError):
+            async with beat:
+                pytest.fail("joined without a put")
+        assert store.count("revoke") == 1  # the granted lease is not left behind
+        store.put = real_put  # type: ignore[method-assign]
+        async with beat:
+            assert await listed(store.inner) == {"m"}
+
+
+# -- point 11 and 13: the revoke on exit ----------------------------------------------------
+
+
+class TestRevokeOnExit:
+    async def test_a_slow_revoke_is_not_cut_off_after_one_interval(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        slow = FakeStore(store)
+        slow.revoke_delay = 0.5  # five intervals, well within the bound
+        async with Heartbeat(slow, "g", "m", interval=0.1, max_missed=20, prefix=key_prefix):
+            assert await listed(store, key_prefix) == {"m"}
+        assert await listed(store, key_prefix) == set()
+
+    async def test_a_cancelled_block_still_leaves(self, store: LeaseStore, key_prefix: str) -> None:
+        with anyio.CancelScope() as scope:
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=20, prefix=key_prefix):
+                scope.cancel()
+                await anyio.sleep(math.inf)
+        assert await listed(store, key_prefix) == set()
+
+    async def test_a_hung_revoke_is_bounded_by_the_ttl_and_logged(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = FakeStore()
+        store.revoke_fault = "hang"
+        with anyio.fail_after(30):  # a guard only: the bound is min(5 s, TTL) = 1 s
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+                pass
+        (warning,) = warnings_of(caplog)
+        assert "revoking lease 1 of member 'm' in group 'g' got no answer within 1 s" in warning
+        assert "until the lease expires (TTL 1 s)" in warning
+
+    @pytest.mark.parametrize("kind", [StoreConnectionError, StorePermissionError, StoreError])
+    async def test_a_failed_revoke_is_logged_not_raised(
+        self, kind: type[StoreError], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        error = kind("simulated")
+        store = FakeStore()
+        store.revoke_fault = error
+        async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+            pass
+        (warning,) = warnings_of(caplog)
+        assert warning.startswith("revoking lease 1 of member 'm' in group 'g' failed")
+        assert warning.endswith(f": {error}")
+
+    async def test_a_failed_revoke_does_not_hide_the_blocks_error(self) -> None:
+        store = FakeStore()
+        store.revoke_fault = StoreConnectionError("refused")
+        with pytest.RaisesGroup(pytest.RaisesExc(KeyError, match="from the block")):
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+                raise KeyError("from the block")
+
+
+# -- point 13: logging ----------------------------------------------------------------------
+
+
+class TestLogging:
+    async def test_the_logger_has_no_handlers(self) -> None:
+        assert logging.getLogger(LOGGER).handlers == []
+
+    async def test_join_renewal_and_leave_are_debug(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.DEBUG, logger=LOGGER)
+        store = FakeStore()
+        async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+            await store.wait_renewed(1)
+        records = [r for r in caplog.records if r.name == LOGGER]
+        assert {r.levelno for r in records} == {logging.DEBUG}
+        messages = [r.getMessage() for r in records]
+        assert messages[0] == "member 'm' joined group 'g' with lease 1 (TTL 1 s)"
+        assert messages[1] == "renewed lease 1 of member 'm' in group 'g': 1 s to live"
+        assert messages[-1] == "member 'm' left group 'g'"
