@@ -6,7 +6,13 @@ from ._delay import delay as delay
 from ._endpoint import Endpoint as Endpoint
 from ._endpoint import parse_rendezvous_endpoint as parse_rendezvous_endpoint
 from ._endpoint import try_parse_port as try_parse_port
-from ._etcd_store import EtcdStore as EtcdStore
+from ._etcd._store import EtcdStore as EtcdStore
+from ._exceptions import LeaseExpired as LeaseExpired
+from ._exceptions import StoreCompacted as StoreCompacted
+from ._exceptions import StoreConnectionError as StoreConnectionError
+from ._exceptions import StoreError as StoreError
+from ._exceptions import StorePermissionError as StorePermissionError
+from ._exceptions import StoreProtocolError as StoreProtocolError
 from ._heartbeat import Heartbeat as Heartbeat
 from ._heartbeat import HeartbeatLost as HeartbeatLost
 from ._hostname import HostMatch as HostMatch
@@ -24,13 +30,8 @@ from ._periodic import Tick as Tick
 from ._periodic import periodic as periodic
 from ._store import EventType as EventType
 from ._store import Lease as Lease
-from ._store import LeaseExpired as LeaseExpired
 from ._store import LeaseStore as LeaseStore
-from ._store import StoreCompacted as StoreCompacted
-from ._store import StoreConnectionError as StoreConnectionError
-from ._store import StoreError as StoreError
 from ._store import StoreEvent as StoreEvent
-from ._store import StorePermissionError as StorePermissionError
 from ._timer import PeriodicTimer as PeriodicTimer
 from ._timer import TimerStatistics as TimerStatistics
 from ._util import fixup_module_metadata as _fixup_module_metadata
@@ -58,6 +59,7 @@ __all__ = (
     "StoreError",
     "StoreEvent",
     "StorePermissionError",
+    "StoreProtocolError",
     "Tick",
     "TimerStatistics",
     "backoff",

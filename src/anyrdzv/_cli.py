@@ -15,7 +15,7 @@ import anyio
 
 from ._config import parse_rendezvous_config
 from ._endpoint import parse_rendezvous_endpoint
-from ._etcd_store import EtcdStore
+from ._etcd._store import EtcdStore
 from ._hostname import explain_machine_hostname, local_identity
 from ._keys import members_prefix
 from ._members import MembersSnapshot, members, watch_members

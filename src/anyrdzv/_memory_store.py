@@ -4,6 +4,7 @@ import bisect
 import heapq
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
@@ -19,6 +20,9 @@ from ._store import (
     check_ttl,
 )
 from ._util import check_str
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @dataclass
@@ -172,18 +176,32 @@ class MemoryStore:
         found = {k: v for k, (v, _) in self._data.items() if k.startswith(prefix)}
         return found, self._revision
 
-    def watch_prefix(self, prefix: str, *, start_revision: int) -> _MemoryWatch:
+    def watch_prefix(
+        self,
+        prefix: str,
+        *,
+        start_revision: int,
+        on_open: Callable[[], object] | None = None,
+    ) -> _MemoryWatch:
         """Yield every change under ``prefix`` from ``start_revision`` on, in order.
 
+        :param on_open: called when the watch is first waited on
         :raises StoreCompacted: if ``start_revision`` is older than the kept history
         """
         check_str("prefix", prefix)
-        return _MemoryWatch(self, prefix, start_revision)
+        return _MemoryWatch(self, prefix, start_revision, on_open)
 
 
 class _MemoryWatch:
-    def __init__(self, store: MemoryStore, prefix: str, start_revision: int) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        prefix: str,
+        start_revision: int,
+        on_open: Callable[[], object] | None,
+    ) -> None:
         self._store = store
+        self._on_open = on_open
         self._prefix = prefix
         self._generation = store._generation
         self._position = store._history_base + bisect.bisect_left(
@@ -203,6 +221,9 @@ class _MemoryWatch:
     async def __anext__(self) -> StoreEvent:
         store = self._store
         await anyio.lowlevel.checkpoint()
+        if self._on_open is not None and self._generation == store._generation:
+            on_open, self._on_open = self._on_open, None
+            on_open()
         while True:
             if self._generation != store._generation:
                 raise StoreConnectionError("the watch stream was cut")

@@ -4,10 +4,35 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ._exceptions import (
+    LeaseExpired,
+    StoreCompacted,
+    StoreConnectionError,
+    StoreError,
+    StorePermissionError,
+    StoreProtocolError,
+)
 from ._util import check_str
 
+# The errors live in _exceptions; these names stay importable from here too.
+__all__ = (
+    "EventType",
+    "Lease",
+    "LeaseExpired",
+    "LeaseStore",
+    "StoreCompacted",
+    "StoreConnectionError",
+    "StoreError",
+    "StoreEvent",
+    "StorePermissionError",
+    "StoreProtocolError",
+    "WatchStream",
+    "check_put",
+    "check_ttl",
+)
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 
 def check_ttl(ttl: object) -> int:
@@ -24,33 +49,6 @@ def check_put(key: object, value: object) -> None:
     check_str("key", key)
     if not isinstance(value, bytes):
         raise TypeError(f"value must be bytes, got {type(value).__qualname__}")
-
-
-class StoreError(Exception):
-    """Base class of the errors a :class:`LeaseStore` raises."""
-
-
-class StoreConnectionError(StoreError, ConnectionError):
-    """The store could not be reached, did not answer in time, or dropped the connection."""
-
-
-class StorePermissionError(StoreError, PermissionError):
-    """The store refused the request: bad or missing credentials, or no permission."""
-
-
-class LeaseExpired(StoreError):
-    """The lease does not exist any more: it expired or was revoked."""
-
-
-class StoreCompacted(StoreError):
-    """A watch asked for history that the store has already compacted away.
-
-    :ivar compact_revision: the oldest revision still available
-    """
-
-    def __init__(self, message: str, compact_revision: int) -> None:
-        super().__init__(message)
-        self.compact_revision = compact_revision
 
 
 class EventType(enum.Enum):
@@ -134,8 +132,18 @@ class LeaseStore(Protocol):
         """Return every key under ``prefix`` with its value, and the store revision."""
         ...
 
-    def watch_prefix(self, prefix: str, *, start_revision: int) -> WatchStream:
+    def watch_prefix(
+        self,
+        prefix: str,
+        *,
+        start_revision: int,
+        on_open: Callable[[], object] | None = None,
+    ) -> WatchStream:
         """Yield every change under ``prefix`` from ``start_revision`` on, in order.
+
+        ``on_open``, if given, is called each time the store confirms the watch (for
+        etcd, again whenever the stream is made anew): a caller can tell a watch that
+        works but is quiet from one that keeps failing.
 
         :raises StoreCompacted: if ``start_revision`` is older than the kept history
         :raises StoreConnectionError: if the stream breaks; resume from the next revision

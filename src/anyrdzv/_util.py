@@ -30,6 +30,18 @@ def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
             fix_one(objname, objname, namespace[objname])
 
 
+#: How much of a value an error message echoes.
+MAX_ECHO = 200
+
+
+def echo(value: object) -> str:
+    """``repr(value)``, cut to :data:`MAX_ECHO` characters for an error or log message."""
+    text = repr(value)
+    if len(text) <= MAX_ECHO:
+        return text
+    return f"{text[:MAX_ECHO]}… ({len(text)} characters)"
+
+
 def type_name(value: object) -> str:
     """Return the name of ``value``'s type, for error messages."""
     return type(value).__qualname__

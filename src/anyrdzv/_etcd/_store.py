@@ -1,0 +1,317 @@
+"""EtcdStore: the LeaseStore facade over etcd's gateway client, keep-alive batcher and
+wire format."""
+
+from __future__ import annotations
+
+import logging
+import ssl as _ssl
+from typing import TYPE_CHECKING, Any, final
+
+import anyio
+
+from .._endpoint import Endpoint, parse_rendezvous_endpoint
+from .._exceptions import LeaseExpired, StoreCompacted, StoreConnectionError
+from .._store import Lease, StoreEvent, check_put, check_ttl
+from .._util import check_positive_finite, check_str, echo, type_name
+from . import _wire
+from ._gateway import Gateway
+from ._keepalive import KeepAliveBatcher
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable
+    from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+ETCD_DEFAULT_PORT = 2379
+
+
+def parse_etcd_endpoint(endpoint: object, ssl: object) -> tuple[Endpoint, str, _ssl.SSLContext | None]:
+    """Read ``host[:port]`` or an ``http(s)://host[:port]`` URL; return the endpoint, the
+    scheme and the SSL context to use.
+
+    :raises ValueError: if the endpoint is malformed, or says plain HTTP beside ``ssl``
+    :raises TypeError: if an argument has the wrong type
+    """
+    text = check_str("endpoint", endpoint).strip()
+    if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+        raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type_name(ssl)}")
+    scheme = "https" if ssl is not None else "http"
+    if "://" in text:
+        given, _, rest = text.partition("://")
+        given = given.lower()
+        if given not in ("http", "https"):
+            raise ValueError(
+                f"endpoint must be host[:port] or an http:// or https:// URL, got "
+                f"{echo(text)}"
+            )
+        rest = rest.removesuffix("/")
+        if "/" in rest or "?" in rest or "#" in rest:
+            raise ValueError(
+                f"endpoint must be a URL with no path, got {echo(text)}"
+            )
+        if given == "http" and ssl is not None:
+            raise ValueError(
+                f"endpoint {echo(text)} says plain HTTP, but ssl= was given: "
+                "use https://, or host:port"
+            )
+        if given == "https" and ssl is None:
+            ssl = _ssl.create_default_context()  # the system's CAs
+        scheme = given
+        text = rest
+    parsed = parse_rendezvous_endpoint(text, ETCD_DEFAULT_PORT)
+    return parsed, scheme, ssl
+
+
+@final
+class EtcdStore:
+    """A :class:`LeaseStore` on etcd (3.4+), through its v3 JSON gateway, with httpx.
+
+    httpx runs on anyio, so this works on asyncio, uvloop and trio alike. Use it as an
+    async context manager::
+
+        async with EtcdStore("etcd1:2379", timeout=5) as store:
+            ...
+
+    Passing faults are retried within ``timeout``: a refused connection, and answers
+    that etcd cannot serve a request now (no leader, stopping, unavailable). An expired
+    auth token is renewed. A watch that hears nothing for ``watch_idle`` seconds is
+    re-created, so a connection that went silent is found out.
+
+    :param endpoint: ``host[:port]``, parsed like torch's endpoints, default port 2379;
+        or an ``http://`` or ``https://`` URL, as etcd's own flags take them
+    :param ssl: an SSL context for HTTPS; ``None`` means plain HTTP, or, with an
+        ``https://`` URL, TLS with the system's CAs
+    :param username: the etcd user, when etcd has auth enabled
+    :param password: that user's password
+    :param timeout: how long etcd may take to answer one request, retries included, in
+        seconds; an unreachable store raises :class:`StoreConnectionError` within it.
+        Time spent queued behind this process's own requests is not counted, as long
+        as etcd keeps answering them.
+    :param watch_idle: how long a watch may hear nothing before it is re-created
+    :raises ValueError: if the endpoint is malformed, or a time is not positive
+    :raises TypeError: if an argument has the wrong type
+
+    .. versionchanged:: 0.2
+       URLs, ``watch_idle``, retries and token renewal.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = "localhost:2379",
+        *,
+        ssl: _ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 5.0,
+        watch_idle: float = 10.0,
+    ) -> None:
+        parsed, scheme, context = parse_etcd_endpoint(endpoint, ssl)
+        self.endpoint: Endpoint = parsed
+        if username is not None:
+            check_str("username", username)
+        if password is not None:
+            check_str("password", password)
+        if (username is None) != (password is None):
+            raise ValueError("username and password go together: give both or neither")
+        self._timeout = check_positive_finite("timeout", timeout)
+        self._watch_idle = check_positive_finite("watch_idle", watch_idle)
+        host = parsed.host
+        if ":" in host:
+            host = f"[{host.replace('%', '%25')}]"
+        self._gateway = Gateway(
+            f"{scheme}://{host}:{parsed.port}",
+            str(parsed),
+            ssl=context,
+            username=username,
+            password=password,
+            timeout=self._timeout,
+        )
+        self._batcher: KeepAliveBatcher | None = None
+
+    def __repr__(self) -> str:
+        return f"EtcdStore({str(self.endpoint)!r})"
+
+    async def __aenter__(self) -> EtcdStore:
+        await self._gateway.open()
+        self._batcher = KeepAliveBatcher(
+            self._gateway.renew, timeout=self._timeout, where=self._gateway.where
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        self._batcher = None
+        await self._gateway.aclose()
+
+    def _key(self, raw: bytes, where: str) -> str | None:
+        """A key as text, or ``None`` (logged) for a foreign key that is not UTF-8."""
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            logger.warning(
+                "skipping a key in %s from etcd at %s that is not UTF-8: %s",
+                where,
+                self._gateway.where,
+                echo(raw),
+            )
+            return None
+
+    # -- the LeaseStore protocol ------------------------------------------------------------
+
+    async def grant(self, ttl: int) -> Lease:
+        """Grant a lease that lives ``ttl`` seconds unless kept alive.
+
+        etcd may raise a very short TTL to its minimum; the lease says what was granted.
+        """
+        check_ttl(ttl)
+        path = "/v3/lease/grant"
+        body = await self._gateway.call(path, {"TTL": str(ttl)})
+        lease_id, granted = _wire.grant(path, body, ttl)
+        return Lease(lease_id, granted)
+
+    async def keep_alive(self, lease: Lease) -> int:
+        """Renew ``lease`` and return its remaining TTL.
+
+        Keep-alives from concurrent callers share requests, as etcd's own client shares
+        one keep-alive stream: the calls that come within 5 ms ride in one request, and
+        the next ones gather while it flies.
+
+        :raises LeaseExpired: if the lease is gone
+        """
+        if self._batcher is None or not self._gateway.is_open:
+            raise RuntimeError("EtcdStore is not open: use it as 'async with EtcdStore(...)'")
+        return await self._batcher.keep_alive(lease.id)
+
+    async def revoke(self, lease: Lease) -> None:
+        """Revoke ``lease`` now, deleting its keys. A gone lease is not an error."""
+        try:
+            await self._gateway.call("/v3/lease/revoke", {"ID": str(lease.id)})
+        except LeaseExpired:
+            pass
+
+    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
+        """Set ``key`` to ``value``, under ``lease`` if given; return the new revision.
+
+        :raises LeaseExpired: if ``lease`` is gone
+        """
+        check_put(key, value)
+        path = "/v3/kv/put"
+        payload: dict[str, Any] = {"key": _wire.b64_text(key), "value": _wire.b64(value)}
+        if lease is not None:
+            payload["lease"] = str(lease.id)
+        return _wire.revision(path, await self._gateway.call(path, payload))
+
+    async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
+        """Return every key under ``prefix`` with its value, and the store revision.
+
+        Keys that are not UTF-8, which no anyrdzv writer makes, are skipped and logged.
+        """
+        check_str("prefix", prefix)
+        path = "/v3/kv/range"
+        body = await self._gateway.call(
+            path, {"key": _wire.b64_text(prefix), "range_end": _wire.prefix_end(prefix)}
+        )
+        kvs, revision = _wire.range_result(path, body)
+        found: dict[str, bytes] = {}
+        for kv in kvs:
+            key = self._key(kv.key, prefix)
+            if key is not None:
+                found[key] = kv.value
+        return found, revision
+
+    async def watch_prefix(
+        self,
+        prefix: str,
+        *,
+        start_revision: int,
+        on_open: Callable[[], object] | None = None,
+    ) -> AsyncGenerator[StoreEvent, None]:
+        """Yield every change under ``prefix`` from ``start_revision`` on, in order.
+
+        :param on_open: called each time etcd confirms the watch
+        :raises StoreCompacted: if ``start_revision`` has been compacted
+        :raises StoreConnectionError: if the stream breaks; resume from the next revision
+        """
+        check_str("prefix", prefix)
+        next_revision = start_revision
+        renewed = False
+        while True:
+            token = self._gateway.token
+            request = {
+                "create_request": {
+                    "key": _wire.b64_text(prefix),
+                    "range_end": _wire.prefix_end(prefix),
+                    "start_revision": str(next_revision),
+                    "progress_notify": True,
+                }
+            }
+            try:
+                async with self._gateway.stream("/v3/watch", request) as lines:
+                    created = False
+                    while True:
+                        line = None
+                        # Until etcd confirms the watch, it must answer in the timeout;
+                        # after, a quiet stream is checked by making the watch again.
+                        bound = self._watch_idle if created else self._timeout
+                        with anyio.move_on_after(bound):
+                            line = await lines.__anext__()
+                        if line is None:
+                            if not created:
+                                raise StoreConnectionError(
+                                    f"etcd at {self._gateway.where} did not confirm the "
+                                    f"watch on {prefix!r} within {self._timeout} s"
+                                )
+                            logger.debug(
+                                "watch on %r heard nothing for %s s; making it again to "
+                                "check the connection",
+                                prefix,
+                                self._watch_idle,
+                            )
+                            break
+                        if not line.strip():
+                            continue
+                        message = _wire.watch_line(
+                            line, has_credentials=self._gateway.has_credentials
+                        )
+                        if message.compact_revision:
+                            raise StoreCompacted(
+                                f"revision {next_revision} has been compacted; "
+                                f"the oldest kept is {message.compact_revision}",
+                                message.compact_revision,
+                            )
+                        if message.canceled:
+                            raise _wire.watch_cancelled(
+                                message.cancel_reason,
+                                has_credentials=self._gateway.has_credentials,
+                            )
+                        if message.created and not created:
+                            created = True
+                            renewed = False
+                            if on_open is not None:
+                                on_open()
+                        for event in message.events:
+                            next_revision = event.kv.mod_revision + 1
+                            key = self._key(event.kv.key, f"the watch on {prefix!r}")
+                            if key is None:
+                                continue
+                            yield StoreEvent(
+                                event.type, key, event.kv.value, event.kv.mod_revision
+                            )
+            except StopAsyncIteration:
+                raise StoreConnectionError(
+                    f"etcd at {self._gateway.where} closed the watch stream"
+                ) from None
+            except _wire.InvalidToken:
+                if renewed:
+                    raise
+                renewed = True
+                await self._gateway.relogin(token)

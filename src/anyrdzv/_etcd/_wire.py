@@ -1,0 +1,381 @@
+"""The etcd v3 JSON gateway's wire format: encoding requests, decoding every answer and
+watch line, and the one mapping from the gateway's errors to anyrdzv's.
+
+Pure: no I/O, no event loop. Every decoder takes what the server sent, whatever it is,
+and either returns typed values or raises a :class:`StoreError` subclass, never anything
+else (a hypothesis test feeds them arbitrary bytes and JSON).
+
+What the gateway sends (etcd 3.4): int64 fields come as JSON strings; fields that are
+false, zero or empty are left out; keys and values are base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .._exceptions import (
+    LeaseExpired,
+    StoreConnectionError,
+    StoreError,
+    StorePermissionError,
+    StoreProtocolError,
+)
+from .._store import EventType
+from .._util import MAX_ECHO, echo
+
+# gRPC status codes, as the gateway reports them.
+_CANCELLED = 1
+_DEADLINE_EXCEEDED = 4
+_NOT_FOUND = 5
+_PERMISSION_DENIED = 7
+_UNAVAILABLE = 14
+_UNAUTHENTICATED = 16
+_RETRYABLE_CODES = frozenset({_CANCELLED, _DEADLINE_EXCEEDED, _UNAVAILABLE})
+# What etcd says when it cannot serve a request now, whatever the code: a leader
+# election, a member shutting down, the gateway's own gRPC hop closing.
+_RETRYABLE_MESSAGES = (
+    "no leader",
+    "leader changed",
+    "stopping",
+    "server stopped",
+    "raft: stopped",
+    "transport is closing",
+    "connection is closing",
+    "connection refused",
+    "request timed out",
+    "timed out waiting for read index",
+    "too many requests",
+    "not capable",
+    "unhealthy cluster",
+)
+# etcd 3.4 reports these auth failures as InvalidArgument (code 3), so the text decides.
+_AUTH_MESSAGES = (
+    "user name is empty",
+    "authentication failed",
+    "invalid auth token",
+    "permission denied",
+    "revision of auth store is old",
+    "auth: ",
+)
+# The token is gone or stale: logging in again fixes these.
+_TOKEN_MESSAGES = ("invalid auth token", "revision of auth store is old", "user name is empty")
+# Proxies' answers when the server behind them is away: a passing fault.
+_GATEWAY_DOWN_STATUSES = frozenset({502, 503, 504})
+
+
+class InvalidToken(StorePermissionError):
+    """etcd did not accept the auth token: it expired, or the member restarted."""
+
+
+def b64(data: bytes) -> str:
+    """Encode bytes for a JSON field."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64_text(text: str) -> str:
+    """Encode a key for a JSON field, as UTF-8."""
+    return b64(text.encode())
+
+
+def prefix_end(prefix: str) -> str:
+    """The ``range_end`` that selects every key starting with ``prefix``, encoded."""
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return b64(b"\0")  # the whole key space
+    raw[-1] += 1
+    return b64(bytes(raw))
+
+
+def encode(payload: object) -> bytes:
+    """A request body."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def _is_retryable(code: object, message: str) -> bool:
+    return code in _RETRYABLE_CODES or any(text in message for text in _RETRYABLE_MESSAGES)
+
+
+def error_from_answer(
+    path: str, status: int, body: dict[str, Any], *, has_credentials: bool
+) -> StoreError:
+    """The error for a gateway answer that is not a result.
+
+    ``body`` is a unary call's error body, ``{"code": …, "message": …}``, or a stream's
+    error line, ``{"error": {"grpc_code": …, "message": …}}``.
+    """
+    error = body.get("error")
+    if isinstance(error, dict):
+        code: object = error.get("grpc_code", error.get("code"))
+        message = str(error.get("message") or error.get("http_status") or "")
+    else:
+        code = body.get("code")
+        message = str(body.get("message") or error or "")
+    message = message[:MAX_ECHO] or f"HTTP {status}"
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    if code == _NOT_FOUND and "lease not found" in message:
+        return LeaseExpired(message)
+    if _is_retryable(code, message) or (code is None and status in _GATEWAY_DOWN_STATUSES):
+        return StoreConnectionError(
+            f"etcd cannot serve {path} now: {message} (code {code}, HTTP {status})"
+        )
+    if (
+        code in (_UNAUTHENTICATED, _PERMISSION_DENIED)
+        or status in (401, 403)
+        or any(text in message for text in _AUTH_MESSAGES)
+    ):
+        if has_credentials and any(text in message for text in _TOKEN_MESSAGES):
+            return InvalidToken(f"etcd refused the auth token on {path}: {message}")
+        hint = "" if has_credentials else " (etcd has auth enabled: pass username and password)"
+        return StorePermissionError(f"etcd refused {path}: {message}{hint}")
+    return StoreError(f"etcd error on {path}: {message} (code {code}, HTTP {status})")
+
+
+def _not_json(path: str, status: int, content: bytes) -> StoreError:
+    text = content[:MAX_ECHO].decode("utf-8", "replace")
+    if status in _GATEWAY_DOWN_STATUSES:
+        return StoreConnectionError(
+            f"HTTP {status} on {path}, and no etcd answer: a proxy whose etcd is away? "
+            f"(body {text!r})"
+        )
+    return StoreProtocolError(
+        f"the answer to {path} is not JSON (HTTP {status}, body {text!r}): "
+        "the server is not an etcd v3 gateway"
+    )
+
+
+def _load(text: str | bytes) -> object:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+_NOT_JSON = object()
+
+
+def read_answer(
+    path: str, status: int, content: bytes, *, has_credentials: bool
+) -> dict[str, Any]:
+    """The JSON object of a unary call's answer, or the error it stands for, raised."""
+    body = _load(content)
+    if body is _NOT_JSON or not isinstance(body, dict):
+        raise _not_json(path, status, content)
+    if status != 200 or "error" in body or ("code" in body and "message" in body):
+        raise error_from_answer(path, status, body, has_credentials=has_credentials)
+    return body
+
+
+# -- fields --------------------------------------------------------------------------------
+
+
+def _missing(path: str, field: str, body: object) -> StoreProtocolError:
+    return StoreProtocolError(
+        f"etcd's answer to {path} has no valid {field!r}: the server is not an etcd v3 "
+        f"gateway, or a newer one (answer {echo(body)})"
+    )
+
+
+def _int(path: str, body: dict[str, Any], field: str, *, required: bool = False) -> int:
+    """An int64 field: a JSON string or number, and 0 when left out."""
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise _missing(path, field, body)
+        return 0
+    if isinstance(value, bool):
+        raise _missing(path, field, body)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 20:
+        return int(value)
+    raise _missing(path, field, body)
+
+
+def _bytes(path: str, body: dict[str, Any], field: str, *, required: bool = False) -> bytes:
+    value = body.get(field)
+    if value is None and not required:
+        return b""
+    if not isinstance(value, str):
+        raise _missing(path, field, body)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _missing(path, field, body) from None
+
+
+def _dict(path: str, body: dict[str, Any], field: str) -> dict[str, Any]:
+    value = body.get(field)
+    if not isinstance(value, dict):
+        raise _missing(path, field, body)
+    return value
+
+
+def _list(path: str, body: dict[str, Any], field: str) -> list[Any]:
+    value = body.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _missing(path, field, body)
+    return value
+
+
+def revision(path: str, body: dict[str, Any]) -> int:
+    """The store revision in an answer's header."""
+    return _int(path, _dict(path, body, "header"), "revision", required=True)
+
+
+def grant(path: str, body: dict[str, Any], asked_ttl: int) -> tuple[int, int]:
+    """A lease grant's lease id and granted TTL."""
+    lease_id = _int(path, body, "ID", required=True)
+    ttl = _int(path, body, "TTL") or asked_ttl
+    return lease_id, ttl
+
+
+@dataclass(frozen=True)
+class RawKeyValue:
+    """A key-value as the gateway sends it: the key still bytes."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+def key_value(path: str, kv: object) -> RawKeyValue:
+    """Decode one ``kv`` object."""
+    if not isinstance(kv, dict):
+        raise _missing(path, "kv", kv)
+    return RawKeyValue(
+        _bytes(path, kv, "key", required=True),
+        _bytes(path, kv, "value"),
+        _int(path, kv, "create_revision"),
+        _int(path, kv, "mod_revision"),
+        _int(path, kv, "version"),
+        _int(path, kv, "lease"),
+    )
+
+
+def range_result(path: str, body: dict[str, Any]) -> tuple[list[RawKeyValue], int]:
+    """A range's key-values and the revision it was read at."""
+    return [key_value(path, kv) for kv in _list(path, body, "kvs")], revision(path, body)
+
+
+# -- streams ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    """One watch event."""
+
+    type: EventType
+    kv: RawKeyValue
+
+
+@dataclass(frozen=True)
+class WatchMessage:
+    """One line of a watch stream.
+
+    :ivar revision: the header's revision: every change up to it has been sent
+    :ivar created: the watch was just created
+    :ivar events: the changes it carries
+    :ivar compact_revision: non-zero when the start revision was compacted
+    :ivar canceled: etcd ended the watch
+    :ivar cancel_reason: why
+    """
+
+    revision: int
+    created: bool
+    events: tuple[RawEvent, ...]
+    compact_revision: int
+    canceled: bool
+    cancel_reason: str
+
+
+_WATCH = "/v3/watch"
+
+
+def watch_line(line: str, *, has_credentials: bool) -> WatchMessage:
+    """Decode one line of a watch stream; an error line is raised as its error."""
+    message = _load(line)
+    if message is _NOT_JSON or not isinstance(message, dict):
+        raise StoreProtocolError(
+            f"a line of the watch stream is not JSON ({echo(line)}): "
+            "the server is not an etcd v3 gateway"
+        )
+    if "error" in message:
+        raise error_from_answer(_WATCH, 200, message, has_credentials=has_credentials)
+    result = _dict(_WATCH, message, "result")
+    header = result.get("header")
+    rev = _int(_WATCH, header, "revision") if isinstance(header, dict) else 0
+    events = []
+    for event in _list(_WATCH, result, "events"):
+        if not isinstance(event, dict):
+            raise _missing(_WATCH, "events", result)
+        kind = EventType.DELETE if event.get("type") == "DELETE" else EventType.PUT
+        events.append(RawEvent(kind, key_value(_WATCH, event.get("kv"))))
+    reason = result.get("cancel_reason", "")
+    return WatchMessage(
+        rev,
+        result.get("created") is True,
+        tuple(events),
+        _int(_WATCH, result, "compact_revision"),
+        result.get("canceled") is True,
+        str(reason)[:MAX_ECHO],
+    )
+
+
+def watch_cancelled(reason: str, *, has_credentials: bool) -> StoreError:
+    """The error for a watch that etcd cancelled: refused, or to be made again."""
+    message = f"etcd cancelled the watch: {reason[:MAX_ECHO]}"
+    if any(text in reason for text in _AUTH_MESSAGES):
+        return error_from_answer(_WATCH, 200, {"message": message}, has_credentials=has_credentials)
+    return StoreConnectionError(message)
+
+
+_KEEPALIVE = "/v3/lease/keepalive"
+
+
+def renewals(
+    text: str, *, has_credentials: bool
+) -> tuple[dict[int, int], StoreError | None]:
+    """Read the gateway's answers to a batch of keep-alives, one JSON object a line.
+
+    Return the TTL of each lease answered (0 for a gone lease), and the error that a
+    line which is not an answer stands for. The answers before such a line are kept.
+    """
+    renewed: dict[int, int] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        message = _load(line)
+        if message is _NOT_JSON or not isinstance(message, dict):
+            return renewed, StoreProtocolError(
+                f"an answer to {_KEEPALIVE} is not JSON ({echo(line)}): "
+                "the server is not an etcd v3 gateway"
+            )
+        if "error" in message:
+            return renewed, error_from_answer(
+                _KEEPALIVE, 200, message, has_credentials=has_credentials
+            )
+        result = message.get("result")
+        if not isinstance(result, dict):
+            return renewed, _missing(_KEEPALIVE, "result", message)
+        try:
+            renewed[_int(_KEEPALIVE, result, "ID", required=True)] = _int(
+                _KEEPALIVE, result, "TTL"
+            )
+        except StoreError as exc:
+            return renewed, exc
+    return renewed, None
