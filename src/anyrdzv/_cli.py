@@ -3,29 +3,124 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import logging
 import os
 import ssl
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import anyio
 
-from ._config import parse_rendezvous_config
-from ._endpoint import parse_rendezvous_endpoint
-from ._etcd._store import EtcdStore
-from ._hostname import explain_machine_hostname, local_identity
+# The public names, from the package: the command line is a user of the library, and
+# does not follow its modules about.
+from . import (
+    EtcdStore,
+    MembersSnapshot,
+    StoreError,
+    __version__,
+    explain_machine_hostname,
+    local_identity,
+    members,
+    parse_rendezvous_config,
+    parse_rendezvous_endpoint,
+    try_parse_port,
+    watch_members,
+)
 from ._keys import members_prefix
-from ._members import MembersSnapshot, members, watch_members
-from ._store import StoreError
 
 Command = Callable[[argparse.Namespace, TextIO], int]
+
+logger = logging.getLogger(__name__)
+
+
+PASSWORD_VARIABLE = "ANYRDZV_ETCD_PASSWORD"
+
+# How much of a message, or of a value quoted in one, reaches the terminal.
+_MAX_MESSAGE = 1000
+_MAX_VALUE = 200
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class UsageError(Exception):
     """Bad input from the command line: printed without a traceback, exit status 2."""
+
+
+def _one_line(message: str, limit: int = _MAX_MESSAGE) -> str:
+    """Return ``message`` on one line, control characters escaped, at most ``limit`` long."""
+    if len(message) > limit:
+        message = f"{message[:limit]}... ({len(message)} characters)"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def _shown(value: str) -> str:
+    """Quote ``value`` for a message: escaped, and cut if long, with its length."""
+    if len(value) > _MAX_VALUE:
+        return f"{value[:_MAX_VALUE]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one bounded line: argparse echoes values whole."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_one_line(message))
+
+
+def _port(text: str) -> int:
+    port = try_parse_port(text.strip())
+    if port is None or port > 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number from 0 to 65535, got {_shown(text)}"
+        )
+    return port
+
+
+def _level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in _LEVELS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(_LEVELS)}, got {_shown(text)}")
+    return level
+
+
+def _add_logging_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    # The options are taken both before and after the command, into separate
+    # attributes: a sub-parser would otherwise overwrite what the main one read.
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest=f"{prefix}verbose",
+        action="count",
+        default=0,
+        help="log more to stderr: -v for INFO, -vv for DEBUG (default: WARNING)",
+    )
+    parser.add_argument(
+        "--log-level",
+        dest=f"{prefix}log_level",
+        type=_level,
+        metavar="LEVEL",
+        help=f"log at this level to stderr, one of {', '.join(_LEVELS)}; overrides -v",
+    )
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """Return the logging level the parsed arguments ask for: WARNING unless told.
+
+    ``--log-level`` wins over ``-v``; the last ``--log-level`` given wins, and ``-v``
+    counts add up, before and after the command.
+    """
+    name: str | None = getattr(args, "sub_log_level", None) or args.log_level
+    if name is not None:
+        level: int = getattr(logging, name)
+        return level
+    verbose = args.verbose + getattr(args, "sub_verbose", 0)
+    if verbose >= 2:
+        return logging.DEBUG
+    return logging.INFO if verbose == 1 else logging.WARNING
 
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +132,7 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--default-port",
-        type=int,
+        type=_port,
         default=29400,
         metavar="PORT",
         help="the port when the endpoint names none (default: 29400, as the c10d backend)",
@@ -126,25 +221,119 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     return anyio.run(diagnose)
 
 
+def _read_error(option: str, path: str, exc: OSError) -> UsageError:
+    if isinstance(exc, FileNotFoundError):
+        what = "no such file"
+    elif isinstance(exc, IsADirectoryError):
+        what = "it is a directory, not a file"
+    else:
+        what = f"cannot read it: {exc.strerror or exc}"
+    return UsageError(f"{option} {_shown(path)}: {what}")
+
+
+def _read_pem(option: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise _read_error(option, path, exc) from None
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """Build the TLS context that ``--cacert``, ``--cert`` and ``--key`` ask for, if any.
+
+    Without them, the store itself decides: TLS with the system's CAs for an
+    ``https://`` endpoint, plain HTTP otherwise.
+
+    :raises UsageError: naming the file, if one is missing, unreadable or not PEM
+    """
+    if args.key is not None and args.cert is None:
+        raise UsageError("--key needs --cert: give the client certificate too")
+    if args.cacert is None and args.cert is None:
+        return None
+    if args.cacert is None:
+        context = ssl.create_default_context()  # the system's CAs
+    else:
+        _read_pem("--cacert", args.cacert)
+        try:
+            context = ssl.create_default_context(cafile=args.cacert)
+        except ssl.SSLError:
+            raise UsageError(f"--cacert {_shown(args.cacert)}: holds no PEM certificate") from None
+        except OSError as exc:
+            raise _read_error("--cacert", args.cacert, exc) from None
+    if args.cert is not None:
+        cert = _read_pem("--cert", args.cert)
+        if b"-----BEGIN CERTIFICATE-----" not in cert:
+            raise UsageError(f"--cert {_shown(args.cert)}: holds no PEM certificate")
+        if args.key is None:
+            if b"PRIVATE KEY-----" not in cert:
+                raise UsageError(
+                    f"--cert {_shown(args.cert)}: holds no private key: give it with --key"
+                )
+        elif b"PRIVATE KEY-----" not in _read_pem("--key", args.key):
+            raise UsageError(f"--key {_shown(args.key)}: holds no PEM private key")
+        try:
+            context.load_cert_chain(args.cert, args.key)
+        except OSError as exc:  # ssl.SSLError included
+            files = f"--cert {_shown(args.cert)}"
+            if args.key is not None:
+                files += f" with --key {_shown(args.key)}"
+            reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+            if reason == "KEY_VALUES_MISMATCH":
+                reason = "the key is not the certificate's"
+            raise UsageError(f"{files}: cannot use them: {reason}") from None
+    return context
+
+
+def _credentials(user: str | None, command: str) -> tuple[str | None, str | None]:
+    """Split ``--user`` into a name and a password, which may come from elsewhere.
+
+    The password is, in order: after the first ``:`` (visible in ``ps``, so a warning
+    says so), in ``$ANYRDZV_ETCD_PASSWORD``, or typed at a prompt if stdin is a TTY.
+
+    :raises UsageError: if the name is empty, or no password can be found
+    """
+    if user is None:
+        return None, None
+    name, sep, password = user.partition(":")
+    if not name:
+        raise UsageError(f"--user needs a user name, got {_shown(user)}")
+    if sep:
+        sys.stderr.write(
+            f"anyrdzv {command}: warning: --user NAME:PASSWORD shows the password to everyone on "
+            f"this node (ps); use --user NAME with ${PASSWORD_VARIABLE}, or at the prompt\n"
+        )
+        return name, password
+    from_environment = os.environ.get(PASSWORD_VARIABLE)
+    if from_environment:
+        return name, from_environment
+    if sys.stdin is not None and sys.stdin.isatty():
+        try:
+            return name, getpass.getpass(f"etcd password for {name}: ")
+        except EOFError:
+            raise UsageError("no password given") from None
+    raise UsageError(
+        f"--user {_shown(name)} needs a password: set ${PASSWORD_VARIABLE}, "
+        "or run on a terminal to be asked for it"
+    )
+
+
 def _payload_text(payload: bytes) -> str:
     return payload.decode("utf-8", errors="backslashreplace")
 
 
 def _cmd_members(args: argparse.Namespace, out: TextIO) -> int:
-    ssl_context = None
-    if args.cacert:
-        ssl_context = ssl.create_default_context(cafile=args.cacert)
-    username = password = None
-    if args.user:
-        username, sep, password = args.user.partition(":")
-        if not sep:
-            raise UsageError("--user takes NAME:PASSWORD")
+    ssl_context = _ssl_context(args)
     try:
         members_prefix(args.group, args.prefix)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    username, password = _credentials(args.user, args.command)
+    try:
         store = EtcdStore(
             args.etcd, ssl=ssl_context, username=username, password=password, timeout=args.timeout
         )
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
 
     def show(item: object) -> None:
@@ -185,18 +374,13 @@ def _cmd_members(args: argparse.Namespace, out: TextIO) -> int:
         out.flush()
 
     async def follow() -> int:
-        try:
-            async with store:
-                if not args.watch:
-                    show(await members(store, args.group, prefix=args.prefix))
-                    return 0
-                async with aclosing(watch_members(store, args.group, prefix=args.prefix)) as items:
-                    async for item in items:
-                        show(item)
-        except StoreError as exc:
-            out.flush()
-            sys.stderr.write(f"anyrdzv members: error: {exc}\n")
-            return 1
+        async with store:
+            if not args.watch:
+                show(await members(store, args.group, prefix=args.prefix))
+                return 0
+            async with aclosing(watch_members(store, args.group, prefix=args.prefix)) as items:
+                async for item in items:
+                    show(item)
         return 0
 
     try:
@@ -204,7 +388,30 @@ def _cmd_members(args: argparse.Namespace, out: TextIO) -> int:
     except BaseException as exc:
         if _is_interrupt(exc):
             return 130
-        raise
+        error = _failure(exc)
+        if error is None:
+            raise
+        logger.debug("anyrdzv %s failed", args.command, exc_info=exc)
+        out.flush()
+        sys.stderr.write(f"anyrdzv {args.command}: error: {_one_line(error)}\n")
+        return 1
+
+
+def _failure(exc: BaseException) -> str | None:
+    """Say what went wrong, if ``exc`` (or every exception in its group) is a store
+    error, bad data (``ValueError``, ``TypeError``) or a network fault (``OSError``);
+    else return ``None``: a bug, whose traceback is shown.
+    """
+    inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    if inner:
+        found = [_failure(e) for e in inner]
+        return None if None in found else "; ".join(m for m in found if m)
+    if isinstance(exc, StoreError):
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, ValueError | TypeError | OSError):
+        # Not a StoreError: the store let it through; its type helps the bug report.
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _is_interrupt(exc: BaseException) -> bool:
@@ -216,10 +423,12 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``anyrdzv`` argument parser, with one sub-parser per command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="anyrdzv",
         description="PyTorch's elastic-rendezvous utilities for async code.",
     )
+    parser.add_argument("--version", action="version", version=f"anyrdzv {__version__}")
+    _add_logging_options(parser, "")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     parse = commands.add_parser(
@@ -257,33 +466,72 @@ def build_parser() -> argparse.ArgumentParser:
     group = commands.add_parser(
         "members",
         help="list a group's members on etcd, or follow them joining and leaving",
-        description="List the members that heartbeat into a group on etcd, or follow them.",
+        description=(
+            "List the members that heartbeat into a group on etcd, or follow them. "
+            f"With --user NAME, the password comes from ${PASSWORD_VARIABLE}, or else "
+            "from a prompt when stdin is a terminal."
+        ),
     )
-    group.add_argument("--etcd", required=True, metavar="HOST[:PORT]", help="etcd's endpoint")
+    group.add_argument(
+        "--etcd",
+        required=True,
+        metavar="ENDPOINT",
+        help="etcd's endpoint: HOST[:PORT], http://HOST:PORT or https://HOST:PORT",
+    )
     group.add_argument("--group", required=True, help="the group")
     group.add_argument("--prefix", default="/anyrdzv", help="the key prefix (default /anyrdzv)")
     group.add_argument("--watch", action="store_true", help="follow JOINED and LEFT events")
     group.add_argument("--json", action="store_true", help="print JSON, one object a line")
-    group.add_argument("--cacert", metavar="FILE", help="trust this CA: use HTTPS")
-    group.add_argument("--user", metavar="NAME:PASSWORD", help="etcd credentials")
-    group.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+    group.add_argument(
+        "--cacert", metavar="FILE", help="trust the CA certificates in this PEM file: use HTTPS"
+    )
+    group.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="present this PEM client certificate (and its key, without --key): use HTTPS",
+    )
+    group.add_argument("--key", metavar="FILE", help="the PEM private key of --cert")
+    group.add_argument(
+        "--user",
+        metavar="NAME",
+        help=(
+            f"the etcd user; the password comes from ${PASSWORD_VARIABLE} or a prompt "
+            "(NAME:PASSWORD works too, but shows it to everyone in ps)"
+        ),
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long any one request to etcd may take (default: 5)",
+    )
     group.set_defaults(handler=_cmd_members)
+    for command in (parse, doctor, group):
+        _add_logging_options(command, "sub_")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line, and return its exit status.
 
+    Logging goes to stderr, at WARNING unless ``-v`` or ``--log-level`` says otherwise,
+    through :func:`logging.basicConfig`: a program that calls this function and has
+    set up logging already keeps its own.
+
     :param argv: the arguments, without the program name (default: ``sys.argv[1:]``)
-    :return: 0 on success, 2 on bad input, 130 on Ctrl-C
+    :return: 0 on success, 1 when the store fails, 2 on bad input, 130 on Ctrl-C
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=log_level(args), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     handler: Command = args.handler
     try:
         return handler(args, sys.stdout)
     except UsageError as exc:
-        parser.exit(2, f"anyrdzv {args.command}: error: {exc}\n")
+        parser.exit(2, f"anyrdzv {args.command}: error: {_one_line(str(exc))}\n")
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
