@@ -359,6 +359,22 @@ class TestRetries:
         assert isinstance(cause, TimeoutError)
         assert cause.__cause__ is odd
 
+    async def test_a_renewal_that_leaves_no_time_is_lost_with_a_timeout_as_cause(self) -> None:
+        class NoTimeLeft(FakeStore):
+            async def keep_alive(self, lease: Lease) -> int:
+                await super().keep_alive(lease)
+                return 0  # the lease runs out before the next renewal is due
+
+        store = NoTimeLeft()
+        with pytest.RaisesGroup(HeartbeatLost) as group:
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+                await anyio.sleep(math.inf)
+        lost = lost_in(group)
+        assert "no renewal succeeded before the lease ran out" in str(lost)
+        assert isinstance(lost.__cause__, TimeoutError)
+        assert "s after the lease ran out" in str(lost.__cause__)
+        assert store.count("keep_alive") == 1
+
     async def test_keep_alives_do_not_busy_loop(self) -> None:
         store = FakeStore()
         async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
