@@ -1,0 +1,269 @@
+"""The etcd gateway's wire format: every decoder reads anything, and raises only ours."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from anyrdzv import (
+    EventType,
+    LeaseExpired,
+    StoreConnectionError,
+    StoreError,
+    StorePermissionError,
+    StoreProtocolError,
+)
+from anyrdzv._etcd import _wire
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+# Objects shaped like the gateway's, with any values in their fields.
+int64 = st.one_of(st.integers(), st.text(max_size=25), st.none(), st.booleans())
+kv_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "key": st.one_of(st.text(), st.binary().map(_wire.b64), st.integers()),
+        "value": st.one_of(st.text(), st.binary().map(_wire.b64)),
+        "create_revision": int64,
+        "mod_revision": int64,
+        "version": int64,
+        "lease": int64,
+    },
+)
+header_like = st.one_of(
+    st.fixed_dictionaries({}, optional={"revision": int64}), json_values
+)
+answer_like = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "header": header_like,
+            "kvs": st.one_of(st.lists(kv_like, max_size=3), json_values),
+            "ID": int64,
+            "TTL": int64,
+            "code": int64,
+            "message": st.one_of(st.text(), st.integers()),
+            "error": json_values,
+        },
+    ),
+)
+watch_like = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "result": st.one_of(
+                json_values,
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "header": header_like,
+                        "created": json_values,
+                        "canceled": json_values,
+                        "cancel_reason": json_values,
+                        "compact_revision": int64,
+                        "events": st.one_of(
+                            json_values,
+                            st.lists(
+                                st.fixed_dictionaries(
+                                    {}, optional={"type": json_values, "kv": kv_like}
+                                ),
+                                max_size=3,
+                            ),
+                        ),
+                    },
+                ),
+            ),
+            "error": json_values,
+        },
+    ),
+)
+
+
+def _decode_all(status: int, content: bytes) -> None:
+    """Run every decoder on one answer; they may only return, or raise StoreError."""
+    try:
+        body = _wire.read_answer("/v3/kv/range", status, content, has_credentials=False)
+    except StoreError:
+        return
+    for decode in (
+        lambda: _wire.range_result("/v3/kv/range", body),
+        lambda: _wire.revision("/v3/kv/put", body),
+        lambda: _wire.grant("/v3/lease/grant", body, 5),
+    ):
+        try:
+            decode()
+        except StoreError:
+            pass
+
+
+class TestFuzz:
+    @given(st.integers(100, 599), st.binary())
+    def test_any_bytes(self, status: int, content: bytes) -> None:
+        _decode_all(status, content)
+
+    @given(st.sampled_from([200, 400, 404, 502]), answer_like)
+    def test_any_json(self, status: int, body: Any) -> None:
+        _decode_all(status, json.dumps(body).encode())
+
+    @given(st.one_of(st.text(), watch_like.map(json.dumps)), st.booleans())
+    def test_any_watch_line(self, line: str, has_credentials: bool) -> None:
+        try:
+            message = _wire.watch_line(line, has_credentials=has_credentials)
+        except StoreError:
+            return
+        assert isinstance(message, _wire.WatchMessage)
+        for event in message.events:
+            assert isinstance(event.kv.key, bytes)
+
+    @given(st.one_of(st.text(), st.lists(answer_like.map(json.dumps)).map("\n".join)))
+    def test_any_renewals(self, text: str) -> None:
+        renewed, error = _wire.renewals(text, has_credentials=False)
+        assert all(isinstance(k, int) and isinstance(v, int) for k, v in renewed.items())
+        assert error is None or isinstance(error, StoreError)
+
+    @given(st.text(), st.booleans())
+    def test_any_cancel_reason(self, reason: str, has_credentials: bool) -> None:
+        assert isinstance(_wire.watch_cancelled(reason, has_credentials=has_credentials), StoreError)
+
+    @given(st.text())
+    def test_prefix_end_is_above_every_key_with_the_prefix(self, prefix: str) -> None:
+        import base64
+
+        end = base64.b64decode(_wire.prefix_end(prefix))
+        raw = prefix.encode()
+        if raw.rstrip(b"\xff"):
+            assert raw < end
+            assert raw + b"\xff" * 4 < end
+
+
+renewal_answers = st.lists(
+    st.tuples(st.integers(1, 2**63 - 1), st.integers(0, 2**31 - 1)), unique_by=lambda a: a[0]
+)
+
+
+class TestRenewals:
+    @given(renewal_answers, st.sampled_from(["\n", "\r\n", "\n\n"]))
+    def test_reads_every_answer(self, pairs: list[tuple[int, int]], sep: str) -> None:
+        lines = [json.dumps({"result": {"ID": str(i), "TTL": str(ttl)}}) for i, ttl in pairs]
+        assert _wire.renewals(sep.join(lines), has_credentials=False) == (dict(pairs), None)
+
+    @given(
+        renewal_answers,
+        st.sampled_from(['{"error":{"grpc_code":14,"message":"no leader"}}', "oops", "[1]"]),
+    )
+    def test_stops_at_an_error(self, pairs: list[tuple[int, int]], bad: str) -> None:
+        lines = [json.dumps({"result": {"ID": str(i), "TTL": str(ttl)}}) for i, ttl in pairs]
+        renewed, error = _wire.renewals("\n".join([*lines, bad, *lines]), has_credentials=False)
+        assert renewed == dict(pairs)
+        assert isinstance(error, StoreError)
+
+    def test_a_gone_lease_has_ttl_zero(self) -> None:
+        text = '{"result":{"header":{},"ID":"123"}}'
+        assert _wire.renewals(text, has_credentials=False) == ({123: 0}, None)
+
+    def test_unavailable_is_a_connection_error(self) -> None:
+        text = '{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}'
+        _, error = _wire.renewals(text, has_credentials=False)
+        assert isinstance(error, StoreConnectionError)
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("status", "body", "kind"),
+        [
+            (200, {"error": {"grpc_code": 14, "message": "transport is closing"}}, StoreConnectionError),
+            (200, {"error": {"grpc_code": 1, "message": "grpc: the client connection is closing"}}, StoreConnectionError),
+            (503, {"code": 14, "message": "etcdserver: no leader"}, StoreConnectionError),
+            (500, {"code": 2, "message": "etcdserver: server stopped"}, StoreConnectionError),
+            (500, {"code": 4, "message": "context deadline exceeded"}, StoreConnectionError),
+            (500, {"code": 13, "message": "etcdserver: request timed out"}, StoreConnectionError),
+            (404, {"code": 5, "message": "etcdserver: requested lease not found"}, LeaseExpired),
+            (400, {"code": 3, "message": "etcdserver: user name is empty"}, StorePermissionError),
+            (400, {"code": 3, "message": "etcdserver: permission denied"}, StorePermissionError),
+            (401, {"code": 16, "message": "nope"}, StorePermissionError),
+            (400, {"code": 3, "message": "etcdserver: duplicate key given in txn request"}, StoreError),
+        ],
+    )
+    def test_mapping(self, status: int, body: dict[str, Any], kind: type[StoreError]) -> None:
+        error = _wire.error_from_answer("/v3/x", status, body, has_credentials=False)
+        assert type(error) is kind
+
+    def test_a_stale_token_is_told_apart_when_we_log_in(self) -> None:
+        body = {"code": 3, "message": "etcdserver: invalid auth token"}
+        assert isinstance(
+            _wire.error_from_answer("/v3/x", 400, body, has_credentials=True), _wire.InvalidToken
+        )
+        plain = _wire.error_from_answer("/v3/x", 400, body, has_credentials=False)
+        assert not isinstance(plain, _wire.InvalidToken)
+        assert "pass username and password" in str(plain)
+
+    def test_an_empty_object_names_the_field(self) -> None:
+        body = _wire.read_answer("/v3/lease/grant", 200, b"{}", has_credentials=False)
+        with pytest.raises(StoreProtocolError, match="'ID'.*not an etcd v3 gateway"):
+            _wire.grant("/v3/lease/grant", body, 5)
+        with pytest.raises(StoreProtocolError, match="'header'"):
+            _wire.range_result("/v3/kv/range", body)
+
+    def test_html_is_not_an_etcd_answer(self) -> None:
+        with pytest.raises(StoreProtocolError, match="not JSON.*not an etcd v3 gateway"):
+            _wire.read_answer("/v3/kv/range", 200, b"<html>hi</html>", has_credentials=False)
+
+    def test_a_proxy_whose_etcd_is_away_is_a_passing_fault(self) -> None:
+        with pytest.raises(StoreConnectionError, match="HTTP 502"):
+            _wire.read_answer("/v3/watch", 502, b"<html>Bad Gateway</html>", has_credentials=False)
+
+    def test_an_echo_is_bounded(self) -> None:
+        with pytest.raises(StoreProtocolError) as info:
+            _wire.read_answer("/v3/kv/range", 200, b"x" * 100_000, has_credentials=False)
+        assert len(str(info.value)) < 500
+
+
+class TestDecoding:
+    def test_range_with_omitted_defaults(self) -> None:
+        body = {
+            "header": {"revision": "7"},
+            "kvs": [{"key": _wire.b64(b"/a"), "mod_revision": "5", "create_revision": "5"}],
+        }
+        kvs, revision = _wire.range_result("/v3/kv/range", body)
+        assert revision == 7
+        assert kvs == [_wire.RawKeyValue(b"/a", b"", 5, 5, 0, 0)]
+
+    def test_watch_events(self) -> None:
+        line = json.dumps(
+            {
+                "result": {
+                    "header": {"revision": "9"},
+                    "events": [
+                        {"kv": {"key": _wire.b64(b"/k"), "value": _wire.b64(b"v"), "mod_revision": "8"}},
+                        {"type": "DELETE", "kv": {"key": _wire.b64(b"/k"), "mod_revision": "9"}},
+                    ],
+                }
+            }
+        )
+        message = _wire.watch_line(line, has_credentials=False)
+        assert message.revision == 9
+        assert [e.type for e in message.events] == [EventType.PUT, EventType.DELETE]
+        assert message.events[0].kv.value == b"v"
+
+    def test_watch_created(self) -> None:
+        message = _wire.watch_line(
+            '{"result":{"header":{"revision":"3"},"created":true}}', has_credentials=False
+        )
+        assert message.created
+        assert not message.events
+
+    def test_watch_error_line_unavailable(self) -> None:
+        with pytest.raises(StoreConnectionError, match="transport is closing"):
+            _wire.watch_line(
+                '{"error":{"grpc_code":14,"message":"transport is closing"}}',
+                has_credentials=False,
+            )
