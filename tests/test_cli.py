@@ -514,6 +514,37 @@ class TestCredentials:
         assert prompts == ["etcd password for root: "]
         assert json.loads(capsys.readouterr().out)["members"] == {}
 
+    @pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is POSIX")
+    def test_prompt_on_a_real_terminal(self, auth_etcd: EtcdServer) -> None:
+        import pty
+
+        controller, terminal = pty.openpty()
+        environment = {k: v for k, v in os.environ.items() if k != PASSWORD_VARIABLE}
+        cmd = [sys.executable, "-m", "anyrdzv", *auth_args(auth_etcd, "--user", "root")]
+        # A new session has no controlling terminal, so getpass reads the one on stdin.
+        with subprocess.Popen(
+            cmd,
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=environment,
+        ) as proc:
+            os.close(terminal)
+            assert proc.stderr is not None
+            prompt = b""
+            while not prompt.endswith(b"etcd password for root: "):
+                chunk = os.read(proc.stderr.fileno(), 100)
+                assert chunk, prompt
+                prompt += chunk
+            # Echo is off now, and input typed before it was flushed: type the password.
+            os.write(controller, f"{_PASSWORD}\n".encode())
+            out, err = proc.communicate(timeout=20)
+        os.close(controller)
+        assert proc.returncode == 0, err
+        assert json.loads(out)["members"] == {}
+        assert _PASSWORD.encode() not in prompt + err
+
     def test_the_environment_wins_over_the_prompt(
         self,
         auth_etcd: EtcdServer,
