@@ -169,10 +169,6 @@ class Heartbeat:
         """The member's lease while the heartbeat runs."""
         return self._lease
 
-    @property
-    def _revoke_timeout(self) -> float:
-        return min(REVOKE_TIMEOUT, float(self.ttl))
-
     async def __aenter__(self) -> Heartbeat:
         if self._entered:
             raise RuntimeError(
@@ -237,7 +233,8 @@ class Heartbeat:
     async def _revoke(self, lease: Lease) -> None:
         """Revoke ``lease`` so that the member leaves at once; if the store fails or is
         slow, log it and leave the lease to expire on its own."""
-        timeout = self._revoke_timeout
+        # Past the TTL the lease is gone anyway; a tiny interval does not shorten this.
+        timeout = min(REVOKE_TIMEOUT, float(lease.ttl))
         with anyio.move_on_after(timeout) as scope:
             try:
                 await self._store.revoke(lease)
