@@ -6,9 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-import anyio
-import anyio.lowlevel
-
+from ._clock import Clock, current_clock
 from ._util import check_number, type_name
 
 Schedule = Literal["fixed-delay", "fixed-rate"]
@@ -56,6 +54,7 @@ class Periodic:
     """The async iterator that :func:`periodic` returns."""
 
     __slots__ = (
+        "_clock",
         "_fixed_rate",
         "_index",
         "_interval",
@@ -92,12 +91,16 @@ class Periodic:
         self._index = 0
         self._origin = 0.0
         self._slot = 0  # fixed-rate: the grid slot of the last tick
+        self._clock: Clock | None = None  # the running loop's, from the first tick on
 
     def __aiter__(self) -> Periodic:
         return self
 
     async def __anext__(self) -> Tick:
-        now = anyio.current_time()
+        clock = self._clock
+        if clock is None:
+            clock = self._clock = current_clock()
+        now = clock.now()
         interval = self._interval
         missed = 0
         if self._fixed_rate:
@@ -117,10 +120,10 @@ class Periodic:
             base = now + interval
         scheduled = base + self._rng.uniform(0.0, self._spread) if self._rng else base
         if scheduled > now:
-            await anyio.sleep(scheduled - now)
+            await clock.sleep(scheduled - now)
         else:
-            await anyio.lowlevel.checkpoint()
-        tick = Tick(self._index, scheduled, anyio.current_time(), missed)
+            await clock.checkpoint()
+        tick = Tick(self._index, scheduled, clock.now(), missed)
         self._index += 1
         return tick
 
