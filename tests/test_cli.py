@@ -14,6 +14,7 @@ import anyio
 import httpx
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 import anyrdzv
 from anyrdzv import EtcdStore, Heartbeat
@@ -599,6 +600,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     client.private_key_and_cert_chain_pem.write_to_path(str(files["client-both"]))
     other = ca.issue_cert("other.anyrdzv.test")
     other.private_key_pem.write_to_path(str(files["other-key"]))
+    key = serialization.load_pem_private_key(client.private_key_pem.bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(_PASSPHRASE.encode()),
+    )
+    files["encrypted-key"].write_bytes(encrypted)
     stranger = trustme.CA().issue_cert("stranger.anyrdzv.test")
     stranger.private_key_and_cert_chain_pem.write_to_path(str(files["stranger-both"]))
     return files
@@ -612,8 +620,10 @@ _PKI_FILES = (
     "client-key",
     "client-both",
     "other-key",
+    "encrypted-key",
     "stranger-both",
 )
+_PASSPHRASE = "open sesame"
 
 
 @pytest.fixture(scope="module")
@@ -758,6 +768,56 @@ class TestTlsFiles:
             2,
             f"--cert {cert!r} with --key {key!r}: cannot use them: the key is not",
         )
+
+    def test_encrypted_key_without_a_terminal(self, pki: dict[str, Path]) -> None:
+        cert, key = str(pki["client-cert"]), str(pki["encrypted-key"])
+        args = ["members", "--etcd", "h", "--group", "g", "--cert", cert, "--key", key]
+        proc = subprocess.run(
+            [sys.executable, "-m", "anyrdzv", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        assert_one_line_error(
+            proc, 2, f"--key {key!r}: the key is encrypted, and stdin is not a terminal"
+        )
+
+    @pytest.mark.parametrize(("typed", "works"), [(_PASSPHRASE, True), ("wrong", False)])
+    def test_encrypted_key_passphrase_at_the_prompt(
+        self,
+        pki: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        typed: str,
+        works: bool,
+    ) -> None:
+        prompts: list[str] = []
+
+        def fake_getpass(prompt: str) -> str:
+            prompts.append(prompt)
+            return typed
+
+        def fake_run(*args: object) -> int:
+            return 0  # the TLS context is built: stop before connecting
+
+        cert, key = str(pki["client-cert"]), str(pki["encrypted-key"])
+        monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+        monkeypatch.setattr("getpass.getpass", fake_getpass)
+        monkeypatch.setattr("anyio.run", fake_run)
+        args = ["members", "--etcd", "h", "--group", "g", "--cert", cert, "--key", key]
+        if works:
+            assert main(args) == 0
+        else:
+            with pytest.raises(SystemExit) as info:
+                main(args)
+            assert info.value.code == 2
+            assert capsys.readouterr().err == (
+                f"anyrdzv members: error: --key {key!r}: cannot decrypt the key: "
+                "wrong passphrase?\n"
+            )
+        assert prompts == [f"passphrase for {key}: "]
 
     def test_key_without_cert(self, pki: dict[str, Path]) -> None:
         args = ["members", "--etcd", "h", "--group", "g", "--key", str(pki["client-key"])]

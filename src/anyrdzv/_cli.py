@@ -272,9 +272,29 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
                 )
         elif b"PRIVATE KEY-----" not in _read_pem("--key", args.key):
             raise UsageError(f"--key {_shown(args.key)}: holds no PEM private key")
+        key_option, key_file = ("--cert", args.cert) if args.key is None else ("--key", args.key)
+        asked: list[bool] = []
+
+        def passphrase() -> str:
+            # Rather than OpenSSL's own prompt, which waits on /dev/tty even in a job.
+            asked.append(True)
+            if sys.stdin is None or not sys.stdin.isatty():
+                raise UsageError(
+                    f"{key_option} {_shown(key_file)}: the key is encrypted, and stdin "
+                    "is not a terminal to ask for its passphrase"
+                )
+            try:
+                return getpass.getpass(f"passphrase for {key_file}: ")
+            except EOFError:
+                raise UsageError("no passphrase given") from None
+
         try:
-            context.load_cert_chain(args.cert, args.key)
+            context.load_cert_chain(args.cert, args.key, passphrase)
         except OSError as exc:  # ssl.SSLError included
+            if asked:
+                raise UsageError(
+                    f"{key_option} {_shown(key_file)}: cannot decrypt the key: wrong passphrase?"
+                ) from None
             files = f"--cert {_shown(args.cert)}"
             if args.key is not None:
                 files += f" with --key {_shown(args.key)}"
