@@ -198,7 +198,7 @@ def test_members_watch_follows_events(etcd_endpoint: str, key_prefix: str) -> No
         (["--etcd", "h:99999", "--group", "g"], 2, "The port number of the rendezvous endpoint"),
         (["--etcd", "h", "--group", "a/b"], 2, "group must be non-empty and contain no '/'"),
         (["--etcd", "h", "--group", "g", "--user", "root"], 2, "--user 'root' needs a password"),
-        (["--etcd", "h", "--group", "g", "--user", ":pw"], 2, "--user needs a user name"),
+        (["--etcd", "h", "--group", "g", "--user", ":pw"], 2, "--user needs a user name before"),
         (["--etcd", "ftp://h", "--group", "g"], 2, "endpoint must be host[:port] or an http://"),
     ],
 )
@@ -207,6 +207,7 @@ def test_members_errors(args: list[str], status: int, message: str) -> None:
     assert proc.returncode == status
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert ":pw" not in proc.stderr  # a password is never echoed
 
 
 # -- version and logging --------------------------------------------------------------------

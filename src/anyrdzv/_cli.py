@@ -317,7 +317,8 @@ def _credentials(user: str | None, command: str) -> tuple[str | None, str | None
         return None, None
     name, sep, password = user.partition(":")
     if not name:
-        raise UsageError(f"--user needs a user name, got {_shown(user)}")
+        # Not echoed: what follows the ':' is a password.
+        raise UsageError("--user needs a user name before any ':'")
     if sep:
         sys.stderr.write(
             f"anyrdzv {command}: warning: --user NAME:PASSWORD shows the password to everyone on "
