@@ -166,6 +166,13 @@ def test_members_lists_a_group(etcd_endpoint: str, key_prefix: str) -> None:
     assert record["members"] == {"node-0": "pid 0", "node-1": "pid 1"}
 
 
+def test_members_takes_an_http_url(etcd_endpoint: str, key_prefix: str) -> None:
+    args = members_args(f"http://{etcd_endpoint}", key_prefix)
+    proc = run_cli(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["members"] == {}
+
+
 def test_members_watch_follows_events(etcd_endpoint: str, key_prefix: str) -> None:
     cmd = [sys.executable, "-m", "anyrdzv", *members_args(etcd_endpoint, key_prefix)]
     cmd += ["--watch", "--json"]
