@@ -38,6 +38,7 @@ class EtcdServer:
         cert: Path | None = None,
         key: Path | None = None,
         ca_file: Path | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         binary = etcd_binary()
         assert binary is not None
@@ -47,6 +48,7 @@ class EtcdServer:
         self.client_port = free_port()
         self.peer_port = free_port()
         self.cert, self.key, self.ca_file = cert, key, ca_file
+        self.extra_args = list(extra_args or [])
         self.scheme = "https" if cert else "http"
         self.endpoint = f"127.0.0.1:{self.client_port}"
         self.url = f"{self.scheme}://{self.endpoint}"
@@ -75,6 +77,7 @@ class EtcdServer:
         ]
         if self.cert and self.key:
             args += ["--cert-file", str(self.cert), "--key-file", str(self.key)]
+        args += self.extra_args
         log = open(self.workdir / "etcd.log", "ab")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ})
         log.close()
@@ -104,6 +107,10 @@ class EtcdServer:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
         self.process = None
+
+    def terminate(self) -> None:
+        """SIGTERM, and wait: a graceful shutdown, as in a rolling upgrade."""
+        self.stop()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -14,11 +14,14 @@ if TYPE_CHECKING:
 @final
 class TcpProxy:
     """Forward 127.0.0.1:<port> to ``target``; ``cut()`` drops every open connection,
-    and while ``refusing`` is set, new connections are closed at once (an outage)."""
+    and while ``refusing`` is set, new connections are closed at once (an outage).
+    While ``stalled`` is set, every connection, old or new, stays open but moves no
+    data: a half-open link, as when a network path dies without a reset."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.refusing = False
+        self.stalled = False
         self.port = 0
         self._scopes: set[anyio.CancelScope] = set()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -72,12 +75,16 @@ class TcpProxy:
                     finally:
                         self._scopes.discard(scope)
 
-    @staticmethod
     async def _pipe(
-        source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream, scope: anyio.CancelScope
+        self,
+        source: anyio.abc.SocketStream,
+        sink: anyio.abc.SocketStream,
+        scope: anyio.CancelScope,
     ) -> None:
         try:
             async for chunk in source:
+                while self.stalled:  # noqa: ASYNC110 - a test flips it
+                    await anyio.sleep(0.02)
                 await sink.send(chunk)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass

@@ -281,6 +281,10 @@ class Heartbeat:
         return self._lost(f"{what} until the lease ran out: {last_error}")
 
     async def _keep_alive(self, lease: Lease, alive_until: float) -> None:
+        # A join that queued behind others (a burst of joins) has aged its lease by the
+        # time it is in: renew at once if a whole interval went by since the grant.
+        if alive_until - anyio.current_time() < lease.ttl - self.interval:
+            alive_until = await self._renew(lease, alive_until)
         async for _ in periodic(self.interval):
             alive_until = await self._renew(lease, alive_until)
 

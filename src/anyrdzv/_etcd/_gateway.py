@@ -148,6 +148,18 @@ class Gateway:
                 await self._authenticate(None)
             else:
                 await self.call("/v3/maintenance/status", {}, retry=False)
+        except StoreConnectionError as exc:
+            await self.aclose()
+            if self._ssl is None and isinstance(
+                exc.__cause__, httpx.RemoteProtocolError | httpx.ReadError
+            ):
+                # What a TLS port does to plain HTTP: it hangs up without a word.
+                raise StoreConnectionError(
+                    f"etcd at {self.where} closed the connection without answering "
+                    f"({exc.__cause__ or type(exc.__cause__).__name__}). If it serves TLS, "
+                    "use an https:// endpoint or pass ssl="
+                ) from exc.__cause__
+            raise
         except BaseException:
             await self.aclose()
             raise
@@ -167,10 +179,10 @@ class Gateway:
 
     def connection_error(self, exc: BaseException, *, waited: float = 0.0) -> StoreError:
         """Our error for an HTTP transport failure (httpx's exceptions, or a timeout)."""
-        text = (str(exc) or type(exc).__name__)[: MAX_ECHO]
+        text = (str(exc) or type(exc).__name__)[:MAX_ECHO]
         tls = _ssl_error(exc)
         if tls is not None or "CERTIFICATE_VERIFY_FAILED" in text:
-            reason = str(tls or text)[: MAX_ECHO]
+            reason = str(tls or text)[:MAX_ECHO]
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate" in reason.lower():
                 return StoreConnectionError(
                     f"TLS with etcd at {self.where} failed: {reason}. Pass ssl= an "
@@ -185,15 +197,6 @@ class Gateway:
             queued = f", after {waited:.1f} s waiting for a request slot" if waited > 0.05 else ""
             return StoreConnectionError(
                 f"etcd at {self.where} did not answer within {self.timeout} s{queued} ({text})"
-            )
-        if (
-            self._ssl is None
-            and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)
-            and "without sending" in text
-        ):
-            return StoreConnectionError(
-                f"etcd at {self.where} closed the connection without answering ({text}). "
-                "If it serves TLS, use an https:// endpoint or pass ssl="
             )
         return StoreConnectionError(f"cannot reach etcd at {self.where}: {text}")
 
@@ -228,7 +231,8 @@ class Gateway:
             return response.status_code, response.content
         except TimeoutError as exc:
             raise self.connection_error(exc, waited=waited) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, OSError, anyio.BrokenResourceError) as exc:
+            # ssl.SSLError is an OSError; trio may raise it, or a broken stream, unwrapped
             raise self.connection_error(exc) from exc
         finally:
             slots.release()
@@ -260,9 +264,7 @@ class Gateway:
     def _retries(self) -> Iterator[float]:
         return backoff(0.05, 1.0)
 
-    async def _attempts(
-        self, path: str, send: Any, *, retry: bool
-    ) -> Any:
+    async def _attempts(self, path: str, send: Any, *, retry: bool) -> Any:
         """Run ``send()`` until it succeeds, retrying passing faults within the timeout.
 
         A refused connection, a timeout and an answer that etcd cannot serve the request
@@ -306,9 +308,7 @@ class Gateway:
 
         async def send(deadline: float) -> dict[str, Any]:
             status, content = await self.post(path, data, deadline=deadline)
-            return _wire.read_answer(
-                path, status, content, has_credentials=self.has_credentials
-            )
+            return _wire.read_answer(path, status, content, has_credentials=self.has_credentials)
 
         result: dict[str, Any] = await self._attempts(path, send, retry=retry)
         return result
@@ -325,9 +325,7 @@ class Gateway:
         async def send(deadline: float) -> dict[int, int]:
             status, content = await self.post(KEEPALIVE, data, deadline=deadline)
             if status != 200:
-                _wire.read_answer(
-                    KEEPALIVE, status, content, has_credentials=self.has_credentials
-                )
+                _wire.read_answer(KEEPALIVE, status, content, has_credentials=self.has_credentials)
             renewed, error = _wire.renewals(
                 content.decode("utf-8", "replace"), has_credentials=self.has_credentials
             )
@@ -366,7 +364,8 @@ class Gateway:
                 response = await client.send(request, stream=True)
         except TimeoutError as exc:
             raise self.connection_error(exc) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, OSError, anyio.BrokenResourceError) as exc:
+            # ssl.SSLError is an OSError; trio may raise it, or a broken stream, unwrapped
             raise self.connection_error(exc) from exc
         lines = response.aiter_lines()
         try:
@@ -379,11 +378,10 @@ class Gateway:
                 _wire.read_answer(
                     path, response.status_code, content, has_credentials=self.has_credentials
                 )
-                raise StoreProtocolError(
-                    f"HTTP {response.status_code} on {path} from {self.where}"
-                )
+                raise StoreProtocolError(f"HTTP {response.status_code} on {path} from {self.where}")
             yield lines
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, OSError, anyio.BrokenResourceError) as exc:
+            # ssl.SSLError is an OSError; trio may raise it, or a broken stream, unwrapped
             raise self.connection_error(exc) from exc
         finally:
             await _finish_generators(response, lines)

@@ -1,0 +1,431 @@
+"""EtcdStore on a real etcd, and on a fake gateway for answers etcd cannot be made to give:
+endpoints, TLS hints, misuse, foreign data, restarts, token expiry, join bursts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+import pytest
+import trustme
+
+from anyrdzv import (
+    EtcdStore,
+    Heartbeat,
+    HeartbeatLost,
+    MemberEvent,
+    MembersSnapshot,
+    StoreConnectionError,
+    StoreError,
+    StoreProtocolError,
+    members,
+    watch_members,
+)
+from anyrdzv._etcd import _wire
+from fake_gateway import Answer, FakeGateway, Request
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from etcd_server import EtcdServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    path = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(path / "server.pem"))
+    cert.private_key_pem.write_to_path(str(path / "server.key"))
+    ca.cert_pem.write_to_path(str(path / "ca.pem"))
+    return path / "server.pem", path / "server.key", path / "ca.pem"
+
+
+@pytest.fixture(scope="module")
+def tls_server(
+    tmp_path_factory: pytest.TempPathFactory, tls_files: tuple[Path, Path, Path]
+) -> Iterator[EtcdServer]:
+    from conftest import _need_etcd
+
+    _need_etcd()
+    from etcd_server import EtcdServer
+
+    cert, key, ca = tls_files
+    server = EtcdServer(tmp_path_factory.mktemp("etcd-tls"), cert=cert, key=key, ca_file=ca)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def follow(store: EtcdStore, *, retry_for: float) -> None:
+    """Follow group ``g`` until the watch raises."""
+    async with aclosing(watch_members(store, "g", retry_for=retry_for)) as events:
+        async for _ in events:
+            pass
+
+
+async def beat(heartbeat: Heartbeat, seconds: float) -> None:
+    async with heartbeat:
+        await anyio.sleep(seconds)
+
+
+class TestEndpoints:
+    async def test_http_url(self, etcd_server: EtcdServer) -> None:
+        async with EtcdStore(f"http://{etcd_server.endpoint}/") as store:
+            assert str(store.endpoint) == etcd_server.endpoint
+            await members(store, "g")
+
+    async def test_https_url_with_a_context(
+        self, tls_server: EtcdServer, tls_files: tuple[Path, Path, Path]
+    ) -> None:
+        context = ssl.create_default_context(cafile=str(tls_files[2]))
+        async with EtcdStore(f"https://{tls_server.endpoint}", ssl=context) as store:
+            await members(store, "g")
+
+    async def test_https_url_means_the_system_cas(self, tls_server: EtcdServer) -> None:
+        # trustme's CA is not among the system's, so the handshake fails: TLS was tried.
+        with pytest.raises(StoreConnectionError, match="TLS with etcd .* trusts the server's CA"):
+            async with EtcdStore(f"https://{tls_server.endpoint}", timeout=2):
+                pass
+
+    @pytest.mark.parametrize(
+        ("endpoint", "match"),
+        [
+            ("ftp://127.0.0.1:2379", "host\\[:port\\] or an http:// or https:// URL"),
+            ("http://127.0.0.1:2379/v3", "no path"),
+            ("http://127.0.0.1:99999", "port"),
+        ],
+    )
+    async def test_bad_urls(self, endpoint: str, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            EtcdStore(endpoint)
+
+    async def test_plain_url_with_ssl_is_a_contradiction(self) -> None:
+        with pytest.raises(ValueError, match="says plain HTTP, but ssl= was given"):
+            EtcdStore("http://127.0.0.1:2379", ssl=ssl.create_default_context())
+
+    async def test_a_huge_bad_endpoint_is_not_echoed_whole(self) -> None:
+        with pytest.raises(ValueError, match="characters") as info:
+            EtcdStore("ftp://" + "x" * 100_000)
+        assert len(str(info.value)) < 1000
+
+
+class TestTlsHints:
+    async def test_plain_http_to_a_tls_port_suggests_tls(self, tls_server: EtcdServer) -> None:
+        with pytest.raises(StoreConnectionError, match="If it serves TLS, use an https://"):
+            async with EtcdStore(tls_server.endpoint, timeout=2):
+                pass
+
+    async def test_tls_to_a_plain_port_suggests_plain_http(
+        self, etcd_server: EtcdServer, tls_files: tuple[Path, Path, Path]
+    ) -> None:
+        context = ssl.create_default_context(cafile=str(tls_files[2]))
+        with pytest.raises(StoreConnectionError, match="Does it serve plain HTTP") as info:
+            async with EtcdStore(etcd_server.endpoint, ssl=context, timeout=2):
+                pass
+        assert "trusts the server's CA" not in str(info.value)
+
+
+class TestMisuse:
+    async def test_entering_twice_is_a_clear_error_and_leaks_nothing(
+        self, etcd_server: EtcdServer
+    ) -> None:
+        store = EtcdStore(etcd_server.endpoint)
+        async with store:
+            client = store._gateway._client
+            with pytest.raises(RuntimeError, match="open already"):
+                await store.__aenter__()
+            assert store._gateway._client is client  # the first client is still the one
+            await members(store, "g")
+        assert store._gateway._client is None
+
+    async def test_using_a_closed_store_is_a_clear_error(self, etcd_server: EtcdServer) -> None:
+        store = EtcdStore(etcd_server.endpoint)
+        with pytest.raises(RuntimeError, match="not open"):
+            await store.grant(5)
+        async with store:
+            lease = await store.grant(5)
+        with pytest.raises(RuntimeError, match="not open"):
+            await store.keep_alive(lease)
+
+
+class TestForeignData:
+    async def test_a_key_that_is_not_utf8_is_skipped_and_logged(
+        self, etcd_server: EtcdServer, key_prefix: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        group_prefix = f"{key_prefix}/g/members/"
+        bad_key = group_prefix.encode() + b"\xff\xfe"
+        async with (
+            EtcdStore(etcd_server.endpoint) as store,
+            aclosing(watch_members(store, "g", prefix=key_prefix)) as events,
+        ):
+            snapshot = await events.__anext__()
+            assert isinstance(snapshot, MembersSnapshot)
+            async with httpx.AsyncClient(base_url=f"http://{etcd_server.endpoint}") as http:
+                answer = await http.post(
+                    "/v3/kv/put", json={"key": _wire.b64(bad_key), "value": _wire.b64(b"x")}
+                )
+                assert answer.status_code == 200
+                await store.put(f"{group_prefix}a", b"A")
+                with caplog.at_level(logging.WARNING, logger="anyrdzv"):
+                    event = await events.__anext__()
+                assert isinstance(event, MemberEvent)
+                assert event.member == "a"  # the foreign key passed without a word
+                with caplog.at_level(logging.WARNING, logger="anyrdzv"):
+                    now = await members(store, "g", prefix=key_prefix)
+                assert now.members == {"a": b"A"}
+        assert any("not UTF-8" in r.getMessage() for r in caplog.records)
+
+    async def test_a_key_that_names_no_member_is_skipped(
+        self, etcd_server: EtcdServer, key_prefix: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with EtcdStore(etcd_server.endpoint) as store:
+            await store.put(f"{key_prefix}/g/members/a/b", b"nested")
+            await store.put(f"{key_prefix}/g/members/c", b"C")
+            with caplog.at_level(logging.WARNING, logger="anyrdzv"):
+                assert (await members(store, "g", prefix=key_prefix)).members == {"c": b"C"}
+        assert any("names no member" in r.getMessage() for r in caplog.records)
+
+
+def _etcd_answers(request: Request) -> Answer:
+    """What a healthy one-member etcd says to the calls a Heartbeat makes."""
+    if request.path == "/v3/lease/grant":
+        return Answer(body=b'{"header":{"revision":"1"},"ID":"42","TTL":"3"}')
+    if request.path == "/v3/kv/put":
+        return Answer(body=b'{"header":{"revision":"2"}}')
+    return Answer(body=b'{"header":{"revision":"2"}}')
+
+
+class TestNotEtcd:
+    async def test_a_server_that_answers_empty_objects(self) -> None:
+        async with (
+            FakeGateway(lambda request: Answer(body=b"{}")) as fake,
+            EtcdStore(fake.endpoint, timeout=2) as store,
+        ):
+            with pytest.raises(StoreProtocolError, match="'ID'.*not an etcd v3 gateway"):
+                await store.grant(5)
+            with pytest.raises(StoreProtocolError, match="'header'"):
+                await members(store, "g")
+
+    async def test_html_on_the_watch(self) -> None:
+        def answers(request: Request) -> Answer:
+            if request.path == "/v3/watch":
+                return Answer(
+                    502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"
+                )
+            return _etcd_answers(request)
+
+        async with FakeGateway(answers) as fake, EtcdStore(fake.endpoint, timeout=2) as store:
+            start = anyio.current_time()
+            with pytest.raises(StoreConnectionError, match="HTTP 502"):
+                await follow(store, retry_for=0.5)
+            assert anyio.current_time() - start < 5
+
+    async def test_html_with_200_on_the_watch_is_not_etcd(self) -> None:
+        def answers(request: Request) -> Answer:
+            if request.path == "/v3/watch":
+                return Answer(lines=[b"<html>"], hold=True, content_type="text/html")
+            return _etcd_answers(request)
+
+        async with FakeGateway(answers) as fake, EtcdStore(fake.endpoint, timeout=2) as store:
+            with pytest.raises(StoreProtocolError, match="not an etcd v3 gateway"):
+                await follow(store, retry_for=30)
+
+
+class TestUnavailable:
+    async def test_a_heartbeat_retries_no_leader_until_the_lease_runs_out(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        no_leader = b'{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}'
+
+        def answers(request: Request) -> Answer:
+            if request.path == "/v3/lease/keepalive":
+                return Answer(lines=[no_leader])
+            return _etcd_answers(request)
+
+        async with FakeGateway(answers) as fake, EtcdStore(fake.endpoint, timeout=0.5) as store:
+            heartbeat = Heartbeat(store, "g", "m", interval=1, max_missed=3)
+            start = anyio.current_time()
+            with (
+                caplog.at_level(logging.WARNING, logger="anyrdzv"),
+                pytest.RaisesGroup(HeartbeatLost) as group,
+            ):
+                await beat(heartbeat, 30)
+            elapsed = anyio.current_time() - start
+        lost = group.value.exceptions[0]
+        assert isinstance(lost, HeartbeatLost)
+        # The cause is the store's last error, or the timeout that cut the last try.
+        assert isinstance(lost.__cause__, StoreError | TimeoutError)
+        assert heartbeat.retries > 0
+        assert 2.5 <= elapsed < 6  # it kept trying while the 3 s lease could live
+        keep_alives = fake.paths().count("/v3/lease/keepalive")
+        assert keep_alives > 3
+        assert any("no leader" in r.getMessage() for r in caplog.records)
+
+    async def test_unary_calls_are_retried_while_etcd_has_no_leader(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        refusals = 3
+
+        def answers(request: Request) -> Answer:
+            nonlocal refusals
+            if request.path == "/v3/lease/grant" and refusals:
+                refusals -= 1
+                return Answer(503, b'{"code":14,"message":"etcdserver: no leader","error":"x"}')
+            return _etcd_answers(request)
+
+        async with FakeGateway(answers) as fake, EtcdStore(fake.endpoint, timeout=5) as store:
+            with caplog.at_level(logging.WARNING, logger="anyrdzv"):
+                lease = await store.grant(3)
+        assert lease.id == 42
+        assert fake.paths().count("/v3/lease/grant") == 4
+        assert sum("retrying /v3/lease/grant" in r.getMessage() for r in caplog.records) == 3
+
+
+class TestAuthToken:
+    async def test_a_stale_token_is_renewed_with_a_clean_login(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        tokens = iter(["t1", "t2"])
+        valid: set[str] = set()
+
+        def answers(request: Request) -> Answer:
+            if request.path == "/v3/auth/authenticate":
+                if "authorization" in request.headers:
+                    return Answer(400, b'{"code":3,"message":"etcdserver: invalid auth token"}')
+                token = next(tokens)
+                valid.clear()
+                valid.add(token)
+                return Answer(body=json.dumps({"header": {}, "token": token}).encode())
+            if request.headers.get("authorization") not in valid:
+                return Answer(400, b'{"code":3,"message":"etcdserver: invalid auth token"}')
+            return Answer(body=b'{"header":{"revision":"5"}}')
+
+        async with (
+            FakeGateway(answers) as fake,
+            EtcdStore(fake.endpoint, username="u", password="p", timeout=2) as store,
+        ):
+            await members(store, "g")
+            valid.clear()  # the token expires
+            with caplog.at_level(logging.INFO, logger="anyrdzv"):
+                snapshot = await members(store, "g")
+        assert snapshot.revision == 5
+        logins = [r for r in fake.requests if r.path == "/v3/auth/authenticate"]
+        assert len(logins) == 2
+        assert all("authorization" not in r.headers for r in logins)
+        assert any("logging in again" in r.getMessage() for r in caplog.records)
+
+    async def test_expired_token_on_real_etcd(self, tmp_path: Path) -> None:
+        from conftest import _need_etcd
+
+        _need_etcd()
+        from etcd_server import EtcdServer
+
+        server = EtcdServer(
+            tmp_path, extra_args=["--auth-token", "simple", "--auth-token-ttl", "2"]
+        )
+        server.start()
+        try:
+            server.enable_auth("secret")
+            async with EtcdStore(server.endpoint, username="root", password="secret") as store:
+                await members(store, "g")
+                async with Heartbeat(store, "g", "m", interval=0.5, max_missed=4):
+                    await anyio.sleep(3.5)  # the token expires meanwhile
+                    assert set((await members(store, "g")).members) == {"m"}
+                    async with aclosing(watch_members(store, "g")) as events:
+                        assert isinstance(await events.__anext__(), MembersSnapshot)
+                        await store.put("/anyrdzv/g/members/n", b"")
+                        with anyio.fail_after(5):
+                            event = await events.__anext__()
+                        assert isinstance(event, MemberEvent)
+                        assert event.member == "n"
+        finally:
+            server.stop()
+
+
+class TestGracefulRestart:
+    async def test_watch_and_heartbeat_ride_out_a_graceful_restart(
+        self, own_etcd_server: EtcdServer
+    ) -> None:
+        events: list[Any] = []
+        async with (
+            EtcdStore(own_etcd_server.endpoint, timeout=2) as store,
+            Heartbeat(store, "g", "stays", interval=1, max_missed=4),
+            anyio.create_task_group() as tg,
+        ):
+
+            async def watch() -> None:
+                async with aclosing(watch_members(store, "g", retry_for=30)) as it:
+                    async for item in it:
+                        events.append(item)
+
+            tg.start_soon(watch)
+            await anyio.sleep(0.5)
+            await anyio.to_thread.run_sync(own_etcd_server.terminate)  # SIGTERM
+            await anyio.sleep(0.5)
+            await anyio.to_thread.run_sync(own_etcd_server.start)
+            await store.put("/anyrdzv/g/members/late", b"")
+            with anyio.fail_after(15):
+                while not any(  # noqa: ASYNC110 - polls the watcher's list
+                    isinstance(e, MemberEvent) and e.member == "late" for e in events
+                ):
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        assert isinstance(events[0], MembersSnapshot)
+        assert set(events[0].members) == {"stays"}
+        assert [(e.type.value, e.member) for e in events[1:]] == [("JOINED", "late")]
+
+
+class TestJoinBurst:
+    async def test_a_thousand_heartbeats_enter_at_once_at_timeout_2(
+        self, etcd_server: EtcdServer, key_prefix: str
+    ) -> None:
+        entered = 0
+        async with EtcdStore(etcd_server.endpoint, timeout=2) as store:
+            ready = anyio.Event()
+            leave = anyio.Event()
+
+            async def member(n: int) -> None:
+                nonlocal entered
+                async with Heartbeat(
+                    store, "burst", f"m{n}", interval=2, max_missed=5, prefix=key_prefix
+                ):
+                    entered += 1
+                    if entered == 1000:
+                        ready.set()
+                    await leave.wait()
+
+            async with anyio.create_task_group() as tg:
+                for n in range(1000):
+                    tg.start_soon(member, n)
+                with anyio.fail_after(60):
+                    await ready.wait()
+                assert len((await members(store, "burst", prefix=key_prefix)).members) == 1000
+                leave.set()
+
+    async def test_queued_behind_held_slots_the_error_says_so(
+        self, etcd_server: EtcdServer
+    ) -> None:
+        """Keep-alives have their own slots; a grant behind a stuck queue says it queued."""
+        async with EtcdStore(etcd_server.endpoint, timeout=0.5) as store:
+            lease = await store.grant(10)
+            slots = store._gateway._requests
+            assert slots is not None
+            for _ in range(4):
+                await slots.acquire(1)  # every slot for other requests is taken, no answers
+            try:
+                assert await store.keep_alive(lease) == 10
+                with pytest.raises(StoreConnectionError, match="slots in this process"):
+                    await store.grant(10)
+            finally:
+                for _ in range(4):
+                    slots.release()
+            await store.revoke(lease)
