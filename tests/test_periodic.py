@@ -154,6 +154,35 @@ class TestOnEveryBackend:
         assert scope.cancelled_caught
 
 
+class TestClock:
+    @pytest.mark.parametrize("backend", ["asyncio", "trio"])
+    def test_made_outside_a_loop_reads_the_clock_of_the_loop_it_runs_in(self, backend: str) -> None:
+        ticks = periodic(0.005)  # no loop is running here
+
+        async def main() -> tuple[float, Tick]:
+            start = anyio.current_time()
+            async for tick in ticks:
+                return start, tick
+            raise AssertionError("no tick")
+
+        start, tick = anyio.run(main, backend=backend)
+        assert tick.scheduled == pytest.approx(start + 0.005, abs=CLOCK_SLACK)
+        assert tick.actual >= tick.scheduled - CLOCK_SLACK
+
+    def test_mock_clock_time_is_the_ticks_time(self) -> None:
+        async def main() -> list[Tick]:
+            ticks: list[Tick] = []
+            async for tick in periodic(3600):
+                ticks.append(tick)
+                if len(ticks) == 2:
+                    return ticks
+            raise AssertionError("no tick")
+
+        start = 0.0
+        ticks = run_on_mock_clock(main)
+        assert [t.actual - start for t in ticks] == pytest.approx([3600, 7200], abs=1e-6)
+
+
 class TestValidation:
     @pytest.mark.parametrize("interval", [0, -1, math.nan, math.inf, datetime.timedelta(0)])
     def test_bad_interval(self, interval: Any) -> None:
