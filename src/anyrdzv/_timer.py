@@ -98,7 +98,7 @@ class _Timer:
     def cancel(self) -> None:
         # Safe from any thread: a flag, then the rest on the loop's thread.
         self.cancelled = True
-        if self.call_soon is None:  # not started
+        if self.call_soon is None or self.finished:  # not started, or already over
             return
         if threading.get_ident() == self.thread:
             self.stop()
@@ -109,7 +109,7 @@ class _Timer:
         # From a finalizer, which may run at any point of any thread: only a flag and
         # a non-blocking wake-up, never a change to the task's state.
         self.cancelled = True
-        if self.call_soon is not None:
+        if self.call_soon is not None and not self.finished:
             self.call_soon(self.stop)
 
     def stop(self) -> None:
@@ -124,6 +124,7 @@ class _Timer:
 
     def finish(self) -> None:
         self.stopped = self.finished = True
+        self.finalizer = None  # nothing left to stop: collecting the handle costs nothing
         if self.done is not None:
             self.done.set()
 
