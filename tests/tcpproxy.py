@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, final
 
 import anyio
 import anyio.abc
+import anyio.streams.stapled
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -24,6 +25,7 @@ class TcpProxy:
         self.stalled = False
         self.port = 0
         self._scopes: set[anyio.CancelScope] = set()
+        self._clients: set[anyio.abc.SocketStream] = set()
         self._tg: anyio.abc.TaskGroup | None = None
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
 
@@ -37,7 +39,7 @@ class TcpProxy:
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(listener.serve, self._handle)
+        self._tg.start_soon(self._serve, listener)
         return self
 
     async def __aexit__(
@@ -51,7 +53,19 @@ class TcpProxy:
         self._tg.cancel_scope.cancel()
         result = await self._tg.__aexit__(exc_type, exc, tb)
         await self._listener.aclose()
+        for client in self._clients:  # accepted, but cancelled before its handler ran
+            await client.aclose()
         return result
+
+    async def _serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
+        assert isinstance(listener, anyio.streams.stapled.MultiListener)
+        (socket_listener,) = listener.listeners
+        assert isinstance(socket_listener, anyio.abc.SocketListener)
+        async with anyio.create_task_group() as tg:
+            while True:
+                client = await socket_listener.accept()
+                self._clients.add(client)
+                tg.start_soon(self._handle, client)
 
     def cut(self) -> None:
         for scope in list(self._scopes):
@@ -59,6 +73,7 @@ class TcpProxy:
 
     async def _handle(self, client: anyio.abc.SocketStream) -> None:
         async with client:
+            self._clients.discard(client)
             if self.refusing:
                 return
             try:
