@@ -542,8 +542,9 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
         ax.set_xlabel("timers (N), 100 ms interval")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    cpu_ax.legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = cpu_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     print(f"plot written to {path}")
 

@@ -265,7 +265,9 @@ class _Batch:
             with anyio.CancelScope() as self.scope:
                 start = now()
                 # Ties go by start order; a running count breaks them from here on.
-                heap[:] = [(start + t.interval, i, t) for i, t in enumerate(self.joined)]
+                heap[:] = [
+                    (start + t.interval, i, t) for i, t in enumerate(self.joined) if not t.stopped
+                ]
                 heapq.heapify(heap)
                 seq = itertools.count(len(heap))
                 self.joined = []
@@ -327,6 +329,8 @@ class _Batch:
         """Move a timer whose function returned an awaitable to a task of its own."""
         if not timer.stopped:
             self.live -= 1
+        elif timer in self.joined:  # it was the last: its own task will finish it now
+            self.joined.remove(timer)
         timer.batch = None
         context = timer.context
         assert context is not None
