@@ -42,9 +42,7 @@ class FakeSend:
         return {i: 0 if i in self.gone else 10 for i in ids}
 
 
-async def renew_all(
-    batcher: KeepAliveBatcher, ids: list[int]
-) -> dict[int, int | BaseException]:
+async def renew_all(batcher: KeepAliveBatcher, ids: list[int]) -> dict[int, int | BaseException]:
     answers: dict[int, int | BaseException] = {}
 
     async def renew(lease_id: int) -> None:

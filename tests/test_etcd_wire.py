@@ -37,9 +37,7 @@ kv_like = st.fixed_dictionaries(
         "lease": int64,
     },
 )
-header_like = st.one_of(
-    st.fixed_dictionaries({}, optional={"revision": int64}), json_values
-)
+header_like = st.one_of(st.fixed_dictionaries({}, optional={"revision": int64}), json_values)
 answer_like = st.one_of(
     json_values,
     st.fixed_dictionaries(
@@ -132,7 +130,9 @@ class TestFuzz:
 
     @given(st.text(), st.booleans())
     def test_any_cancel_reason(self, reason: str, has_credentials: bool) -> None:
-        assert isinstance(_wire.watch_cancelled(reason, has_credentials=has_credentials), StoreError)
+        assert isinstance(
+            _wire.watch_cancelled(reason, has_credentials=has_credentials), StoreError
+        )
 
     @given(st.text())
     def test_prefix_end_is_above_every_key_with_the_prefix(self, prefix: str) -> None:
@@ -180,8 +180,16 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("status", "body", "kind"),
         [
-            (200, {"error": {"grpc_code": 14, "message": "transport is closing"}}, StoreConnectionError),
-            (200, {"error": {"grpc_code": 1, "message": "grpc: the client connection is closing"}}, StoreConnectionError),
+            (
+                200,
+                {"error": {"grpc_code": 14, "message": "transport is closing"}},
+                StoreConnectionError,
+            ),
+            (
+                200,
+                {"error": {"grpc_code": 1, "message": "grpc: the client connection is closing"}},
+                StoreConnectionError,
+            ),
             (503, {"code": 14, "message": "etcdserver: no leader"}, StoreConnectionError),
             (500, {"code": 2, "message": "etcdserver: server stopped"}, StoreConnectionError),
             (500, {"code": 4, "message": "context deadline exceeded"}, StoreConnectionError),
@@ -190,7 +198,11 @@ class TestErrors:
             (400, {"code": 3, "message": "etcdserver: user name is empty"}, StorePermissionError),
             (400, {"code": 3, "message": "etcdserver: permission denied"}, StorePermissionError),
             (401, {"code": 16, "message": "nope"}, StorePermissionError),
-            (400, {"code": 3, "message": "etcdserver: duplicate key given in txn request"}, StoreError),
+            (
+                400,
+                {"code": 3, "message": "etcdserver: duplicate key given in txn request"},
+                StoreError,
+            ),
         ],
     )
     def test_mapping(self, status: int, body: dict[str, Any], kind: type[StoreError]) -> None:
@@ -243,7 +255,13 @@ class TestDecoding:
                 "result": {
                     "header": {"revision": "9"},
                     "events": [
-                        {"kv": {"key": _wire.b64(b"/k"), "value": _wire.b64(b"v"), "mod_revision": "8"}},
+                        {
+                            "kv": {
+                                "key": _wire.b64(b"/k"),
+                                "value": _wire.b64(b"v"),
+                                "mod_revision": "8",
+                            }
+                        },
                         {"type": "DELETE", "kv": {"key": _wire.b64(b"/k"), "mod_revision": "9"}},
                     ],
                 }

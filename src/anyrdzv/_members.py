@@ -141,9 +141,7 @@ async def watch_members(
 
     while True:
         try:
-            stream = store.watch_prefix(
-                key_prefix, start_revision=next_revision, on_open=opened
-            )
+            stream = store.watch_prefix(key_prefix, start_revision=next_revision, on_open=opened)
             async with aclosing(stream) as events:
                 async for event in events:
                     next_revision = event.revision + 1
@@ -162,9 +160,7 @@ async def watch_members(
                         yield MemberEvent(MemberEventType.LEFT, name, b"", event.revision)
             raise StoreConnectionError("the watch stream ended")
         except StoreCompacted as exc:
-            logger.warning(
-                "group %r: %s; reading the members afresh", group, exc
-            )
+            logger.warning("group %r: %s; reading the members afresh", group, exc)
             try:
                 fresh = await members(store, group, prefix=prefix)
             except StoreConnectionError as error:
@@ -175,9 +171,7 @@ async def watch_members(
                     yield MemberEvent(MemberEventType.LEFT, name, b"", fresh.revision)
                 for name in sorted(fresh.members.keys() - current.keys()):
                     current[name] = fresh.members[name]
-                    yield MemberEvent(
-                        MemberEventType.JOINED, name, current[name], fresh.revision
-                    )
+                    yield MemberEvent(MemberEventType.JOINED, name, current[name], fresh.revision)
                 next_revision = fresh.revision + 1
                 continue
         except StoreConnectionError as error:

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 ETCD_DEFAULT_PORT = 2379
 
 
-def parse_etcd_endpoint(endpoint: object, ssl: object) -> tuple[Endpoint, str, _ssl.SSLContext | None]:
+def parse_etcd_endpoint(
+    endpoint: object, ssl: object
+) -> tuple[Endpoint, str, _ssl.SSLContext | None]:
     """Read ``host[:port]`` or an ``http(s)://host[:port]`` URL; return the endpoint, the
     scheme and the SSL context to use.
 
@@ -42,14 +44,11 @@ def parse_etcd_endpoint(endpoint: object, ssl: object) -> tuple[Endpoint, str, _
         given = given.lower()
         if given not in ("http", "https"):
             raise ValueError(
-                f"endpoint must be host[:port] or an http:// or https:// URL, got "
-                f"{echo(text)}"
+                f"endpoint must be host[:port] or an http:// or https:// URL, got {echo(text)}"
             )
         rest = rest.removesuffix("/")
         if "/" in rest or "?" in rest or "#" in rest:
-            raise ValueError(
-                f"endpoint must be a URL with no path, got {echo(text)}"
-            )
+            raise ValueError(f"endpoint must be a URL with no path, got {echo(text)}")
         if given == "http" and ssl is not None:
             raise ValueError(
                 f"endpoint {echo(text)} says plain HTTP, but ssl= was given: "
@@ -303,9 +302,7 @@ class EtcdStore:
                             key = self._key(event.kv.key, f"the watch on {prefix!r}")
                             if key is None:
                                 continue
-                            yield StoreEvent(
-                                event.type, key, event.kv.value, event.kv.mod_revision
-                            )
+                            yield StoreEvent(event.type, key, event.kv.value, event.kv.mod_revision)
             except StopAsyncIteration:
                 raise StoreConnectionError(
                     f"etcd at {self._gateway.where} closed the watch stream"

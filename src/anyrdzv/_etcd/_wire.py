@@ -163,9 +163,7 @@ def _load(text: str | bytes) -> object:
 _NOT_JSON = object()
 
 
-def read_answer(
-    path: str, status: int, content: bytes, *, has_credentials: bool
-) -> dict[str, Any]:
+def read_answer(path: str, status: int, content: bytes, *, has_credentials: bool) -> dict[str, Any]:
     """The JSON object of a unary call's answer, or the error it stands for, raised."""
     body = _load(content)
     if body is _NOT_JSON or not isinstance(body, dict):
@@ -347,9 +345,7 @@ def watch_cancelled(reason: str, *, has_credentials: bool) -> StoreError:
 _KEEPALIVE = "/v3/lease/keepalive"
 
 
-def renewals(
-    text: str, *, has_credentials: bool
-) -> tuple[dict[int, int], StoreError | None]:
+def renewals(text: str, *, has_credentials: bool) -> tuple[dict[int, int], StoreError | None]:
     """Read the gateway's answers to a batch of keep-alives, one JSON object a line.
 
     Return the TTL of each lease answered (0 for a gone lease), and the error that a
@@ -373,9 +369,7 @@ def renewals(
         if not isinstance(result, dict):
             return renewed, _missing(_KEEPALIVE, "result", message)
         try:
-            renewed[_int(_KEEPALIVE, result, "ID", required=True)] = _int(
-                _KEEPALIVE, result, "TTL"
-            )
+            renewed[_int(_KEEPALIVE, result, "ID", required=True)] = _int(_KEEPALIVE, result, "TTL")
         except StoreError as exc:
             return renewed, exc
     return renewed, None
