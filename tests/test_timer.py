@@ -427,6 +427,19 @@ class TestSharedTask:
             await second.aclose()
             assert timer_tasks() == []
 
+    @pytest.mark.parametrize("count", [1, 3])
+    async def test_aclose_before_the_task_began(self, count: int) -> None:
+        calls: list[int] = []
+        async with anyio.create_task_group() as tg:
+            timers = [PeriodicTimer(0.005, calls.append, 1) for _ in range(count)]
+            for timer in timers:
+                timer.start(tg)
+            with anyio.fail_after(2):
+                for timer in timers:
+                    await timer.aclose()
+            assert timer_tasks() == []
+        assert calls == []
+
     async def test_timers_in_other_task_groups_do_not_share(self) -> None:
         calls: list[str] = []
         async with anyio.create_task_group() as tg1:

@@ -270,7 +270,8 @@ class _Batch:
                 ]
                 heapq.heapify(heap)
                 seq = itertools.count(len(heap))
-                self.joined = []
+                # Those stopped before the task began finish with it, if not already.
+                self.joined = [t for t in self.joined if t.stopped]
                 target = -math.inf  # what the last sleep was for
                 while self.live:
                     if len(heap) > 2 * self.live + 64:  # mostly stopped timers
