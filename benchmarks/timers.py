@@ -145,8 +145,7 @@ def run_asyncio(main: Any, backend: str) -> Any:
     if backend == "uvloop":
         import uvloop
 
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main())
+        return uvloop.run(main())
     return asyncio.run(main())
 
 
