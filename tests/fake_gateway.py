@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.abc
 
+from loopback import LoopbackServer
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-    from types import TracebackType
 
 
 @dataclass
@@ -39,72 +40,43 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 502: "Bad Gateway"}
 
 
 @final
-class FakeGateway:
+class FakeGateway(LoopbackServer):
     """Serve ``handler(request) -> Answer`` on 127.0.0.1; ``requests`` records each request."""
 
     def __init__(self, handler: Callable[[Request], Answer | Awaitable[Answer]]) -> None:
+        super().__init__()
         self.handler = handler
         self.requests: list[Request] = []
-        self.port = 0
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def paths(self) -> list[str]:
         return [request.path for request in self.requests]
 
-    async def __aenter__(self) -> FakeGateway:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        self._listener = listener
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(listener.serve, self._serve)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._tg is not None
-        assert self._listener is not None
-        self._tg.cancel_scope.cancel()
-        result = await self._tg.__aexit__(exc_type, exc, tb)
-        await self._listener.aclose()
-        return result
-
-    async def _serve(self, client: anyio.abc.SocketStream) -> None:
+    async def handle(self, client: anyio.abc.SocketStream) -> None:
         buffer = b""
-        async with client:
-            try:
-                while True:
-                    while b"\r\n\r\n" not in buffer:
-                        buffer += await client.receive()
-                    head, _, buffer = buffer.partition(b"\r\n\r\n")
-                    lines = head.decode("latin-1").split("\r\n")
-                    path = lines[0].split(" ")[1]
-                    headers = {}
-                    for line in lines[1:]:
-                        name, _, value = line.partition(":")
-                        headers[name.strip().lower()] = value.strip()
-                    length = int(headers.get("content-length", "0"))
-                    while len(buffer) < length:
-                        buffer += await client.receive()
-                    body, buffer = buffer[:length], buffer[length:]
-                    request = Request(path, headers, body)
-                    self.requests.append(request)
-                    answer = self.handler(request)
-                    if not isinstance(answer, Answer):
-                        answer = await answer
-                    if not await self._answer(client, answer):
-                        return
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    buffer += await client.receive()
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                headers = {}
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0"))
+                while len(buffer) < length:
+                    buffer += await client.receive()
+                body, buffer = buffer[:length], buffer[length:]
+                request = Request(path, headers, body)
+                self.requests.append(request)
+                answer = self.handler(request)
+                if not isinstance(answer, Answer):
+                    answer = await answer
+                if not await self._answer(client, answer):
+                    return
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return
 
     @staticmethod
     async def _answer(client: anyio.abc.SocketStream, answer: Answer) -> bool:

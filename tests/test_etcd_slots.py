@@ -83,3 +83,21 @@ async def test_a_slot_handed_to_a_cancelled_waiter_goes_to_the_next() -> None:
     assert got[-1] == "second"
     assert slots.waiting == 0
     assert await slots.acquire(1) == 0.0
+
+
+async def test_urgent_waiters_go_ahead_of_the_others() -> None:
+    slots = Slots(1, "request")
+    await slots.acquire(5)
+    order: list[str] = []
+
+    async def take(name: str, urgent: bool) -> None:
+        await slots.acquire(5, urgent=urgent)
+        order.append(name)
+        slots.release()
+
+    async with anyio.create_task_group() as tg:
+        for name, urgent in (("grant1", False), ("grant2", False), ("put1", True), ("put2", True)):
+            tg.start_soon(take, name, urgent)
+            await anyio.wait_all_tasks_blocked()
+        slots.release()
+    assert order == ["put1", "put2", "grant1", "grant2"]

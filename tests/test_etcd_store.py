@@ -102,6 +102,8 @@ class TestEndpoints:
             ("ftp://127.0.0.1:2379", "host\\[:port\\] or an http:// or https:// URL"),
             ("http://127.0.0.1:2379/v3", "no path"),
             ("http://127.0.0.1:99999", "port"),
+            ("h" * 300, "not a valid host name"),
+            ("a..b:2379", "not a valid host name"),
         ],
     )
     async def test_bad_urls(self, endpoint: str, match: str) -> None:
@@ -335,18 +337,26 @@ class TestAuthToken:
         server.start()
         try:
             server.enable_auth("secret")
-            async with EtcdStore(server.endpoint, username="root", password="secret") as store:
-                await members(store, "g")
+            async with (
+                EtcdStore(
+                    server.endpoint, username="root", password="secret", watch_idle=1
+                ) as store,
+                aclosing(watch_members(store, "g")) as events,
+            ):
+                assert isinstance(await events.__anext__(), MembersSnapshot)  # watch, token t1
                 async with Heartbeat(store, "g", "m", interval=0.5, max_missed=4):
-                    await anyio.sleep(3.5)  # the token expires meanwhile
+                    # The token expires meanwhile; the quiet watch is made again, twice.
+                    with anyio.fail_after(5):
+                        event = await events.__anext__()
+                    assert isinstance(event, MemberEvent)
+                    assert event.member == "m"
+                    await anyio.sleep(3.5)
                     assert set((await members(store, "g")).members) == {"m"}
-                    async with aclosing(watch_members(store, "g")) as events:
-                        assert isinstance(await events.__anext__(), MembersSnapshot)
-                        await store.put("/anyrdzv/g/members/n", b"")
-                        with anyio.fail_after(5):
-                            event = await events.__anext__()
-                        assert isinstance(event, MemberEvent)
-                        assert event.member == "n"
+                    await store.put("/anyrdzv/g/members/n", b"")
+                    with anyio.fail_after(5):
+                        event = await events.__anext__()
+                    assert isinstance(event, MemberEvent)
+                    assert event.member == "n"
         finally:
             server.stop()
 

@@ -183,3 +183,11 @@ class TestOutages:
             assert isinstance(follower.error, StoreConnectionError)
             proxy.stalled = False
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("store", [None, "localhost:2379"])
+async def test_the_store_is_checked(store: Any) -> None:
+    with pytest.raises(TypeError, match="store must be a LeaseStore"):
+        await members(store, "g")
+    with pytest.raises(TypeError, match="store must be a LeaseStore"):
+        await watch_members(store, "g").__anext__()

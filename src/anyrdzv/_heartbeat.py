@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, cast, final
+from typing import TYPE_CHECKING, final
 
 import anyio
 import anyio.abc
@@ -19,6 +19,7 @@ from ._store import (
     StoreConnectionError,
     StoreError,
     StorePermissionError,
+    check_store,
 )
 from ._util import type_name
 
@@ -35,27 +36,6 @@ MAX_TTL = 9_000_000_000
 #: How long the revoke on leaving may take at most, in seconds (the TTL, if shorter).
 REVOKE_TIMEOUT = 5.0
 
-_LEASE_STORE_METHODS = ("grant", "keep_alive", "revoke", "put", "get_prefix", "watch_prefix")
-
-
-def _check_store(store: object) -> LeaseStore:
-    if isinstance(store, type):  # the class, not an instance: its methods are callable too
-        raise TypeError(
-            f"store must be a LeaseStore instance, such as MemoryStore(), "
-            f"got the class {store.__qualname__}"
-        )
-    missing = [name for name in _LEASE_STORE_METHODS if not callable(getattr(store, name, None))]
-    if missing:
-        lacks = (
-            f" (it has no {', '.join(name + '()' for name in missing)})"
-            if len(missing) < len(_LEASE_STORE_METHODS)
-            else ""
-        )
-        raise TypeError(
-            f"store must be a LeaseStore such as MemoryStore or EtcdStore, "
-            f"got {type_name(store)} {store!r:.200}{lacks}"
-        )
-    return cast("LeaseStore", store)
 
 
 def _show_int(value: int) -> str:
@@ -131,7 +111,7 @@ class Heartbeat:
         payload: bytes = b"",
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
-        self._store = _check_store(store)
+        self._store = check_store(store)
         #: the member's key in the store
         self.key: str = members_prefix(group, prefix) + check_name("member", member)
         self.group: str = group

@@ -14,7 +14,7 @@ import anyio
 from ._delay import backoff, delay
 from ._exceptions import StoreCompacted, StoreConnectionError
 from ._keys import DEFAULT_PREFIX, members_prefix
-from ._store import EventType, LeaseStore
+from ._store import EventType, LeaseStore, check_store
 from ._util import check_number, echo
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ async def members(
     :return: the members and the revision they were read at
     """
     key_prefix = members_prefix(group, prefix)
-    found, revision = await store.get_prefix(key_prefix)
+    found, revision = await check_store(store).get_prefix(key_prefix)
     named = {}
     for key, value in found.items():
         name = _member_name(key, key_prefix)
@@ -117,6 +117,7 @@ async def watch_members(
         every watch the store confirms starts the count afresh
     :raises StoreConnectionError: if the store stays unreachable for ``retry_for`` seconds
     """
+    check_store(store)
     key_prefix = members_prefix(group, prefix)
     retry_for = check_number("retry_for", retry_for)
     if not (math.isfinite(retry_for) and retry_for >= 0):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from ._exceptions import (
     LeaseExpired,
@@ -12,7 +12,7 @@ from ._exceptions import (
     StorePermissionError,
     StoreProtocolError,
 )
-from ._util import check_str
+from ._util import check_str, type_name
 
 # The errors live in _exceptions; these names stay importable from here too.
 __all__ = (
@@ -28,6 +28,7 @@ __all__ = (
     "StoreProtocolError",
     "WatchStream",
     "check_put",
+    "check_store",
     "check_ttl",
 )
 
@@ -149,3 +150,27 @@ class LeaseStore(Protocol):
         :raises StoreConnectionError: if the stream breaks; resume from the next revision
         """
         ...
+
+
+_LEASE_STORE_METHODS = ("grant", "keep_alive", "revoke", "put", "get_prefix", "watch_prefix")
+
+
+def check_store(store: object) -> LeaseStore:
+    """Return ``store`` if it has the methods of a :class:`LeaseStore`, else a TypeError."""
+    if isinstance(store, type):  # the class, not an instance: its methods are callable too
+        raise TypeError(
+            f"store must be a LeaseStore instance, such as MemoryStore(), "
+            f"got the class {store.__qualname__}"
+        )
+    missing = [name for name in _LEASE_STORE_METHODS if not callable(getattr(store, name, None))]
+    if missing:
+        lacks = (
+            f" (it has no {', '.join(name + '()' for name in missing)})"
+            if len(missing) < len(_LEASE_STORE_METHODS)
+            else ""
+        )
+        raise TypeError(
+            f"store must be a LeaseStore such as MemoryStore or EtcdStore, "
+            f"got {type_name(store)} {store!r:.200}{lacks}"
+        )
+    return cast("LeaseStore", store)

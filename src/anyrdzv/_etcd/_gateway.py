@@ -211,7 +211,7 @@ class Gateway:
         return request
 
     async def post(
-        self, path: str, data: bytes, *, deadline: float, token: bool = True
+        self, path: str, data: bytes, *, deadline: float, token: bool = True, urgent: bool = False
     ) -> tuple[int, bytes]:
         """Send one request in a slot; return the HTTP status and the body.
 
@@ -222,7 +222,7 @@ class Gateway:
         client = self._require_client()
         slots = self._renewal_requests if path == KEEPALIVE else self._requests
         assert slots is not None
-        waited = await slots.acquire(self.timeout)
+        waited = await slots.acquire(self.timeout, urgent=urgent)
         deadline += waited
         try:
             with anyio.fail_after(max(deadline - anyio.current_time(), 0.001)):
@@ -296,18 +296,21 @@ class Gateway:
                 await anyio.sleep(pause)
 
     async def call(
-        self, path: str, payload: dict[str, Any], *, retry: bool = True
+        self, path: str, payload: dict[str, Any], *, retry: bool = True, urgent: bool = False
     ) -> dict[str, Any]:
         """One unary call; return the answer's JSON object.
 
         :param retry: retry passing faults within the timeout; only for requests that
             may be applied twice without harm
+        :param urgent: go ahead of the queued requests that are not urgent: for the
+            writes of a member that already holds a lease, which must not wait behind a
+            burst of others' grants
         :raises StoreError: a subclass for what went wrong
         """
         data = _wire.encode(payload)
 
         async def send(deadline: float) -> dict[str, Any]:
-            status, content = await self.post(path, data, deadline=deadline)
+            status, content = await self.post(path, data, deadline=deadline, urgent=urgent)
             return _wire.read_answer(path, status, content, has_credentials=self.has_credentials)
 
         result: dict[str, Any] = await self._attempts(path, send, retry=retry)
@@ -380,6 +383,8 @@ class Gateway:
                 )
                 raise StoreProtocolError(f"HTTP {response.status_code} on {path} from {self.where}")
             yield lines
+        except StoreError:
+            raise  # ours already (they are OSErrors too: PermissionError, ConnectionError)
         except (httpx.TransportError, OSError, anyio.BrokenResourceError) as exc:
             # ssl.SSLError is an OSError; trio may raise it, or a broken stream, unwrapped
             raise self.connection_error(exc) from exc

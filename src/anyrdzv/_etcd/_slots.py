@@ -29,6 +29,7 @@ class Slots:
         self._size = size
         self._what = what
         self._waiters: deque[anyio.Event] = deque()
+        self._urgent = 0  # how many of the first waiters are urgent
         #: when a request last got an answer, on anyio's clock
         self.last_answer = -float("inf")
 
@@ -41,8 +42,11 @@ class Slots:
         """Note that the server answered a request: the queue is moving."""
         self.last_answer = anyio.current_time()
 
-    async def acquire(self, patience: float) -> float:
+    async def acquire(self, patience: float, *, urgent: bool = False) -> float:
         """Take a slot; return how long that took, in seconds.
+
+        An ``urgent`` caller waits ahead of every caller that is not, in arrival order
+        among the urgent ones.
 
         :raises StoreConnectionError: if nothing was answered for ``patience`` seconds
             while waiting
@@ -53,7 +57,11 @@ class Slots:
             return 0.0
         started = anyio.current_time()
         handed = anyio.Event()
-        self._waiters.append(handed)
+        if urgent:
+            self._waiters.insert(self._urgent, handed)
+            self._urgent += 1
+        else:
+            self._waiters.append(handed)
         try:
             while True:
                 with anyio.move_on_after(patience):
@@ -72,12 +80,16 @@ class Slots:
             if handed.is_set():
                 self.release()  # handed over just as this caller left: pass it on
             else:
+                if self._waiters.index(handed) < self._urgent:
+                    self._urgent -= 1
                 self._waiters.remove(handed)
             raise
 
     def release(self) -> None:
         """Give a slot back, to the first waiter if there is one."""
         if self._waiters:
+            if self._urgent:
+                self._urgent -= 1
             self._waiters.popleft().set()
         else:
             self._free += 1

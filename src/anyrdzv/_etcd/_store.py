@@ -8,6 +8,7 @@ import ssl as _ssl
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
+import httpx
 
 from .._endpoint import Endpoint, parse_rendezvous_endpoint
 from .._exceptions import LeaseExpired, StoreCompacted, StoreConnectionError
@@ -59,6 +60,15 @@ def parse_etcd_endpoint(
         scheme = given
         text = rest
     parsed = parse_rendezvous_endpoint(text, ETCD_DEFAULT_PORT)
+    host = parsed.host
+    if ":" not in host and not host.replace(".", "").isdigit():
+        # A name must be one that DNS can carry; httpx would fail on it later, raw.
+        try:
+            encoded = host.encode("idna")
+        except UnicodeError:
+            encoded = b""
+        if not encoded or len(encoded) > 253:
+            raise ValueError(f"endpoint host {echo(host)} is not a valid host name")
     return parsed, scheme, ssl
 
 
@@ -118,8 +128,13 @@ class EtcdStore:
         host = parsed.host
         if ":" in host:
             host = f"[{host.replace('%', '%25')}]"
+        base_url = f"{scheme}://{host}:{parsed.port}"
+        try:
+            httpx.URL(base_url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"endpoint {echo(endpoint)} is not a valid URL: {exc}") from None
         self._gateway = Gateway(
-            f"{scheme}://{host}:{parsed.port}",
+            base_url,
             str(parsed),
             ssl=context,
             username=username,
@@ -193,7 +208,7 @@ class EtcdStore:
     async def revoke(self, lease: Lease) -> None:
         """Revoke ``lease`` now, deleting its keys. A gone lease is not an error."""
         try:
-            await self._gateway.call("/v3/lease/revoke", {"ID": str(lease.id)})
+            await self._gateway.call("/v3/lease/revoke", {"ID": str(lease.id)}, urgent=True)
         except LeaseExpired:
             pass
 
@@ -207,7 +222,9 @@ class EtcdStore:
         payload: dict[str, Any] = {"key": _wire.b64_text(key), "value": _wire.b64(value)}
         if lease is not None:
             payload["lease"] = str(lease.id)
-        return _wire.revision(path, await self._gateway.call(path, payload))
+        # A put under a lease is a member joining: its lease is already ticking.
+        answer = await self._gateway.call(path, payload, urgent=lease is not None)
+        return _wire.revision(path, answer)
 
     async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
         """Return every key under ``prefix`` with its value, and the store revision.
