@@ -279,7 +279,12 @@ class EtcdStore:
                         # after, a quiet stream is checked by making the watch again.
                         bound = self._watch_idle if created else self._timeout
                         with anyio.move_on_after(bound):
-                            line = await lines.__anext__()
+                            try:
+                                line = await lines.__anext__()
+                            except StopAsyncIteration:
+                                raise StoreConnectionError(
+                                    f"etcd at {self._gateway.where} closed the watch stream"
+                                ) from None
                         if line is None:
                             if not created:
                                 raise StoreConnectionError(
@@ -320,10 +325,6 @@ class EtcdStore:
                             if key is None:
                                 continue
                             yield StoreEvent(event.type, key, event.kv.value, event.kv.mod_revision)
-            except StopAsyncIteration:
-                raise StoreConnectionError(
-                    f"etcd at {self._gateway.where} closed the watch stream"
-                ) from None
             except _wire.InvalidToken:
                 if renewed:
                     raise
