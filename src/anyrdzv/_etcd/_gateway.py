@@ -150,6 +150,19 @@ class Gateway:
                 await self.call("/v3/maintenance/status", {}, retry=False)
         except StoreConnectionError as exc:
             await self.aclose()
+            cause = exc.__cause__
+            if (
+                self._ssl is not None
+                and isinstance(cause, httpx.ConnectError | httpx.ReadError)
+                and not str(cause)
+            ):
+                # uvloop may report a handshake that a plain-HTTP port broke off this way,
+                # with no SSL error to say so.
+                raise StoreConnectionError(
+                    f"TLS with etcd at {self.where} failed: the server broke off the "
+                    "handshake. Does it serve plain HTTP? Then use an http:// endpoint and "
+                    "no ssl="
+                ) from cause
             if self._ssl is None and isinstance(
                 exc.__cause__, httpx.RemoteProtocolError | httpx.ReadError
             ):
