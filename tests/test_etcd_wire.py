@@ -38,6 +38,25 @@ kv_like = st.fixed_dictionaries(
     },
 )
 header_like = st.one_of(st.fixed_dictionaries({}, optional={"revision": int64}), json_values)
+range_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "header": header_like,
+        "kvs": st.one_of(st.lists(kv_like, max_size=2), json_values),
+        "deleted": int64,
+    },
+)
+txn_response_like = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "response_put": st.one_of(range_like, json_values),
+            "response_range": st.one_of(range_like, json_values),
+            "response_delete_range": st.one_of(range_like, json_values),
+        },
+    ),
+)
 answer_like = st.one_of(
     json_values,
     st.fixed_dictionaries(
@@ -45,6 +64,9 @@ answer_like = st.one_of(
         optional={
             "header": header_like,
             "kvs": st.one_of(st.lists(kv_like, max_size=3), json_values),
+            "deleted": int64,
+            "succeeded": json_values,
+            "responses": st.one_of(st.lists(txn_response_like, max_size=3), json_values),
             "ID": int64,
             "TTL": int64,
             "code": int64,
@@ -96,6 +118,9 @@ def _decode_all(status: int, content: bytes) -> None:
         lambda: _wire.range_result("/v3/kv/range", body),
         lambda: _wire.revision("/v3/kv/put", body),
         lambda: _wire.grant("/v3/lease/grant", body, 5),
+        lambda: _wire.deleted("/v3/kv/deleterange", body),
+        lambda: _wire.txn_result("/v3/kv/txn", body),
+        lambda: _wire.compare_and_swap_result("/v3/kv/txn", body, "/k"),
     ):
         try:
             decode()
@@ -285,3 +310,84 @@ class TestDecoding:
                 '{"error":{"grpc_code":14,"message":"transport is closing"}}',
                 has_credentials=False,
             )
+
+
+# What etcd 3.4.23 answered to compare_and_swap_request("/z", b"v", 0, None), twice.
+_CAS_SUCCEEDED = (
+    '{"header":{"cluster_id":"17618817940869414534","member_id":"6101544997737418513",'
+    '"revision":"5","raft_term":"2"},"succeeded":true,"responses":[{"response_put":'
+    '{"header":{"revision":"5"}}},{"response_range":{"header":{"revision":"5"},"kvs":'
+    '[{"key":"L3o=","create_revision":"5","mod_revision":"5","version":"1","value":"dg=="}],'
+    '"count":"1"}}]}'
+)
+_CAS_FAILED = (
+    '{"header":{"cluster_id":"17618817940869414534","member_id":"6101544997737418513",'
+    '"revision":"5","raft_term":"2"},"responses":[{"response_range":{"header":'
+    '{"revision":"5"},"kvs":[{"key":"L3o=","create_revision":"5","mod_revision":"5",'
+    '"version":"1","value":"dg=="}],"count":"1"}}]}'
+)
+
+
+class TestTransactions:
+    def test_compare_and_swap_request(self) -> None:
+        assert _wire.compare_and_swap_request("/z", b"v", 0, None) == {
+            "compare": [{"key": "L3o=", "target": "MOD", "result": "EQUAL", "mod_revision": "0"}],
+            "success": [
+                {"request_put": {"key": "L3o=", "value": "dg=="}},
+                {"request_range": {"key": "L3o="}},
+            ],
+            "failure": [{"request_range": {"key": "L3o="}}],
+        }
+        with_lease = _wire.compare_and_swap_request("/z", b"", 7, 2**62)
+        assert with_lease["success"][0]["request_put"]["lease"] == str(2**62)
+        assert with_lease["compare"][0]["mod_revision"] == "7"
+
+    @pytest.mark.parametrize("answer", [_CAS_SUCCEEDED, _CAS_FAILED])
+    def test_compare_and_swap_result(self, answer: str) -> None:
+        body = json.loads(answer)
+        succeeded, kv = _wire.compare_and_swap_result("/v3/kv/txn", body, "/z")
+        assert succeeded is (answer is _CAS_SUCCEEDED)
+        assert kv == _wire.RawKeyValue(b"/z", b"v", 5, 5, 1, 0)
+
+    def test_a_failed_swap_on_an_absent_key(self) -> None:
+        body = {"header": {"revision": "9"}, "responses": [{"response_range": {"header": {}}}]}
+        assert _wire.compare_and_swap_result("/v3/kv/txn", body, "/z") == (False, None)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            # a success must read the key back
+            {"header": {"revision": "9"}, "succeeded": True, "responses": [{"response_put": {}}]},
+            {
+                "header": {"revision": "9"},
+                "succeeded": True,
+                "responses": [{"response_put": {}}, {"response_range": {}}],
+            },
+            # another key than the one asked for
+            {
+                "header": {"revision": "9"},
+                "responses": [{"response_range": {"kvs": [{"key": "L2E="}]}}],
+            },
+            {"header": {"revision": "9"}, "succeeded": "yes", "responses": []},
+            {
+                "header": {"revision": "9"},
+                "responses": [{"response_range": {}, "response_put": {}}],
+            },
+        ],
+    )
+    def test_a_malformed_swap_answer(self, body: dict[str, Any]) -> None:
+        with pytest.raises(StoreProtocolError):
+            _wire.compare_and_swap_result("/v3/kv/txn", body, "/z")
+
+    def test_txn_result(self) -> None:
+        result = _wire.txn_result("/v3/kv/txn", json.loads(_CAS_SUCCEEDED))
+        assert result.succeeded
+        assert result.revision == 5
+        assert [r.kind for r in result.responses] == ["response_put", "response_range"]
+
+    def test_deleted(self) -> None:
+        assert _wire.deleted("/v3/kv/deleterange", {"header": {"revision": "4"}}) == (0, 4)
+        body = {"header": {"revision": "5"}, "deleted": "2"}
+        assert _wire.deleted("/v3/kv/deleterange", body) == (2, 5)
+        with pytest.raises(StoreProtocolError, match="'deleted'"):
+            _wire.deleted("/v3/kv/deleterange", {"header": {"revision": "5"}, "deleted": "-1"})

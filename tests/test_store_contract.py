@@ -9,8 +9,10 @@ import httpx
 import pytest
 
 from anyrdzv import (
+    CasResult,
     EtcdStore,
     EventType,
+    KeyValue,
     Lease,
     LeaseExpired,
     LeaseStore,
@@ -18,6 +20,7 @@ from anyrdzv import (
     StoreCompacted,
     StoreEvent,
 )
+from anyrdzv._store import MAX_VALUE_BYTES, KeyValueStore
 
 pytestmark = pytest.mark.anyio
 
@@ -190,6 +193,328 @@ class TestWatch:
         await store.put(f"{key_prefix}/m", b"x", lease=lease)
         events = await collect(store, f"{key_prefix}/", start + 1, 2)
         assert [e.type for e in events] == [EventType.PUT, EventType.DELETE]
+
+
+class TestGet:
+    async def test_absent_key_is_none(self, store: KeyValueStore, key_prefix: str) -> None:
+        assert await store.get(f"{key_prefix}/nothing") is None
+
+    async def test_version_counts_puts_and_create_revision_stays(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/k"
+        first = await store.put(key, b"1")
+        assert await store.get(key) == KeyValue(key, b"1", first, first, 1, None)
+        await store.put(key, b"2")
+        last = await store.put(key, b"3")
+        assert await store.get(key) == KeyValue(key, b"3", first, last, 3, None)
+
+    async def test_lease_id_or_none(self, store: KeyValueStore, key_prefix: str) -> None:
+        lease = await store.grant(10)
+        revision = await store.put(f"{key_prefix}/leased", b"x", lease=lease)
+        kv = await store.get(f"{key_prefix}/leased")
+        assert kv == KeyValue(f"{key_prefix}/leased", b"x", revision, revision, 1, lease.id)
+        await store.put(f"{key_prefix}/leased", b"y")  # a put without the lease drops it
+        kv = await store.get(f"{key_prefix}/leased")
+        assert kv is not None
+        assert kv.lease is None
+        await store.revoke(lease)
+        assert await store.get(f"{key_prefix}/leased") == KeyValue(
+            f"{key_prefix}/leased", b"y", revision, kv.mod_revision, 2, None
+        )
+
+    async def test_a_key_deleted_and_put_again_is_new(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/k"
+        await store.put(key, b"1")
+        await store.put(key, b"2")
+        assert await store.delete(key)
+        again = await store.put(key, b"3")
+        assert await store.get(key) == KeyValue(key, b"3", again, again, 1, None)
+
+    async def test_bad_key(self, store: KeyValueStore) -> None:
+        with pytest.raises(TypeError, match="key must be a str"):
+            await store.get(b"k")  # type: ignore[arg-type]
+
+
+class TestGetPrefixKv:
+    async def test_sorted_by_key_with_the_read_revision(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        keys = [f"{key_prefix}/{name}" for name in ("z", "a", "\u00e9", "\u4e00", "m")]
+        revisions = {key: await store.put(key, key.encode()) for key in keys}
+        await store.put(f"{key_prefix}x/other", b"not under the prefix")
+        kvs, revision = await store.get_prefix_kv(f"{key_prefix}/")
+        assert [kv.key for kv in kvs] == sorted(keys, key=str.encode)
+        assert revision >= max(revisions.values())
+        for kv in kvs:
+            assert kv == KeyValue(
+                kv.key, kv.key.encode(), revisions[kv.key], revisions[kv.key], 1, None
+            )
+        values, _ = await store.get_prefix(f"{key_prefix}/")
+        assert values == {kv.key: kv.value for kv in kvs}
+
+    async def test_empty(self, store: KeyValueStore, key_prefix: str) -> None:
+        kvs, revision = await store.get_prefix_kv(f"{key_prefix}/")
+        assert kvs == []
+        assert revision >= 1
+
+    async def test_bad_prefix(self, store: KeyValueStore) -> None:
+        with pytest.raises(TypeError, match="prefix must be a str"):
+            await store.get_prefix_kv(None)  # type: ignore[arg-type]
+
+
+class TestDelete:
+    async def test_delete_reports_whether_the_key_existed(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/k"
+        put = await store.put(key, b"1")
+        assert await store.delete(key) is True
+        assert await store.get(key) is None
+        assert await store.delete(key) is False
+        events = await collect(store, f"{key_prefix}/", put, 2)
+        assert [(e.type, e.key, e.revision) for e in events] == [
+            (EventType.PUT, key, put),
+            (EventType.DELETE, key, put + 1),
+        ]
+
+    async def test_deleting_an_absent_key_leaves_the_revision(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        before = await store.put(f"{key_prefix}/a", b"1")
+        assert await store.delete(f"{key_prefix}/absent") is False
+        after = await store.put(f"{key_prefix}/b", b"1")
+        assert after == before + 1
+
+    async def test_a_deleted_key_leaves_its_lease(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/k"
+        lease = await store.grant(10)
+        await store.put(key, b"leased", lease=lease)
+        assert await store.delete(key)
+        await store.put(key, b"plain")
+        await store.revoke(lease)
+        kv = await store.get(key)
+        assert kv is not None
+        assert (kv.value, kv.version, kv.lease) == (b"plain", 1, None)
+
+    async def test_bad_key(self, store: KeyValueStore) -> None:
+        with pytest.raises(TypeError, match="key must be a str"):
+            await store.delete(1)  # type: ignore[arg-type]
+
+
+class TestDeletePrefix:
+    async def test_counts_and_deletes_at_one_revision(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        lease = await store.grant(10)
+        for name in ("c", "a", "b"):
+            await store.put(f"{key_prefix}/{name}", b"1", lease=lease if name == "a" else None)
+        outside = await store.put(f"{key_prefix}x/keep", b"kept")
+        _, start = await store.get_prefix_kv(f"{key_prefix}/")
+        assert await store.delete_prefix(f"{key_prefix}/") == 3
+        assert await store.get_prefix_kv(f"{key_prefix}/") == ([], start + 1)
+        events = await collect(store, f"{key_prefix}/", start + 1, 3)
+        assert [(e.type, e.key, e.revision) for e in events] == [
+            (EventType.DELETE, f"{key_prefix}/{name}", start + 1) for name in ("a", "b", "c")
+        ]
+        assert await store.get(f"{key_prefix}x/keep") == KeyValue(
+            f"{key_prefix}x/keep", b"kept", outside, outside, 1, None
+        )
+        assert await store.delete_prefix(f"{key_prefix}/") == 0
+        assert (await store.get_prefix_kv(f"{key_prefix}/"))[1] == start + 1
+        await store.revoke(lease)  # its key is gone already: nothing changes
+        assert (await store.get_prefix_kv(f"{key_prefix}/"))[1] == start + 1
+
+
+class TestCompareAndSwap:
+    async def test_create_if_absent(self, store: KeyValueStore, key_prefix: str) -> None:
+        key = f"{key_prefix}/k"
+        created = await store.compare_and_swap(key, b"1", expected_mod_revision=0)
+        assert isinstance(created, CasResult)
+        assert created.succeeded
+        assert created.kv is not None
+        revision = created.kv.mod_revision
+        assert created.kv == KeyValue(key, b"1", revision, revision, 1, None)
+        again = await store.compare_and_swap(key, b"2", expected_mod_revision=0)
+        assert again == CasResult(False, created.kv)
+        assert await store.get(key) == created.kv
+
+    async def test_success_returns_the_new_kv(self, store: KeyValueStore, key_prefix: str) -> None:
+        key = f"{key_prefix}/k"
+        first = await store.put(key, b"1")
+        swapped = await store.compare_and_swap(key, b"2", expected_mod_revision=first)
+        assert swapped.succeeded
+        assert swapped.kv is not None
+        assert swapped.kv.mod_revision > first
+        assert swapped.kv == KeyValue(key, b"2", first, swapped.kv.mod_revision, 2, None)
+        assert await store.get(key) == swapped.kv
+        after = await store.put(f"{key_prefix}/other", b"")
+        assert after == swapped.kv.mod_revision + 1  # the swap took exactly one revision
+
+    async def test_a_stale_token_fails_and_returns_the_current_kv(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/k"
+        first = await store.put(key, b"1")
+        current = await store.compare_and_swap(key, b"2", expected_mod_revision=first)
+        stale = await store.compare_and_swap(key, b"3", expected_mod_revision=first)
+        assert stale == CasResult(False, current.kv)
+        assert await store.get(key) == current.kv
+
+    async def test_a_token_for_an_absent_key_fails_with_none(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/k"
+        revision = await store.put(key, b"1")
+        await store.delete(key)
+        result = await store.compare_and_swap(key, b"2", expected_mod_revision=revision)
+        assert result == CasResult(False, None)
+        assert await store.get(key) is None
+
+    async def test_under_a_lease(self, store: KeyValueStore, key_prefix: str) -> None:
+        key = f"{key_prefix}/k"
+        lease = await store.grant(10)
+        result = await store.compare_and_swap(key, b"1", expected_mod_revision=0, lease=lease)
+        assert result.kv is not None
+        assert result.kv.lease == lease.id
+        await store.revoke(lease)
+        assert await store.get(key) is None
+
+    async def test_a_gone_lease_raises_and_writes_nothing(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        lease = await store.grant(10)
+        await store.revoke(lease)
+        with pytest.raises(LeaseExpired):
+            await store.compare_and_swap(
+                f"{key_prefix}/new", b"1", expected_mod_revision=0, lease=lease
+            )
+        assert await store.get(f"{key_prefix}/new") is None
+        revision = await store.put(f"{key_prefix}/old", b"1")
+        before = await store.get(f"{key_prefix}/old")
+        with pytest.raises(LeaseExpired):
+            await store.compare_and_swap(
+                f"{key_prefix}/old", b"2", expected_mod_revision=revision, lease=lease
+            )
+        assert await store.get(f"{key_prefix}/old") == before
+        assert (await store.get_prefix_kv(f"{key_prefix}/"))[1] == revision
+
+    async def test_a_gone_lease_on_a_failed_comparison_is_just_a_failure(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        # As etcd: the lease is checked only in the branch that runs.
+        lease = await store.grant(10)
+        await store.revoke(lease)
+        revision = await store.put(f"{key_prefix}/k", b"1")
+        result = await store.compare_and_swap(
+            f"{key_prefix}/k", b"2", expected_mod_revision=revision + 1000, lease=lease
+        )
+        assert result == CasResult(False, await store.get(f"{key_prefix}/k"))
+
+    async def test_concurrent_increments_lose_no_update(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/counter"
+        successes = 0
+        failures = 0
+
+        async def increment(times: int) -> None:
+            nonlocal successes, failures
+            done = 0
+            kv = await store.get(key)
+            while done < times:
+                expected = 0 if kv is None else kv.mod_revision
+                count = 0 if kv is None else int(kv.value)
+                result = await store.compare_and_swap(
+                    key, str(count + 1).encode(), expected_mod_revision=expected
+                )
+                if result.succeeded:
+                    successes += 1
+                    done += 1
+                else:
+                    failures += 1
+                kv = result.kv
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(increment, 20)
+        final = await store.get(key)
+        assert successes == 80
+        assert final is not None
+        assert (final.value, final.version) == (b"80", 80)
+
+    @pytest.mark.parametrize(
+        ("token", "error", "message"),
+        [
+            (-1, ValueError, "expected_mod_revision must be at least 0, got -1"),
+            (True, TypeError, "expected_mod_revision must be an int, got bool"),
+            (2.0, TypeError, "expected_mod_revision must be an int, got float"),
+            ("3", TypeError, "expected_mod_revision must be an int, got str"),
+            (None, TypeError, "expected_mod_revision must be an int, got NoneType"),
+        ],
+    )
+    async def test_bad_token(
+        self,
+        store: KeyValueStore,
+        key_prefix: str,
+        token: object,
+        error: type[Exception],
+        message: str,
+    ) -> None:
+        with pytest.raises(error, match=message):
+            await store.compare_and_swap(
+                f"{key_prefix}/k",
+                b"1",
+                expected_mod_revision=token,  # type: ignore[arg-type]
+            )
+        assert await store.get(f"{key_prefix}/k") is None
+
+    async def test_bad_key_and_value(self, store: KeyValueStore) -> None:
+        with pytest.raises(TypeError, match="key must be a str"):
+            await store.compare_and_swap(b"k", b"v", expected_mod_revision=0)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="value must be bytes"):
+            await store.compare_and_swap("k", "v", expected_mod_revision=0)  # type: ignore[arg-type]
+
+
+class TestValueSize:
+    async def test_the_largest_value_is_written(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/big"
+        value = b"x" * (MAX_VALUE_BYTES - len(key))
+        await store.put(key, value)
+        kv = await store.get(key)
+        assert kv is not None
+        assert kv.value == value
+        swapped = await store.compare_and_swap(
+            key, value[::-1], expected_mod_revision=kv.mod_revision
+        )
+        assert swapped.succeeded
+
+    async def test_a_larger_value_is_refused_up_front(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/big"
+        value = b"x" * (MAX_VALUE_BYTES - len(key) + 1)
+        message = f"value is too large: the key and value hold {MAX_VALUE_BYTES + 1} bytes"
+        with pytest.raises(ValueError, match=message):
+            await store.put(key, value)
+        with pytest.raises(ValueError, match=message):
+            await store.compare_and_swap(key, value, expected_mod_revision=0)
+        assert await store.get(key) is None
+
+    async def test_a_wide_key_counts_its_utf8_bytes(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        key = f"{key_prefix}/\u4e00"  # three bytes in UTF-8
+        value = b"x" * (MAX_VALUE_BYTES - len(key))
+        with pytest.raises(ValueError, match="value is too large"):
+            await store.put(key, value)
 
 
 async def test_compacted_history_memory() -> None:

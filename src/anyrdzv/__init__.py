@@ -28,7 +28,9 @@ from ._members import watch_members as watch_members
 from ._memory_store import MemoryStore as MemoryStore
 from ._periodic import Tick as Tick
 from ._periodic import periodic as periodic
+from ._store import CasResult as CasResult
 from ._store import EventType as EventType
+from ._store import KeyValue as KeyValue
 from ._store import Lease as Lease
 from ._store import LeaseStore as LeaseStore
 from ._store import StoreEvent as StoreEvent
@@ -39,12 +41,14 @@ from ._util import fixup_module_metadata as _fixup_module_metadata
 __version__ = "0.1.0"
 
 __all__ = (
+    "CasResult",
     "Endpoint",
     "EtcdStore",
     "EventType",
     "Heartbeat",
     "HeartbeatLost",
     "HostMatch",
+    "KeyValue",
     "Lease",
     "LeaseExpired",
     "LeaseStore",

@@ -10,12 +10,15 @@ import anyio
 import anyio.lowlevel
 
 from ._store import (
+    CasResult,
     EventType,
+    KeyValue,
     Lease,
     LeaseExpired,
     StoreCompacted,
     StoreConnectionError,
     StoreEvent,
+    check_mod_revision,
     check_put,
     check_ttl,
 )
@@ -32,6 +35,11 @@ class _LeaseState:
     keys: set[str] = field(default_factory=set)
 
 
+def _utf8_order(kv: KeyValue) -> bytes:
+    """etcd's order of keys: by their bytes."""
+    return kv.key.encode("utf-8", "surrogatepass")
+
+
 class MemoryStore:
     """An in-process :class:`LeaseStore`: the default for single-process agents and tests.
 
@@ -45,6 +53,12 @@ class MemoryStore:
 
     :param history_limit: how many events to keep for watches to resume from; older
         ones are compacted away
+
+    .. versionchanged:: 0.2
+       Keys carry etcd's create and mod revisions and versions; :meth:`get`,
+       :meth:`get_prefix_kv`, :meth:`delete`, :meth:`delete_prefix` and
+       :meth:`compare_and_swap` answer as etcd does. A key and value over 1.5 MiB
+       together (:data:`MAX_VALUE_BYTES`) are refused, as etcd refuses them.
     """
 
     def __init__(self, *, history_limit: int = 100_000) -> None:
@@ -54,7 +68,7 @@ class MemoryStore:
             raise ValueError(f"history_limit must be at least 1, got {history_limit}")
         self._history_limit = history_limit
         self._revision = 1
-        self._data: dict[str, tuple[bytes, int | None]] = {}
+        self._data: dict[str, KeyValue] = {}
         self._leases: dict[int, _LeaseState] = {}
         self._deadlines: list[tuple[float, int]] = []  # a heap; stale entries are skipped
         self._next_lease_id = 1
@@ -83,16 +97,44 @@ class MemoryStore:
             self._history_base += excess
         self._notify()
 
-    def _drop_lease(self, lease_id: int) -> None:
-        state = self._leases.pop(lease_id, None)
-        if state is None or not state.keys:
+    def _write(self, key: str, value: bytes, lease: Lease | None) -> KeyValue:
+        """Put ``key`` at a new revision, as etcd does; the lease must be alive."""
+        previous = self._data.get(key)
+        if previous is not None and previous.lease is not None and previous.lease in self._leases:
+            self._leases[previous.lease].keys.discard(key)
+        lease_id = None if lease is None else lease.id
+        self._revision += 1
+        kv = KeyValue(
+            key,
+            value,
+            self._revision if previous is None else previous.create_revision,
+            self._revision,
+            1 if previous is None else previous.version + 1,
+            lease_id,
+        )
+        self._data[key] = kv
+        if lease_id is not None:
+            self._leases[lease_id].keys.add(key)
+        self._record([StoreEvent(EventType.PUT, key, value, self._revision)])
+        return kv
+
+    def _delete(self, keys: list[str]) -> None:
+        """Delete ``keys``, which exist, at one new revision."""
+        if not keys:
             return
         self._revision += 1
         events = []
-        for key in sorted(state.keys):
-            del self._data[key]
+        for key in sorted(keys):
+            kv = self._data.pop(key)
+            if kv.lease is not None and kv.lease in self._leases:
+                self._leases[kv.lease].keys.discard(key)
             events.append(StoreEvent(EventType.DELETE, key, b"", self._revision))
         self._record(events)
+
+    def _drop_lease(self, lease_id: int) -> None:
+        state = self._leases.pop(lease_id, None)
+        if state is not None:
+            self._delete(list(state.keys))
 
     def _expire(self) -> None:
         now = anyio.current_time()
@@ -157,24 +199,95 @@ class MemoryStore:
         self._expire()
         if lease is not None and lease.id not in self._leases:
             raise LeaseExpired(f"lease {lease.id} has expired or was revoked")
-        previous = self._data.get(key)
-        if previous is not None and previous[1] is not None and previous[1] in self._leases:
-            self._leases[previous[1]].keys.discard(key)
-        lease_id = None if lease is None else lease.id
-        self._data[key] = (value, lease_id)
-        if lease_id is not None:
-            self._leases[lease_id].keys.add(key)
-        self._revision += 1
-        self._record([StoreEvent(EventType.PUT, key, value, self._revision)])
-        return self._revision
+        return self._write(key, value, lease).mod_revision
 
     async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
         """Return every key under ``prefix`` with its value, and the store revision."""
         check_str("prefix", prefix)
         await anyio.lowlevel.checkpoint()
         self._expire()
-        found = {k: v for k, (v, _) in self._data.items() if k.startswith(prefix)}
+        found = {k: kv.value for k, kv in self._data.items() if k.startswith(prefix)}
         return found, self._revision
+
+    async def get(self, key: str) -> KeyValue | None:
+        """Return ``key`` with its value and revisions, or ``None`` if it is absent.
+
+        .. versionadded:: 0.2
+        """
+        check_str("key", key)
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        return self._data.get(key)
+
+    async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Return every key under ``prefix``, sorted by key, and the revision read at.
+
+        .. versionadded:: 0.2
+        """
+        check_str("prefix", prefix)
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        found = sorted(
+            (kv for k, kv in self._data.items() if k.startswith(prefix)), key=_utf8_order
+        )
+        return found, self._revision
+
+    async def delete(self, key: str) -> bool:
+        """Delete ``key``; return whether it existed. Deleting an absent key changes
+        nothing, not even the store revision.
+
+        .. versionadded:: 0.2
+        """
+        check_str("key", key)
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        if key not in self._data:
+            return False
+        self._delete([key])
+        return True
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``, at one revision; return how many there were.
+
+        .. versionadded:: 0.2
+        """
+        check_str("prefix", prefix)
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        keys = [k for k in self._data if k.startswith(prefix)]
+        self._delete(keys)
+        return len(keys)
+
+    async def compare_and_swap(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_mod_revision: int,
+        lease: Lease | None = None,
+    ) -> CasResult:
+        """Set ``key`` to ``value`` only if its ``mod_revision`` is
+        ``expected_mod_revision`` (0: only if the key is absent), atomically.
+
+        :param lease: the lease to put the key under, if any
+        :return: whether it was written, with the key as written, or as it is now
+        :raises LeaseExpired: if the comparison held but ``lease`` is gone; nothing is
+            written
+        :raises ValueError: if ``expected_mod_revision`` is negative, or the value too large
+
+        .. versionadded:: 0.2
+        """
+        check_put(key, value)
+        check_mod_revision("expected_mod_revision", expected_mod_revision)
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        current = self._data.get(key)
+        if (0 if current is None else current.mod_revision) != expected_mod_revision:
+            return CasResult(False, current)
+        # As etcd: the lease is checked only on the branch that runs.
+        if lease is not None and lease.id not in self._leases:
+            raise LeaseExpired(f"lease {lease.id} has expired or was revoked")
+        return CasResult(True, self._write(key, value, lease))
 
     def watch_prefix(
         self,

@@ -16,7 +16,11 @@ from ._util import check_str, type_name
 
 # The errors live in _exceptions; these names stay importable from here too.
 __all__ = (
+    "MAX_VALUE_BYTES",
+    "CasResult",
     "EventType",
+    "KeyValue",
+    "KeyValueStore",
     "Lease",
     "LeaseExpired",
     "LeaseStore",
@@ -27,6 +31,7 @@ __all__ = (
     "StorePermissionError",
     "StoreProtocolError",
     "WatchStream",
+    "check_mod_revision",
     "check_put",
     "check_store",
     "check_ttl",
@@ -45,11 +50,35 @@ def check_ttl(ttl: object) -> int:
     return ttl
 
 
+#: The most bytes a key and its value may hold together. etcd refuses a request over
+#: 1.5 MiB (its default ``--max-request-bytes``, 1,572,864) with "request is too large";
+#: 4 KiB are left for the rest of the request, so that every store refuses the same
+#: writes, up front, with the same error.
+MAX_VALUE_BYTES = 1_572_864 - 4096
+
+
 def check_put(key: object, value: object) -> None:
-    """Check the arguments of :meth:`LeaseStore.put`: a ``str`` key and a ``bytes`` value."""
-    check_str("key", key)
+    """Check the arguments of :meth:`LeaseStore.put`: a ``str`` key and a ``bytes`` value,
+    together no larger than :data:`MAX_VALUE_BYTES`."""
+    text = check_str("key", key)
     if not isinstance(value, bytes):
         raise TypeError(f"value must be bytes, got {type(value).__qualname__}")
+    if len(value) + 4 * len(text) > MAX_VALUE_BYTES:  # UTF-8 takes at most 4 bytes a character
+        size = len(value) + len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_VALUE_BYTES:
+            raise ValueError(
+                f"value is too large: the key and value hold {size} bytes, and a store "
+                f"takes at most {MAX_VALUE_BYTES} (etcd refuses requests over 1.5 MiB)"
+            )
+
+
+def check_mod_revision(name: str, revision: object) -> int:
+    """Return ``revision`` if it is an ``int`` of at least 0 (``bool`` excluded)."""
+    if isinstance(revision, bool) or not isinstance(revision, int):
+        raise TypeError(f"{name} must be an int, got {type_name(revision)} {revision!r:.200}")
+    if revision < 0:
+        raise ValueError(f"{name} must be at least 0, got {revision}")
+    return revision
 
 
 class EventType(enum.Enum):
@@ -69,6 +98,45 @@ class Lease:
 
     id: int
     ttl: int
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """A key, its value, and etcd's bookkeeping for it.
+
+    :ivar key: the key
+    :ivar value: its value
+    :ivar create_revision: the store revision at which the key was created (a key
+        deleted and put again is created anew)
+    :ivar mod_revision: the store revision of the key's last put: the token that
+        :meth:`LeaseStore.compare_and_swap` compares
+    :ivar version: how many puts the key has had since it was created (1 after the first)
+    :ivar lease: the id of the lease the key lives under, or ``None``
+
+    .. versionadded:: 0.2
+    """
+
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int | None
+
+
+@dataclass(frozen=True)
+class CasResult:
+    """What :meth:`LeaseStore.compare_and_swap` did.
+
+    :ivar succeeded: whether the key was written
+    :ivar kv: on success, the key as written (its ``mod_revision`` is the revision of the
+        write); on failure, the key as it is now, or ``None`` if it is absent
+
+    .. versionadded:: 0.2
+    """
+
+    succeeded: bool
+    kv: KeyValue | None
 
 
 @dataclass(frozen=True)
@@ -148,6 +216,68 @@ class LeaseStore(Protocol):
 
         :raises StoreCompacted: if ``start_revision`` is older than the kept history
         :raises StoreConnectionError: if the stream breaks; resume from the next revision
+        """
+        ...
+
+
+class KeyValueStore(LeaseStore, Protocol):
+    """A :class:`LeaseStore` that also reads key-values with their revisions, deletes,
+    and compares and swaps, with etcd's semantics. :class:`MemoryStore` and
+    :class:`EtcdStore` implement it.
+
+    These methods belong in :class:`LeaseStore`; they stand apart until the stores that
+    only heartbeats use (test fakes among them) have them too.
+
+    .. versionadded:: 0.2
+    """
+
+    async def get(self, key: str) -> KeyValue | None:
+        """Return ``key`` with its value and revisions, or ``None`` if it is absent.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
+    async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Return every key under ``prefix``, sorted by key, and the revision read at.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Delete ``key``; return whether it existed. Deleting an absent key changes
+        nothing, not even the store revision.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``, at one revision; return how many there were.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
+    async def compare_and_swap(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_mod_revision: int,
+        lease: Lease | None = None,
+    ) -> CasResult:
+        """Set ``key`` to ``value`` only if its ``mod_revision`` is
+        ``expected_mod_revision`` (0: only if the key is absent), atomically.
+
+        :param lease: the lease to put the key under, if any
+        :return: whether it was written, with the key as written, or as it is now
+        :raises LeaseExpired: if the comparison held but ``lease`` is gone; nothing is
+            written
+        :raises ValueError: if ``expected_mod_revision`` is negative, or the value too large
+
+        .. versionadded:: 0.2
         """
         ...
 

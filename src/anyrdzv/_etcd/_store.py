@@ -12,7 +12,15 @@ import httpx
 
 from .._endpoint import Endpoint, parse_rendezvous_endpoint
 from .._exceptions import LeaseExpired, StoreCompacted, StoreConnectionError
-from .._store import Lease, StoreEvent, check_put, check_ttl
+from .._store import (
+    CasResult,
+    KeyValue,
+    Lease,
+    StoreEvent,
+    check_mod_revision,
+    check_put,
+    check_ttl,
+)
 from .._util import check_positive_finite, check_str, echo, type_name
 from . import _wire
 from ._gateway import Gateway
@@ -179,6 +187,17 @@ class EtcdStore:
             )
             return None
 
+    @staticmethod
+    def _key_value(raw: _wire.RawKeyValue, key: str) -> KeyValue:
+        return KeyValue(
+            key,
+            raw.value,
+            raw.create_revision,
+            raw.mod_revision,
+            raw.version,
+            raw.lease or None,
+        )
+
     # -- the LeaseStore protocol ------------------------------------------------------------
 
     async def grant(self, ttl: int) -> Lease:
@@ -243,6 +262,113 @@ class EtcdStore:
             if key is not None:
                 found[key] = kv.value
         return found, revision
+
+    async def get(self, key: str) -> KeyValue | None:
+        """Return ``key`` with its value and revisions, or ``None`` if it is absent.
+
+        .. versionadded:: 0.2
+        """
+        check_str("key", key)
+        path = "/v3/kv/range"
+        body = await self._gateway.call(path, {"key": _wire.b64_text(key)})
+        kvs, _ = _wire.range_result(path, body)
+        raw_key = key.encode()
+        for kv in kvs:
+            if kv.key == raw_key:
+                return self._key_value(kv, key)
+        return None
+
+    async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Return every key under ``prefix``, sorted by key, and the revision read at.
+
+        Keys that are not UTF-8, which no anyrdzv writer makes, are skipped and logged.
+
+        .. versionadded:: 0.2
+        """
+        check_str("prefix", prefix)
+        path = "/v3/kv/range"
+        body = await self._gateway.call(
+            path, {"key": _wire.b64_text(prefix), "range_end": _wire.prefix_end(prefix)}
+        )
+        kvs, revision = _wire.range_result(path, body)
+        found: list[KeyValue] = []
+        for kv in sorted(kvs, key=lambda kv: kv.key):
+            key = self._key(kv.key, prefix)
+            if key is not None:
+                found.append(self._key_value(kv, key))
+        return found, revision
+
+    async def delete(self, key: str) -> bool:
+        """Delete ``key``; return whether it existed. Deleting an absent key changes
+        nothing, not even the store revision.
+
+        Not retried after a passing fault: a retry could not tell whether the first try
+        deleted the key.
+
+        :raises StoreConnectionError: if etcd could not be reached or did not answer
+
+        .. versionadded:: 0.2
+        """
+        check_str("key", key)
+        path = "/v3/kv/deleterange"
+        body = await self._gateway.call(path, {"key": _wire.b64_text(key)}, retry=False)
+        count, _ = _wire.deleted(path, body)
+        return count > 0
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``, at one revision; return how many there were.
+
+        Not retried after a passing fault: a retry could not count what the first try
+        deleted.
+
+        :raises StoreConnectionError: if etcd could not be reached or did not answer
+
+        .. versionadded:: 0.2
+        """
+        check_str("prefix", prefix)
+        path = "/v3/kv/deleterange"
+        body = await self._gateway.call(
+            path,
+            {"key": _wire.b64_text(prefix), "range_end": _wire.prefix_end(prefix)},
+            retry=False,
+        )
+        count, _ = _wire.deleted(path, body)
+        return count
+
+    async def compare_and_swap(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_mod_revision: int,
+        lease: Lease | None = None,
+    ) -> CasResult:
+        """Set ``key`` to ``value`` only if its ``mod_revision`` is
+        ``expected_mod_revision`` (0: only if the key is absent), atomically.
+
+        One txn, one round trip: it compares, puts, and reads the key back. It is not
+        retried after a passing fault, since a retry of a swap that went through would
+        fail against its own write: on :class:`StoreConnectionError`, :meth:`get` the
+        key to see whether it went through.
+
+        :param lease: the lease to put the key under, if any
+        :return: whether it was written, with the key as written, or as it is now
+        :raises LeaseExpired: if the comparison held but ``lease`` is gone; nothing is
+            written
+        :raises ValueError: if ``expected_mod_revision`` is negative, or the value too large
+        :raises StoreConnectionError: if etcd could not be reached or did not answer
+
+        .. versionadded:: 0.2
+        """
+        check_put(key, value)
+        check_mod_revision("expected_mod_revision", expected_mod_revision)
+        path = "/v3/kv/txn"
+        request = _wire.compare_and_swap_request(
+            key, value, expected_mod_revision, None if lease is None else lease.id
+        )
+        body = await self._gateway.call(path, request, retry=False, urgent=lease is not None)
+        succeeded, raw = _wire.compare_and_swap_result(path, body, key)
+        return CasResult(succeeded, None if raw is None else self._key_value(raw, key))
 
     async def watch_prefix(
         self,

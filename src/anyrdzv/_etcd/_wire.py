@@ -270,6 +270,105 @@ def range_result(path: str, body: dict[str, Any]) -> tuple[list[RawKeyValue], in
     return [key_value(path, kv) for kv in _list(path, body, "kvs")], revision(path, body)
 
 
+def deleted(path: str, body: dict[str, Any]) -> tuple[int, int]:
+    """A delete-range's count of deleted keys, and the revision after it."""
+    count = _int(path, body, "deleted")
+    if count < 0:
+        raise _missing(path, "deleted", body)
+    return count, revision(path, body)
+
+
+# -- transactions ------------------------------------------------------------------------
+
+
+def compare_and_swap_request(
+    key: str, value: bytes, expected_mod_revision: int, lease_id: int | None
+) -> dict[str, Any]:
+    """A txn that puts ``key`` if its mod_revision is ``expected_mod_revision``, and reads
+    the key back in either branch: the new key-value or the current one, in one trip.
+
+    An absent key's mod_revision compares as 0.
+    """
+    encoded = b64_text(key)
+    put: dict[str, Any] = {"key": encoded, "value": b64(value)}
+    if lease_id is not None:
+        put["lease"] = str(lease_id)
+    read = {"request_range": {"key": encoded}}
+    return {
+        "compare": [
+            {
+                "key": encoded,
+                "target": "MOD",
+                "result": "EQUAL",
+                "mod_revision": str(expected_mod_revision),
+            }
+        ],
+        "success": [{"request_put": put}, read],
+        "failure": [read],
+    }
+
+
+@dataclass(frozen=True)
+class TxnResponse:
+    """One operation's answer in a txn.
+
+    :ivar kind: ``"response_put"``, ``"response_range"`` or ``"response_delete_range"``
+    :ivar kvs: a range's key-values
+    :ivar deleted: a delete-range's count
+    """
+
+    kind: str
+    kvs: tuple[RawKeyValue, ...]
+    deleted: int
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """A txn's answer: which branch ran, at what revision, and each operation's answer."""
+
+    succeeded: bool
+    revision: int
+    responses: tuple[TxnResponse, ...]
+
+
+_RESPONSE_KINDS = ("response_put", "response_range", "response_delete_range")
+
+
+def txn_result(path: str, body: dict[str, Any]) -> TxnResult:
+    """Decode a txn's answer (nested txns are not read)."""
+    succeeded = body.get("succeeded", False)
+    if not isinstance(succeeded, bool):
+        raise _missing(path, "succeeded", body)
+    responses = []
+    for response in _list(path, body, "responses"):
+        if not isinstance(response, dict):
+            raise _missing(path, "responses", body)
+        kinds = [kind for kind in _RESPONSE_KINDS if kind in response]
+        if len(kinds) != 1:
+            raise _missing(path, "responses", body)
+        kind = kinds[0]
+        inner = _dict(path, response, kind)
+        kvs = tuple(key_value(path, kv) for kv in _list(path, inner, "kvs"))
+        responses.append(TxnResponse(kind, kvs, _int(path, inner, "deleted")))
+    return TxnResult(succeeded, revision(path, body), tuple(responses))
+
+
+def compare_and_swap_result(
+    path: str, body: dict[str, Any], key: str
+) -> tuple[bool, RawKeyValue | None]:
+    """The answer to :func:`compare_and_swap_request`: whether the put ran, and the key
+    as the txn read it last (``None`` if absent)."""
+    result = txn_result(path, body)
+    expected = 2 if result.succeeded else 1
+    if len(result.responses) != expected or result.responses[-1].kind != "response_range":
+        raise _missing(path, "responses", body)
+    kvs = result.responses[-1].kvs
+    raw_key = key.encode()
+    if len(kvs) > 1 or any(kv.key != raw_key for kv in kvs) or (result.succeeded and not kvs):
+        raise _missing(path, "kvs", body)
+    return result.succeeded, kvs[0] if kvs else None
+
+
 # -- streams ---------------------------------------------------------------------------------
 
 
