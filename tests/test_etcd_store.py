@@ -130,10 +130,9 @@ class TestTlsHints:
         self, etcd_server: EtcdServer, tls_files: tuple[Path, Path, Path]
     ) -> None:
         context = ssl.create_default_context(cafile=str(tls_files[2]))
-        with pytest.raises(StoreConnectionError, match="Does it serve plain HTTP") as info:
+        with pytest.raises(StoreConnectionError, match="plain HTTP.* use an http:// endpoint"):
             async with EtcdStore(etcd_server.endpoint, ssl=context, timeout=2):
                 pass
-        assert "trusts the server's CA" not in str(info.value)
 
 
 class TestMisuse:

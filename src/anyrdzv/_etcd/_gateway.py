@@ -156,12 +156,13 @@ class Gateway:
                 and isinstance(cause, httpx.ConnectError | httpx.ReadError)
                 and not str(cause)
             ):
-                # uvloop may report a handshake that a plain-HTTP port broke off this way,
-                # with no SSL error to say so.
+                # uvloop and trio may report a failed handshake this way, with no SSL
+                # error to say why: name both likely causes.
                 raise StoreConnectionError(
-                    f"TLS with etcd at {self.where} failed: the server broke off the "
-                    "handshake. Does it serve plain HTTP? Then use an http:// endpoint and "
-                    "no ssl="
+                    f"TLS with etcd at {self.where} failed: the handshake was broken off, "
+                    "with no reason given. Pass ssl= an SSLContext that trusts the "
+                    "server's CA; or, if it serves plain HTTP, use an http:// endpoint "
+                    "and no ssl="
                 ) from cause
             if self._ssl is None and isinstance(
                 exc.__cause__, httpx.RemoteProtocolError | httpx.ReadError
