@@ -159,6 +159,10 @@ class TestFuzz:
             _wire.watch_cancelled(reason, has_credentials=has_credentials), StoreError
         )
 
+    def test_the_empty_prefix_starts_below_every_key(self) -> None:
+        assert _wire.prefix_start("") == _wire.b64(b"\0")
+        assert _wire.prefix_start("/a") == _wire.b64(b"/a")
+
     @given(st.text())
     def test_prefix_end_is_above_every_key_with_the_prefix(self, prefix: str) -> None:
         import base64

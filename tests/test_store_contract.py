@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from contextlib import aclosing
+from typing import cast
 
 import anyio
 import httpx
@@ -237,6 +240,16 @@ class TestGet:
         with pytest.raises(TypeError, match="key must be a str"):
             await store.get(b"k")  # type: ignore[arg-type]
 
+    async def test_no_store_takes_an_empty_key(self, store: KeyValueStore) -> None:
+        with pytest.raises(ValueError, match="key must not be empty"):
+            await store.get("")
+        with pytest.raises(ValueError, match="key must not be empty"):
+            await store.put("", b"v")
+        with pytest.raises(ValueError, match="key must not be empty"):
+            await store.compare_and_swap("", b"v", expected_mod_revision=0)
+        with pytest.raises(ValueError, match="key must not be empty"):
+            await store.delete("")
+
 
 class TestGetPrefixKv:
     async def test_sorted_by_key_with_the_read_revision(
@@ -259,6 +272,16 @@ class TestGetPrefixKv:
         kvs, revision = await store.get_prefix_kv(f"{key_prefix}/")
         assert kvs == []
         assert revision >= 1
+
+    async def test_the_empty_prefix_is_every_key(
+        self, store: KeyValueStore, key_prefix: str
+    ) -> None:
+        revision = await store.put(f"{key_prefix}/k", b"1")
+        kvs, _ = await store.get_prefix_kv("")
+        assert KeyValue(f"{key_prefix}/k", b"1", revision, revision, 1, None) in kvs
+        assert [kv.key for kv in kvs] == sorted((kv.key for kv in kvs), key=str.encode)
+        values, _ = await store.get_prefix("")
+        assert values[f"{key_prefix}/k"] == b"1"
 
     async def test_bad_prefix(self, store: KeyValueStore) -> None:
         with pytest.raises(TypeError, match="prefix must be a str"):
@@ -515,6 +538,76 @@ class TestValueSize:
         value = b"x" * (MAX_VALUE_BYTES - len(key))
         with pytest.raises(ValueError, match="value is too large"):
             await store.put(key, value)
+
+
+async def _one_op(
+    store: KeyValueStore, rng: random.Random, leases: list[Lease], keys: list[str]
+) -> object:
+    """One random operation, drawn from ``rng``; its answer, or the error's type."""
+    kind = rng.choice(["put", "put", "cas", "cas", "get", "range", "delete", "prefix", "lease"])
+    key = rng.choice(keys)
+    lease = rng.choice([None, None, *leases[-3:]])
+    value = rng.randbytes(rng.randrange(4))
+    try:
+        if kind == "put":
+            return await store.put(key, value, lease=lease)
+        if kind == "cas":
+            current = await store.get(key)
+            token = 0 if current is None else current.mod_revision
+            token = rng.choice([token, token, 0, max(token - 1, 0), token + 1])
+            return await store.compare_and_swap(
+                key, value, expected_mod_revision=token, lease=lease
+            )
+        if kind == "get":
+            return await store.get(key)
+        if kind == "range":
+            return await store.get_prefix_kv(key[: rng.randrange(len(key) + 1)])
+        if kind == "delete":
+            return await store.delete(key)
+        if kind == "prefix":
+            return await store.delete_prefix(key[: rng.randrange(3, len(key) + 1)])
+        if leases and rng.random() < 0.5:
+            await store.revoke(rng.choice(leases))
+            return "revoked"
+        leases.append(await store.grant(60))
+        return "granted"
+    except LeaseExpired:
+        return LeaseExpired
+
+
+def _with_lease_ids(answer: object, ids: dict[int, int]) -> object:
+    """``answer`` with etcd's lease ids replaced by MemoryStore's."""
+    if isinstance(answer, KeyValue) and answer.lease is not None:
+        return dataclasses.replace(answer, lease=ids[answer.lease])
+    if isinstance(answer, CasResult):
+        return CasResult(answer.succeeded, cast("KeyValue | None", _with_lease_ids(answer.kv, ids)))
+    if isinstance(answer, tuple):
+        kvs, revision = answer
+        return [_with_lease_ids(kv, ids) for kv in kvs], revision
+    return answer
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_memory_store_answers_as_etcd_does(own_etcd_server: object, seed: int) -> None:
+    """The same random operations on MemoryStore and on a fresh etcd get the same answers,
+    revisions, versions and lease ids (mapped) included."""
+    from etcd_server import EtcdServer
+
+    assert isinstance(own_etcd_server, EtcdServer)
+    keys = ["/d/a", "/d/b", "/d/a/x", "/d/c", "/e/a"]
+    memory = MemoryStore()
+    memory_leases: list[Lease] = []
+    etcd_leases: list[Lease] = []
+    ids: dict[int, int] = {}
+    async with EtcdStore(own_etcd_server.endpoint) as etcd:
+        for step in range(150):
+            expected = await _one_op(memory, random.Random(f"{seed}/{step}"), memory_leases, keys)
+            got = await _one_op(etcd, random.Random(f"{seed}/{step}"), etcd_leases, keys)
+            if len(etcd_leases) > len(ids):
+                ids[etcd_leases[-1].id] = memory_leases[-1].id
+            assert _with_lease_ids(got, ids) == expected, f"step {step}"
+        for lease in etcd_leases:
+            await etcd.revoke(lease)
 
 
 async def test_compacted_history_memory() -> None:

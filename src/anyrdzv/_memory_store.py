@@ -18,6 +18,7 @@ from ._store import (
     StoreCompacted,
     StoreConnectionError,
     StoreEvent,
+    check_key,
     check_mod_revision,
     check_put,
     check_ttl,
@@ -214,7 +215,7 @@ class MemoryStore:
 
         .. versionadded:: 0.2
         """
-        check_str("key", key)
+        check_key(key)
         await anyio.lowlevel.checkpoint()
         self._expire()
         return self._data.get(key)
@@ -238,7 +239,7 @@ class MemoryStore:
 
         .. versionadded:: 0.2
         """
-        check_str("key", key)
+        check_key(key)
         await anyio.lowlevel.checkpoint()
         self._expire()
         if key not in self._data:

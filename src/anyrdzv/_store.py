@@ -31,6 +31,7 @@ __all__ = (
     "StorePermissionError",
     "StoreProtocolError",
     "WatchStream",
+    "check_key",
     "check_mod_revision",
     "check_put",
     "check_store",
@@ -57,10 +58,21 @@ def check_ttl(ttl: object) -> int:
 MAX_VALUE_BYTES = 1_572_864 - 4096
 
 
-def check_put(key: object, value: object) -> None:
-    """Check the arguments of :meth:`LeaseStore.put`: a ``str`` key and a ``bytes`` value,
-    together no larger than :data:`MAX_VALUE_BYTES`."""
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a non-empty ``str``: etcd has no empty key.
+
+    .. versionadded:: 0.2
+    """
     text = check_str("key", key)
+    if not text:
+        raise ValueError("key must not be empty")
+    return text
+
+
+def check_put(key: object, value: object) -> None:
+    """Check the arguments of :meth:`LeaseStore.put`: a non-empty ``str`` key and a ``bytes`` value,
+    together no larger than :data:`MAX_VALUE_BYTES`."""
+    text = check_key(key)
     if not isinstance(value, bytes):
         raise TypeError(f"value must be bytes, got {type(value).__qualname__}")
     if len(value) + 4 * len(text) > MAX_VALUE_BYTES:  # UTF-8 takes at most 4 bytes a character

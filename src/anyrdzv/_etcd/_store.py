@@ -17,6 +17,7 @@ from .._store import (
     KeyValue,
     Lease,
     StoreEvent,
+    check_key,
     check_mod_revision,
     check_put,
     check_ttl,
@@ -253,7 +254,7 @@ class EtcdStore:
         check_str("prefix", prefix)
         path = "/v3/kv/range"
         body = await self._gateway.call(
-            path, {"key": _wire.b64_text(prefix), "range_end": _wire.prefix_end(prefix)}
+            path, {"key": _wire.prefix_start(prefix), "range_end": _wire.prefix_end(prefix)}
         )
         kvs, revision = _wire.range_result(path, body)
         found: dict[str, bytes] = {}
@@ -268,7 +269,7 @@ class EtcdStore:
 
         .. versionadded:: 0.2
         """
-        check_str("key", key)
+        check_key(key)
         path = "/v3/kv/range"
         body = await self._gateway.call(path, {"key": _wire.b64_text(key)})
         kvs, _ = _wire.range_result(path, body)
@@ -288,7 +289,7 @@ class EtcdStore:
         check_str("prefix", prefix)
         path = "/v3/kv/range"
         body = await self._gateway.call(
-            path, {"key": _wire.b64_text(prefix), "range_end": _wire.prefix_end(prefix)}
+            path, {"key": _wire.prefix_start(prefix), "range_end": _wire.prefix_end(prefix)}
         )
         kvs, revision = _wire.range_result(path, body)
         found: list[KeyValue] = []
@@ -309,7 +310,7 @@ class EtcdStore:
 
         .. versionadded:: 0.2
         """
-        check_str("key", key)
+        check_key(key)
         path = "/v3/kv/deleterange"
         body = await self._gateway.call(path, {"key": _wire.b64_text(key)}, retry=False)
         count, _ = _wire.deleted(path, body)
@@ -329,7 +330,7 @@ class EtcdStore:
         path = "/v3/kv/deleterange"
         body = await self._gateway.call(
             path,
-            {"key": _wire.b64_text(prefix), "range_end": _wire.prefix_end(prefix)},
+            {"key": _wire.prefix_start(prefix), "range_end": _wire.prefix_end(prefix)},
             retry=False,
         )
         count, _ = _wire.deleted(path, body)

@@ -81,6 +81,14 @@ def b64_text(text: str) -> str:
     return b64(text.encode())
 
 
+def prefix_start(prefix: str) -> str:
+    """The ``key`` that starts a range of every key with ``prefix``, encoded.
+
+    etcd takes no empty key: the empty prefix starts at ``\\0``, below every key.
+    """
+    return b64_text(prefix) if prefix else b64(b"\0")
+
+
 def prefix_end(prefix: str) -> str:
     """The ``range_end`` that selects every key starting with ``prefix``, encoded."""
     raw = bytearray(prefix.encode())
