@@ -650,3 +650,14 @@ async def test_memory_watch_survives_compaction_behind_it() -> None:
                 break
             await store.put("/c/k", str(len(seen)).encode())  # drops old history as it goes
     assert seen == [b"0", b"1", b"2", b"3", b"4", b"5"]
+
+
+async def test_the_empty_prefix_watches_every_key(store: LeaseStore, key_prefix: str) -> None:
+    _, revision = await store.get_prefix(key_prefix)
+    written = await store.put(f"{key_prefix}/any", b"v")
+    async with aclosing(store.watch_prefix("", start_revision=revision + 1)) as events:
+        with anyio.fail_after(5):
+            async for event in events:
+                if event.key == f"{key_prefix}/any":
+                    assert event.revision == written
+                    break

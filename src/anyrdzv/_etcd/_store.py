@@ -391,7 +391,7 @@ class EtcdStore:
             token = self._gateway.token
             request = {
                 "create_request": {
-                    "key": _wire.b64_text(prefix),
+                    "key": _wire.prefix_start(prefix),
                     "range_end": _wire.prefix_end(prefix),
                     "start_revision": str(next_revision),
                     "progress_notify": True,
