@@ -4,7 +4,7 @@ import ipaddress
 import re
 from typing import NamedTuple
 
-from ._util import check_str, type_name
+from ._util import check_str, cut, type_name
 
 # Exactly what torch accepts as a port: 1 to 5 ASCII digits. ``fullmatch`` rather
 # than ``match(...$)`` so that a trailing newline is refused (D5).
@@ -30,9 +30,7 @@ _MAX_ECHO = 300
 
 def _echo(text: str) -> str:
     """Return ``text`` for an error message: whole if short, else cut, with its length."""
-    if len(text) <= _MAX_ECHO:
-        return text
-    return f"{text[:_MAX_ECHO]}... ({len(text)} characters)"
+    return cut(text, _MAX_ECHO)
 
 
 class Endpoint(NamedTuple):

@@ -34,12 +34,17 @@ def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
 MAX_ECHO = 200
 
 
+def cut(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` for a message: whole if it has at most ``limit`` characters, else its
+    first ``limit``, marked as cut, with its length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 def echo(value: object) -> str:
     """``repr(value)``, cut to :data:`MAX_ECHO` characters for an error or log message."""
-    text = repr(value)
-    if len(text) <= MAX_ECHO:
-        return text
-    return f"{text[:MAX_ECHO]}… ({len(text)} characters)"
+    return cut(repr(value))
 
 
 def type_name(value: object) -> str:

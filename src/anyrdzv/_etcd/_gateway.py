@@ -31,6 +31,10 @@ AUTHENTICATE = "/v3/auth/authenticate"
 # starts or ends (a grant costs 1.3 ms of CPU with 50 in flight, 0.65 ms with 4).
 MAX_REQUESTS = 4
 MAX_RENEWAL_REQUESTS = 2
+# What a request's transport may raise: httpx's errors, and, unwrapped on some backends,
+# an ssl.SSLError (an OSError) or a broken anyio stream. Our own errors are OSErrors
+# too (PermissionError, ConnectionError): where they can pass, catch them first.
+_TRANSPORT_ERRORS = (httpx.TransportError, OSError, anyio.BrokenResourceError)
 
 
 class _Body(httpx.AsyncByteStream):
@@ -245,8 +249,7 @@ class Gateway:
             return response.status_code, response.content
         except TimeoutError as exc:
             raise self.connection_error(exc, waited=waited) from exc
-        except (httpx.TransportError, OSError, anyio.BrokenResourceError) as exc:
-            # ssl.SSLError is an OSError; trio may raise it, or a broken stream, unwrapped
+        except _TRANSPORT_ERRORS as exc:
             raise self.connection_error(exc) from exc
         finally:
             slots.release()
@@ -381,8 +384,7 @@ class Gateway:
                 response = await client.send(request, stream=True)
         except TimeoutError as exc:
             raise self.connection_error(exc) from exc
-        except (httpx.TransportError, OSError, anyio.BrokenResourceError) as exc:
-            # ssl.SSLError is an OSError; trio may raise it, or a broken stream, unwrapped
+        except _TRANSPORT_ERRORS as exc:
             raise self.connection_error(exc) from exc
         lines = response.aiter_lines()
         try:
@@ -399,8 +401,7 @@ class Gateway:
             yield lines
         except StoreError:
             raise  # ours already (they are OSErrors too: PermissionError, ConnectionError)
-        except (httpx.TransportError, OSError, anyio.BrokenResourceError) as exc:
-            # ssl.SSLError is an OSError; trio may raise it, or a broken stream, unwrapped
+        except _TRANSPORT_ERRORS as exc:
             raise self.connection_error(exc) from exc
         finally:
             await _finish_generators(response, lines)
