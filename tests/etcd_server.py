@@ -39,7 +39,15 @@ class EtcdServer:
         key: Path | None = None,
         ca_file: Path | None = None,
         extra_args: list[str] | None = None,
+        name: str = "test",
+        initial_cluster: str | None = None,
+        initial_cluster_token: str | None = None,
     ) -> None:
+        """:param name: the member's name (``--name``).
+        :param initial_cluster: ``--initial-cluster``; by default this member alone. etcd
+            reads it (and the token and state) only when the data dir has no WAL yet.
+        :param initial_cluster_token: ``--initial-cluster-token``, if not etcd's default.
+        """
         binary = etcd_binary()
         assert binary is not None
         self.binary = binary
@@ -52,14 +60,23 @@ class EtcdServer:
         self.scheme = "https" if cert else "http"
         self.endpoint = f"127.0.0.1:{self.client_port}"
         self.url = f"{self.scheme}://{self.endpoint}"
+        self.name = name
+        self.peer_url = f"http://127.0.0.1:{self.peer_port}"
+        self.initial_cluster = initial_cluster or f"{name}={self.peer_url}"
+        self.initial_cluster_token = initial_cluster_token
+        self.initial_cluster_state = "new"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process and return at once; ``wait_ready`` waits for it to answer."""
         args = [
             self.binary,
             "--name",
-            "test",
+            self.name,
             "--data-dir",
             str(self.data_dir),
             "--listen-client-urls",
@@ -67,21 +84,24 @@ class EtcdServer:
             "--advertise-client-urls",
             self.url,
             "--listen-peer-urls",
-            peer,
+            self.peer_url,
             "--initial-advertise-peer-urls",
-            peer,
+            self.peer_url,
             "--initial-cluster",
-            f"test={peer}",
+            self.initial_cluster,
             "--log-level",
             "error",
         ]
+        if self.initial_cluster_token is not None:
+            args += ["--initial-cluster-token", self.initial_cluster_token]
+        if self.initial_cluster_state != "new":
+            args += ["--initial-cluster-state", self.initial_cluster_state]
         if self.cert and self.key:
             args += ["--cert-file", str(self.cert), "--key-file", str(self.key)]
         args += self.extra_args
         log = open(self.workdir / "etcd.log", "ab")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ})
         log.close()
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         verify: ssl.SSLContext | bool = (
