@@ -4,9 +4,10 @@ token, timeouts and retries, and watch streams with a liveness bound."""
 from __future__ import annotations
 
 import logging
+import random
 import ssl as _ssl
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 import httpx
@@ -18,9 +19,11 @@ from . import _wire
 from ._slots import Slots
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 KEEPALIVE = "/v3/lease/keepalive"
 AUTHENTICATE = "/v3/auth/authenticate"
@@ -82,37 +85,117 @@ def _ssl_error(exc: BaseException) -> _ssl.SSLError | None:
     return cause
 
 
+# The etcd answers that say a request was refused before etcd did anything with it:
+# sending it to another member cannot apply it twice.
+_NOT_APPLIED_MESSAGES = ("no leader", "not capable", "too many requests")
+
+
+def _not_sent(exc: StoreConnectionError) -> bool:
+    """Whether ``exc`` says the request surely had no effect: its connection was never
+    made, or etcd refused it before acting on it."""
+    cause = exc.__cause__
+    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return True
+    text = str(exc)
+    return "cannot serve" in text and any(m in text for m in _NOT_APPLIED_MESSAGES)
+
+
+@final
+class Member:
+    """One etcd member of the cluster a :class:`Gateway` talks to, with its own auth
+    token: etcd's simple tokens are per member."""
+
+    __slots__ = ("base_url", "generation", "login", "reads", "token", "where")
+
+    def __init__(self, base_url: str, where: str) -> None:
+        self.base_url = base_url
+        self.where = where
+        self.token: str | None = None
+        self.login: anyio.Lock | None = None
+        # Bumped each time the gateway leaves this member, so that watch streams still
+        # open on it move too; ``reads`` are the cancel scopes of their pending reads.
+        self.generation = 0
+        self.reads: set[anyio.CancelScope] = set()
+
+
+@final
+class WatchConnection:
+    """A watch stream open on one member: its lines, with a bound on each read."""
+
+    def __init__(self, member: Member, lines: AsyncIterator[str]) -> None:
+        self.member = member
+        self.token = member.token
+        self._lines = lines
+        self._generation = member.generation
+
+    def _check_member(self, moved_to: str) -> None:
+        if self.member.generation != self._generation:
+            raise StoreConnectionError(
+                f"requests left etcd member {self.member.where} for {moved_to}; the watch moves too"
+            )
+
+    async def next_line(self, bound: float, moved_to: Callable[[], str]) -> str | None:
+        """The next line, or ``None`` if none came within ``bound`` seconds.
+
+        :raises StoreConnectionError: if the stream ended, or the gateway left its member
+        """
+        self._check_member(moved_to())
+        with anyio.move_on_after(bound) as scope:
+            self.member.reads.add(scope)
+            try:
+                return await self._lines.__anext__()
+            except StopAsyncIteration:
+                raise StoreConnectionError(
+                    f"etcd at {self.member.where} closed the watch stream"
+                ) from None
+            finally:
+                self.member.reads.discard(scope)
+        self._check_member(moved_to())
+        return None
+
+
 @final
 class Gateway:
-    """One etcd member's JSON gateway, reached over HTTP(S).
+    """The JSON gateways of an etcd cluster's members, reached over HTTP(S).
 
-    :param base_url: ``http://host:port`` or ``https://host:port``
-    :param where: how error messages name the server
+    Requests go to one member at a time. When it is unreachable, does not answer within
+    ``member_timeout``, or answers that it cannot serve requests now, they move on to
+    the next member; so do the watch streams open on it.
+
+    :param members: each member's ``(base_url, where)``: ``http(s)://host:port``, and
+        how error messages name it
+    :param where: how error messages name the cluster
     :param ssl: the SSL context for HTTPS, or ``None`` for plain HTTP
     :param username: the etcd user, or ``None`` without auth
     :param password: that user's password
     :param timeout: how long one request may wait for etcd, retries included
+    :param member_timeout: with several members, how long one member may take to answer
+        before the request moves on; ignored with one member
     """
 
     def __init__(
         self,
-        base_url: str,
+        members: Sequence[tuple[str, str]],
         where: str,
         *,
         ssl: _ssl.SSLContext | None,
         username: str | None,
         password: str | None,
         timeout: float,
+        member_timeout: float,
     ) -> None:
         self.where = where
         self.timeout = timeout
-        self._base_url = base_url
+        self._members = [Member(base_url, name) for base_url, name in members]
+        self._several = len(self._members) > 1
+        self._member_timeout = min(member_timeout, timeout) if self._several else timeout
+        # Each process starts at its own member, so that many clients spread their
+        # watches over the cluster (etcd forwards writes to the leader either way).
+        self._current = random.randrange(len(self._members))
         self._ssl = ssl
         self._username = username
         self._password = password
         self._client: httpx.AsyncClient | None = None
-        self._token: str | None = None
-        self._login: anyio.Lock | None = None
         self._requests: Slots | None = None
         self._renewal_requests: Slots | None = None
 
@@ -124,8 +207,29 @@ class Gateway:
     def is_open(self) -> bool:
         return self._client is not None
 
+    @property
+    def several(self) -> bool:
+        """Whether there are several members to move between."""
+        return self._several
+
+    @property
+    def attempt_timeout(self) -> float:
+        """How long one member may take to answer before a request moves on."""
+        return self._member_timeout
+
+    @property
+    def member(self) -> str:
+        """The member that requests go to now."""
+        return self._members[self._current].where
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Every member, as error messages name them."""
+        return tuple(member.where for member in self._members)
+
     async def open(self) -> None:
-        """Make the HTTP client, and log in if there are credentials.
+        """Make the HTTP client, and check that a member answers (logging in, with
+        credentials).
 
         :raises RuntimeError: if it is open already
         """
@@ -134,10 +238,10 @@ class Gateway:
         # Made here, not in __init__: they belong to the event loop that opens the store.
         self._requests = Slots(MAX_REQUESTS, "request")
         self._renewal_requests = Slots(MAX_RENEWAL_REQUESTS, "keep-alive request")
-        self._login = anyio.Lock()
-        self._token = None
+        for member in self._members:
+            member.login = anyio.Lock()
+            member.token = None
         self._client = httpx.AsyncClient(
-            base_url=self._base_url,
             verify=self._ssl if self._ssl is not None else True,
             timeout=httpx.Timeout(self.timeout),
             # Each watch holds a connection; the requests beside them are few (above).
@@ -149,9 +253,13 @@ class Gateway:
         )
         try:
             if self._username is not None:
-                await self._authenticate(None)
+
+                async def login(member: Member, deadline: float) -> None:
+                    await self._authenticate(member, None, deadline=deadline)
+
+                await self._attempts(AUTHENTICATE, login, retry=False, each_once=True)
             else:
-                await self.call("/v3/maintenance/status", {}, retry=False)
+                await self.call("/v3/maintenance/status", {}, retry=False, each_once=True)
         except StoreConnectionError as exc:
             await self.aclose()
             cause = exc.__cause__
@@ -163,20 +271,18 @@ class Gateway:
                 # uvloop and trio may report a failed handshake this way, with no SSL
                 # error to say why: name both likely causes.
                 raise StoreConnectionError(
-                    f"TLS with etcd at {self.where} failed: the handshake was broken off, "
+                    f"TLS with etcd at {self.member} failed: the handshake was broken off, "
                     "with no reason given. Pass ssl= an SSLContext that trusts the "
                     "server's CA; or, if it serves plain HTTP, use an http:// endpoint "
                     "and no ssl="
                 ) from cause
-            if self._ssl is None and isinstance(
-                exc.__cause__, httpx.RemoteProtocolError | httpx.ReadError
-            ):
+            if self._ssl is None and isinstance(cause, httpx.RemoteProtocolError | httpx.ReadError):
                 # What a TLS port does to plain HTTP: it hangs up without a word.
                 raise StoreConnectionError(
-                    f"etcd at {self.where} closed the connection without answering "
-                    f"({exc.__cause__ or type(exc.__cause__).__name__}). If it serves TLS, "
+                    f"etcd at {self.member} closed the connection without answering "
+                    f"({cause or type(cause).__name__}). If it serves TLS, "
                     "use an https:// endpoint or pass ssl="
-                ) from exc.__cause__
+                ) from cause
             raise
         except BaseException:
             await self.aclose()
@@ -193,45 +299,73 @@ class Gateway:
             raise RuntimeError("EtcdStore is not open: use it as 'async with EtcdStore(...)'")
         return self._client
 
+    def _leave(self, member: Member, exc: BaseException) -> None:
+        """After ``exc`` from ``member``: if requests go to it, move them to the next
+        member, and the watch streams open on it too."""
+        if not self._several or self._members[self._current] is not member:
+            return
+        self._current = (self._current + 1) % len(self._members)
+        member.generation += 1
+        logger.warning(
+            "leaving etcd member %s (%s); requests go to %s now",
+            member.where,
+            exc,
+            self._members[self._current].where,
+        )
+        for scope in list(member.reads):
+            scope.cancel()
+
     # -- errors ---------------------------------------------------------------------------
 
-    def connection_error(self, exc: BaseException, *, waited: float = 0.0) -> StoreError:
+    def connection_error(
+        self, exc: BaseException, *, member: Member | None = None, waited: float = 0.0
+    ) -> StoreError:
         """Our error for an HTTP transport failure (httpx's exceptions, or a timeout)."""
+        where = (member or self._members[self._current]).where
         text = (str(exc) or type(exc).__name__)[:MAX_ECHO]
         tls = _ssl_error(exc)
         if tls is not None or "CERTIFICATE_VERIFY_FAILED" in text:
             reason = str(tls or text)[:MAX_ECHO]
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate" in reason.lower():
                 return StoreConnectionError(
-                    f"TLS with etcd at {self.where} failed: {reason}. Pass ssl= an "
+                    f"TLS with etcd at {where} failed: {reason}. Pass ssl= an "
                     "SSLContext that trusts the server's CA "
                     "(ssl.create_default_context(cafile=...))"
                 )
             return StoreConnectionError(
-                f"TLS with etcd at {self.where} failed: {reason}. Does it serve plain "
+                f"TLS with etcd at {where} failed: {reason}. Does it serve plain "
                 "HTTP? Then use an http:// endpoint and no ssl="
             )
         if isinstance(exc, TimeoutError | httpx.TimeoutException):
             queued = f", after {waited:.1f} s waiting for a request slot" if waited > 0.05 else ""
             return StoreConnectionError(
-                f"etcd at {self.where} did not answer within {self.timeout} s{queued} ({text})"
+                f"etcd at {where} did not answer within {self._member_timeout} s{queued} ({text})"
             )
-        return StoreConnectionError(f"cannot reach etcd at {self.where}: {text}")
+        return StoreConnectionError(f"cannot reach etcd at {where}: {text}")
 
     # -- requests -------------------------------------------------------------------------
 
-    def _request(self, path: str, data: bytes, *, token: bool = True) -> httpx.Request:
+    def _request(self, member: Member, path: str, data: bytes, *, token: bool) -> httpx.Request:
         headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
-        if token and self._token:
-            headers["Authorization"] = self._token
-        request = self._require_client().build_request("POST", path, headers=headers)
+        if token and member.token:
+            headers["Authorization"] = member.token
+        request = self._require_client().build_request(
+            "POST", member.base_url + path, headers=headers
+        )
         request.stream = _Body(data)
         return request
 
     async def post(
-        self, path: str, data: bytes, *, deadline: float, token: bool = True, urgent: bool = False
+        self,
+        member: Member,
+        path: str,
+        data: bytes,
+        *,
+        deadline: float,
+        token: bool = True,
+        urgent: bool = False,
     ) -> tuple[int, bytes]:
-        """Send one request in a slot; return the HTTP status and the body.
+        """Send one request to ``member`` in a slot; return the HTTP status and the body.
 
         Waiting for a slot is not counted against ``deadline``: etcd's answer is.
 
@@ -244,29 +378,31 @@ class Gateway:
         deadline += waited
         try:
             with anyio.fail_after(max(deadline - anyio.current_time(), 0.001)):
-                response = await client.send(self._request(path, data, token=token))
+                response = await client.send(self._request(member, path, data, token=token))
             slots.answered()
             return response.status_code, response.content
         except TimeoutError as exc:
-            raise self.connection_error(exc, waited=waited) from exc
+            raise self.connection_error(exc, member=member, waited=waited) from exc
         except _TRANSPORT_ERRORS as exc:
-            raise self.connection_error(exc) from exc
+            raise self.connection_error(exc, member=member) from exc
         finally:
             slots.release()
 
-    async def _authenticate(self, stale: str | None) -> None:
-        """Log in, unless another caller already replaced the ``stale`` token."""
-        assert self._login is not None
-        async with self._login:
-            if self._token is not None and self._token != stale:
+    async def _authenticate(self, member: Member, stale: str | None, *, deadline: float) -> None:
+        """Log in to ``member``, unless another caller already replaced its ``stale``
+        token."""
+        assert member.login is not None
+        async with member.login:
+            if member.token is not None and member.token != stale:
                 return  # someone else logged in meanwhile
             if stale is not None:
-                logger.info("etcd at %s refused the auth token; logging in again", self.where)
-            self._token = None
+                logger.info("etcd at %s refused the auth token; logging in again", member.where)
+            member.token = None
             status, content = await self.post(
+                member,
                 AUTHENTICATE,
                 _wire.encode({"name": self._username, "password": self._password}),
-                deadline=anyio.current_time() + self.timeout,
+                deadline=deadline,
                 token=False,  # a clean request: a stale token would fail the login
             )
             body = _wire.read_answer(AUTHENTICATE, status, content, has_credentials=True)
@@ -275,63 +411,125 @@ class Gateway:
                 raise StoreProtocolError(
                     f"etcd's answer to {AUTHENTICATE} has no token: {echo(body)}"
                 )
-            self._token = token
-            logger.debug("logged in to etcd at %s as %r", self.where, self._username)
+            member.token = token
+            logger.debug("logged in to etcd at %s as %r", member.where, self._username)
 
     def _retries(self) -> Iterator[float]:
         return backoff(0.05, 1.0)
 
-    async def _attempts(self, path: str, send: Any, *, retry: bool) -> Any:
-        """Run ``send()`` until it succeeds, retrying passing faults within the timeout.
+    async def _attempts(
+        self,
+        path: str,
+        send: Callable[[Member, float], Awaitable[_T]],
+        *,
+        retry: bool,
+        each_once: bool = False,
+    ) -> _T:
+        """Run ``send(member, deadline)`` until it succeeds, moving between members and
+        retrying passing faults within the timeout.
 
         A refused connection, a timeout and an answer that etcd cannot serve the request
-        now (no leader, stopping, unavailable) are retried with backoff until the
-        timeout; a stale auth token is renewed once. Anything else is raised at once.
+        now (no leader, stopping, unavailable) move the requests to the next member, and
+        are retried there; once every member has failed, with backoff until the
+        timeout. A stale auth token is renewed once per member. Anything else is raised
+        at once.
+
+        :param retry: whether the request may be applied twice without harm; if not, it
+            is sent again only when the first try surely had no effect (it never
+            reached etcd, or etcd refused it unread)
+        :param each_once: try each member once, with no backoff
         """
         deadline = anyio.current_time() + self.timeout
         pauses: Iterator[float] | None = None
-        renewed = False
+        renewed: set[int] = set()
+        failures = 0  # since the last pause
         while True:
-            token = self._token
+            member = self._members[self._current]
+            token = member.token
+            # A request that may not be sent twice waits for its answer to the end: moving
+            # on from a member that is merely slow would leave its outcome unknown.
+            bound = (
+                min(deadline, anyio.current_time() + self._member_timeout)
+                if retry or each_once
+                else deadline
+            )
             try:
-                return await send(deadline)
+                return await send(member, bound)
             except _wire.InvalidToken:
-                if renewed or not self.has_credentials:
+                if id(member) in renewed or not self.has_credentials:
                     raise
-                renewed = True
-                await self._authenticate(token)
+                renewed.add(id(member))
+                await self._authenticate(member, token, deadline=bound)
             except StoreConnectionError as exc:
-                if not retry:
+                self._leave(member, exc)
+                failures += 1
+                if each_once:
+                    if failures >= len(self._members):
+                        raise
+                elif not retry and not _not_sent(exc):
                     raise
+                if failures < len(self._members) and anyio.current_time() < deadline:
+                    logger.warning("retrying %s on etcd at %s: %s", path, self.member, exc)
+                    continue
+                failures = 0
                 pauses = pauses or self._retries()
                 pause = next(pauses)
                 if anyio.current_time() + pause >= deadline:
                     raise
                 logger.warning(
-                    "retrying %s on etcd at %s in %.2f s: %s", path, self.where, pause, exc
+                    "retrying %s on etcd at %s in %.2f s: %s", path, self.member, pause, exc
                 )
                 await anyio.sleep(pause)
 
     async def call(
-        self, path: str, payload: dict[str, Any], *, retry: bool = True, urgent: bool = False
+        self,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        retry: bool = True,
+        urgent: bool = False,
+        each_once: bool = False,
     ) -> dict[str, Any]:
         """One unary call; return the answer's JSON object.
 
         :param retry: retry passing faults within the timeout; only for requests that
-            may be applied twice without harm
+            may be applied twice without harm (others are sent again only when surely
+            not applied)
         :param urgent: go ahead of the queued requests that are not urgent: for the
             writes of a member that already holds a lease, which must not wait behind a
             burst of others' grants
+        :param each_once: try each member once, with no backoff
         :raises StoreError: a subclass for what went wrong
         """
         data = _wire.encode(payload)
 
-        async def send(deadline: float) -> dict[str, Any]:
-            status, content = await self.post(path, data, deadline=deadline, urgent=urgent)
+        async def send(member: Member, deadline: float) -> dict[str, Any]:
+            status, content = await self.post(member, path, data, deadline=deadline, urgent=urgent)
             return _wire.read_answer(path, status, content, has_credentials=self.has_credentials)
 
-        result: dict[str, Any] = await self._attempts(path, send, retry=retry)
-        return result
+        return await self._attempts(path, send, retry=retry, each_once=each_once)
+
+    async def call_member(self, where: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """One unary call to the member named ``where``, once, with no retry and no
+        failover: for reports on each member.
+
+        :raises StoreError: a subclass for what went wrong
+        """
+        member = next(m for m in self._members if m.where == where)
+        data = _wire.encode(payload)
+        deadline = anyio.current_time() + self._member_timeout
+        for _ in range(2):
+            token = member.token
+            if self.has_credentials and token is None:
+                await self._authenticate(member, None, deadline=deadline)
+            status, content = await self.post(member, path, data, deadline=deadline)
+            try:
+                return _wire.read_answer(
+                    path, status, content, has_credentials=self.has_credentials
+                )
+            except _wire.InvalidToken:
+                await self._authenticate(member, member.token, deadline=deadline)
+        raise StoreProtocolError(f"etcd at {where} refused every auth token on {path}")
 
     async def renew(self, lease_ids: Collection[int]) -> dict[int, int]:
         """Renew many leases in one request; return the TTL etcd gave each it answered.
@@ -342,8 +540,8 @@ class Gateway:
         """
         data = "".join(f'{{"ID":"{lease_id}"}}' for lease_id in lease_ids).encode()
 
-        async def send(deadline: float) -> dict[int, int]:
-            status, content = await self.post(KEEPALIVE, data, deadline=deadline)
+        async def send(member: Member, deadline: float) -> dict[int, int]:
+            status, content = await self.post(member, KEEPALIVE, data, deadline=deadline)
             if status != 200:
                 _wire.read_answer(KEEPALIVE, status, content, has_credentials=self.has_credentials)
             renewed, error = _wire.renewals(
@@ -352,56 +550,63 @@ class Gateway:
             if error is not None and not renewed:
                 raise error
             if not renewed:
-                raise StoreConnectionError(f"etcd at {self.where} answered no keep-alive")
+                raise StoreConnectionError(f"etcd at {member.where} answered no keep-alive")
             return renewed
 
-        result: dict[int, int] = await self._attempts(KEEPALIVE, send, retry=True)
-        return result
+        return await self._attempts(KEEPALIVE, send, retry=True)
 
-    @property
-    def token(self) -> str | None:
-        """The auth token in use, if any."""
-        return self._token
-
-    async def relogin(self, stale: str | None) -> None:
-        """Log in again, after etcd refused the ``stale`` token (once for many callers)."""
-        await self._authenticate(stale)
+    async def relogin(self, connection: WatchConnection) -> None:
+        """Log in again, after etcd refused the token of a watch ``connection`` (once for
+        many callers)."""
+        await self._authenticate(
+            connection.member,
+            connection.token,
+            deadline=anyio.current_time() + self._member_timeout,
+        )
 
     @asynccontextmanager
-    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[AsyncIterator[str]]:
-        """Open a streaming call; yield its lines.
+    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[WatchConnection]:
+        """Open a streaming call on the member that requests go to now.
 
-        The connection must be made and the answer's head arrive within the timeout;
-        after that, the lines come as they come.
+        The connection must be made and the answer's head arrive within the member
+        timeout; after that, the lines come as they come. A connection error, here or
+        in the caller's block, moves requests to the next member.
 
         :raises StoreError: a subclass for what went wrong
         """
         client = self._require_client()
-        request = self._request(path, _wire.encode(payload))
-        request.extensions["timeout"] = httpx.Timeout(self.timeout, read=None).as_dict()
+        member = self._members[self._current]
+        request = self._request(member, path, _wire.encode(payload), token=True)
+        request.extensions["timeout"] = httpx.Timeout(self._member_timeout, read=None).as_dict()
         try:
-            with anyio.fail_after(self.timeout):
-                response = await client.send(request, stream=True)
-        except TimeoutError as exc:
-            raise self.connection_error(exc) from exc
-        except _TRANSPORT_ERRORS as exc:
-            raise self.connection_error(exc) from exc
-        lines = response.aiter_lines()
-        try:
-            if response.status_code != 200:
-                try:
-                    with anyio.fail_after(self.timeout):
-                        content = await response.aread()
-                except TimeoutError as exc:
-                    raise self.connection_error(exc) from exc
-                _wire.read_answer(
-                    path, response.status_code, content, has_credentials=self.has_credentials
-                )
-                raise StoreProtocolError(f"HTTP {response.status_code} on {path} from {self.where}")
-            yield lines
-        except StoreError:
-            raise  # ours already (they are OSErrors too: PermissionError, ConnectionError)
-        except _TRANSPORT_ERRORS as exc:
-            raise self.connection_error(exc) from exc
-        finally:
-            await _finish_generators(response, lines)
+            try:
+                with anyio.fail_after(self._member_timeout):
+                    response = await client.send(request, stream=True)
+            except TimeoutError as exc:
+                raise self.connection_error(exc, member=member) from exc
+            except _TRANSPORT_ERRORS as exc:
+                raise self.connection_error(exc, member=member) from exc
+            lines = response.aiter_lines()
+            try:
+                if response.status_code != 200:
+                    try:
+                        with anyio.fail_after(self._member_timeout):
+                            content = await response.aread()
+                    except TimeoutError as exc:
+                        raise self.connection_error(exc, member=member) from exc
+                    _wire.read_answer(
+                        path, response.status_code, content, has_credentials=self.has_credentials
+                    )
+                    raise StoreProtocolError(
+                        f"HTTP {response.status_code} on {path} from {member.where}"
+                    )
+                yield WatchConnection(member, lines)
+            except StoreError:
+                raise  # ours already (they are OSErrors too: PermissionError, ConnectionError)
+            except _TRANSPORT_ERRORS as exc:
+                raise self.connection_error(exc, member=member) from exc
+            finally:
+                await _finish_generators(response, lines)
+        except StoreConnectionError as exc:
+            self._leave(member, exc)
+            raise

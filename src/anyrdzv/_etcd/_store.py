@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import ssl as _ssl
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import httpx
 
+from .._delay import backoff
 from .._endpoint import Endpoint, parse_rendezvous_endpoint
 from .._exceptions import LeaseExpired, StoreCompacted, StoreConnectionError
 from .._store import (
@@ -24,11 +26,11 @@ from .._store import (
 )
 from .._util import check_positive_finite, check_str, echo, type_name
 from . import _wire
-from ._gateway import Gateway
+from ._gateway import Gateway, WatchConnection
 from ._keepalive import KeepAliveBatcher
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable
+    from collections.abc import AsyncGenerator, Callable, Iterator
     from types import TracebackType
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,56 @@ def parse_etcd_endpoint(
     return parsed, scheme, ssl
 
 
+def parse_etcd_endpoints(
+    endpoints: object, ssl: object
+) -> list[tuple[Endpoint, str, _ssl.SSLContext | None]]:
+    """Read a cluster's members: a comma-separated ``str``, or a sequence of ``str``,
+    each as :func:`parse_etcd_endpoint` reads one.
+
+    :raises ValueError: if there is no member, one is malformed, or one is listed twice
+    :raises TypeError: if an argument has the wrong type
+    """
+    if isinstance(endpoints, str):
+        items = endpoints.split(",") if "," in endpoints else [endpoints]
+    elif isinstance(endpoints, Sequence) and not isinstance(endpoints, bytes | bytearray):
+        items = list(endpoints)
+        if not items:
+            raise ValueError("endpoint must name at least one etcd member, got an empty list")
+        for item in items:
+            if not isinstance(item, str):
+                raise TypeError(
+                    f"endpoint must be a str or a sequence of str, got {type_name(item)} "
+                    f"{item!r:.200} in the sequence"
+                )
+    else:
+        raise TypeError(
+            f"endpoint must be a str or a sequence of str, got {type_name(endpoints)} "
+            f"{endpoints!r:.200}"
+        )
+    parsed: list[tuple[Endpoint, str, _ssl.SSLContext | None]] = []
+    seen: dict[tuple[str, int], str] = {}
+    for index, item in enumerate(items):
+        if not item.strip():
+            raise ValueError(
+                f"endpoint has an empty member (number {index + 1}) in {echo(endpoints)}"
+            )
+        try:
+            member = parse_etcd_endpoint(item, ssl)
+        except ValueError as exc:
+            if len(items) == 1:
+                raise
+            raise ValueError(f"etcd member {echo(item.strip())} in the list: {exc}") from None
+        where = (member[0].host.lower(), member[0].port)
+        if where in seen:
+            raise ValueError(
+                f"endpoint lists etcd member {echo(item.strip())} twice "
+                f"(as {echo(seen[where])} before)"
+            )
+        seen[where] = item.strip()
+        parsed.append(member)
+    return parsed
+
+
 @final
 class EtcdStore:
     """A :class:`LeaseStore` on etcd (3.4+), through its v3 JSON gateway, with httpx.
@@ -116,16 +168,18 @@ class EtcdStore:
 
     def __init__(
         self,
-        endpoint: str = "localhost:2379",
+        endpoint: str | Sequence[str] = "localhost:2379",
         *,
         ssl: _ssl.SSLContext | None = None,
         username: str | None = None,
         password: str | None = None,
         timeout: float = 5.0,
         watch_idle: float = 10.0,
+        member_timeout: float = 1.0,
     ) -> None:
-        parsed, scheme, context = parse_etcd_endpoint(endpoint, ssl)
-        self.endpoint: Endpoint = parsed
+        parsed_members = parse_etcd_endpoints(endpoint, ssl)
+        self.endpoints: tuple[Endpoint, ...] = tuple(parsed for parsed, _, _ in parsed_members)
+        self.endpoint: Endpoint = self.endpoints[0]
         if username is not None:
             check_str("username", username)
         if password is not None:
@@ -134,26 +188,43 @@ class EtcdStore:
             raise ValueError("username and password go together: give both or neither")
         self._timeout = check_positive_finite("timeout", timeout)
         self._watch_idle = check_positive_finite("watch_idle", watch_idle)
-        host = parsed.host
-        if ":" in host:
-            host = f"[{host.replace('%', '%25')}]"
-        base_url = f"{scheme}://{host}:{parsed.port}"
-        try:
-            httpx.URL(base_url)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"endpoint {echo(endpoint)} is not a valid URL: {exc}") from None
+        check_positive_finite("member_timeout", member_timeout)
+        context = ssl
+        members: list[tuple[str, str]] = []
+        for parsed, scheme, member_context in parsed_members:
+            context = context or member_context
+            host = parsed.host
+            if ":" in host:
+                host = f"[{host.replace('%', '%25')}]"
+            base_url = f"{scheme}://{host}:{parsed.port}"
+            try:
+                httpx.URL(base_url)
+            except httpx.InvalidURL as exc:
+                raise ValueError(
+                    f"endpoint {echo(str(parsed))} is not a valid URL: {exc}"
+                ) from None
+            members.append((base_url, str(parsed)))
         self._gateway = Gateway(
-            base_url,
-            str(parsed),
+            members,
+            ",".join(where for _, where in members),
             ssl=context,
             username=username,
             password=password,
             timeout=self._timeout,
+            member_timeout=member_timeout,
         )
         self._batcher: KeepAliveBatcher | None = None
 
     def __repr__(self) -> str:
-        return f"EtcdStore({str(self.endpoint)!r})"
+        return f"EtcdStore({self._gateway.where!r})"
+
+    @property
+    def member(self) -> str:
+        """The cluster member that requests go to now, as ``host:port``.
+
+        .. versionadded:: 0.2
+        """
+        return self._gateway.member
 
     async def __aenter__(self) -> EtcdStore:
         await self._gateway.open()
@@ -385,10 +456,12 @@ class EtcdStore:
         :raises StoreConnectionError: if the stream breaks; resume from the next revision
         """
         check_str("prefix", prefix)
+        gateway = self._gateway
         next_revision = start_revision
         renewed = False
+        failing_since: float | None = None  # the first failure since the watch last opened
+        pauses: Iterator[float] | None = None
         while True:
-            token = self._gateway.token
             request = {
                 "create_request": {
                     "key": _wire.prefix_start(prefix),
@@ -397,26 +470,20 @@ class EtcdStore:
                     "progress_notify": True,
                 }
             }
+            connection: WatchConnection | None = None
             try:
-                async with self._gateway.stream("/v3/watch", request) as lines:
+                async with gateway.stream("/v3/watch", request) as connection:
                     created = False
                     while True:
-                        line = None
-                        # Until etcd confirms the watch, it must answer in the timeout;
-                        # after, a quiet stream is checked by making the watch again.
-                        bound = self._watch_idle if created else self._timeout
-                        with anyio.move_on_after(bound):
-                            try:
-                                line = await lines.__anext__()
-                            except StopAsyncIteration:
-                                raise StoreConnectionError(
-                                    f"etcd at {self._gateway.where} closed the watch stream"
-                                ) from None
+                        # Until etcd confirms the watch, it must answer in the member
+                        # timeout; after, a quiet stream is checked by making it again.
+                        bound = self._watch_idle if created else gateway.attempt_timeout
+                        line = await connection.next_line(bound, lambda: gateway.member)
                         if line is None:
                             if not created:
                                 raise StoreConnectionError(
-                                    f"etcd at {self._gateway.where} did not confirm the "
-                                    f"watch on {prefix!r} within {self._timeout} s"
+                                    f"etcd at {connection.member.where} did not confirm "
+                                    f"the watch on {prefix!r} within {bound} s"
                                 )
                             logger.debug(
                                 "watch on %r heard nothing for %s s; making it again to "
@@ -427,9 +494,7 @@ class EtcdStore:
                             break
                         if not line.strip():
                             continue
-                        message = _wire.watch_line(
-                            line, has_credentials=self._gateway.has_credentials
-                        )
+                        message = _wire.watch_line(line, has_credentials=gateway.has_credentials)
                         if message.compact_revision:
                             raise StoreCompacted(
                                 f"revision {next_revision} has been compacted; "
@@ -439,11 +504,13 @@ class EtcdStore:
                         if message.canceled:
                             raise _wire.watch_cancelled(
                                 message.cancel_reason,
-                                has_credentials=self._gateway.has_credentials,
+                                has_credentials=gateway.has_credentials,
                             )
                         if message.created and not created:
                             created = True
                             renewed = False
+                            failing_since = None
+                            pauses = None
                             if on_open is not None:
                                 on_open()
                         for event in message.events:
@@ -453,7 +520,28 @@ class EtcdStore:
                                 continue
                             yield StoreEvent(event.type, key, event.kv.value, event.kv.mod_revision)
             except _wire.InvalidToken:
-                if renewed:
+                if renewed or connection is None:
                     raise
                 renewed = True
-                await self._gateway.relogin(token)
+                await gateway.relogin(connection)
+            except StoreConnectionError as exc:
+                # With a cluster, the stream resumes on the next member, from the next
+                # revision: nothing is lost, nothing repeated. Once every member has
+                # failed for the timeout, the caller hears of it.
+                if not gateway.several:
+                    raise
+                now = anyio.current_time()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= self._timeout:
+                    raise
+                pauses = pauses or backoff(0.05, 1.0)
+                pause = next(pauses) if now - failing_since > gateway.attempt_timeout else 0.0
+                logger.warning(
+                    "watch on %r resumes from revision %d on etcd at %s%s: %s",
+                    prefix,
+                    next_revision,
+                    gateway.member,
+                    f" in {pause:.2f} s" if pause else "",
+                    exc,
+                )
+                await anyio.sleep(pause)
