@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from anyrdzv import (
+    Compare,
+    Delete,
     EventType,
+    Get,
+    Lease,
     LeaseExpired,
+    Put,
     StoreConnectionError,
     StoreError,
     StorePermissionError,
     StoreProtocolError,
 )
 from anyrdzv._etcd import _wire
+
+if TYPE_CHECKING:
+    from anyrdzv._txn import TxnOp
+
+_TXN_OPS: tuple[TxnOp, ...] = (Get("/k"), Put("/k", b"v"), Delete("/k", prefix=True))
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -121,6 +131,8 @@ def _decode_all(status: int, content: bytes) -> None:
         lambda: _wire.deleted("/v3/kv/deleterange", body),
         lambda: _wire.txn_result("/v3/kv/txn", body),
         lambda: _wire.compare_and_swap_result("/v3/kv/txn", body, "/k"),
+        lambda: _wire.txn_answer("/v3/kv/txn", body, _TXN_OPS, _TXN_OPS[:1]),
+        lambda: _wire.txn_answer("/v3/kv/txn", body, (), [Get("", prefix=True)]),
     ):
         try:
             decode()
@@ -395,3 +407,202 @@ class TestTransactions:
         assert _wire.deleted("/v3/kv/deleterange", body) == (2, 5)
         with pytest.raises(StoreProtocolError, match="'deleted'"):
             _wire.deleted("/v3/kv/deleterange", {"header": {"revision": "5"}, "deleted": "-1"})
+
+
+# What etcd 3.4.23 answered to txn_request((), [Get("/w"), Put("/w", b"w2"), Get("/w")], ()).
+_TXN_GET_PUT_GET = (
+    '{"header":{"cluster_id":"13169873128079741191","member_id":"6319105831095131208",'
+    '"revision":"7","raft_term":"2"},"succeeded":true,"responses":[{"response_range":'
+    '{"header":{"revision":"6"},"kvs":[{"key":"L3c=","create_revision":"6",'
+    '"mod_revision":"6","version":"1","value":"dw=="}],"count":"1"}},{"response_put":'
+    '{"header":{"revision":"7"}}},{"response_range":{"header":{"revision":"7"},"kvs":'
+    '[{"key":"L3c=","create_revision":"6","mod_revision":"7","version":"2",'
+    '"value":"dzI="}],"count":"1"}}]}'
+)
+# ... and to txn_request([a failing comparison], [...], [Get("/a")]).
+_TXN_FAILED = (
+    '{"header":{"cluster_id":"13169873128079741191","member_id":"6319105831095131208",'
+    '"revision":"2","raft_term":"2"},"responses":[{"response_range":{"header":'
+    '{"revision":"2"},"kvs":[{"key":"L2E=","create_revision":"2","mod_revision":"2",'
+    '"version":"1","value":"MQ=="}],"count":"1"}}]}'
+)
+
+
+class TestTxn:
+    def test_request_of_every_comparison(self) -> None:
+        compares = [
+            Compare.value("/k", "==", b"v"),
+            Compare.version("/k", "!=", 0),
+            Compare.create_revision("/k", "<", 3),
+            Compare.mod_revision("/k", ">", 2**62),
+            Compare.lease("/k", "==", Lease(2**62 + 1, 10)),
+            Compare.lease("/k", "==", None),
+            Compare.value("/k", "==", b""),
+        ]
+        assert _wire.txn_request(compares, (), ())["compare"] == [
+            {"key": "L2s=", "target": "VALUE", "result": "EQUAL", "value": "dg=="},
+            {"key": "L2s=", "target": "VERSION", "result": "NOT_EQUAL", "version": "0"},
+            {"key": "L2s=", "target": "CREATE", "result": "LESS", "create_revision": "3"},
+            {"key": "L2s=", "target": "MOD", "result": "GREATER", "mod_revision": str(2**62)},
+            {"key": "L2s=", "target": "LEASE", "result": "EQUAL", "lease": str(2**62 + 1)},
+            # Zeros and empty values are sent, not left to proto3's defaults.
+            {"key": "L2s=", "target": "LEASE", "result": "EQUAL", "lease": "0"},
+            {"key": "L2s=", "target": "VALUE", "result": "EQUAL", "value": ""},
+        ]
+
+    def test_request_of_every_operation(self) -> None:
+        ops: list[TxnOp] = [
+            Put("/k", b"v"),
+            Put("/l", b"", Lease(7, 10)),
+            Delete("/k"),
+            Delete("/p/", prefix=True),
+            Get("/k"),
+            Get("", prefix=True),
+        ]
+        request = _wire.txn_request((), ops, ops[4:])
+        assert request == {
+            "compare": [],
+            "success": [
+                {"request_put": {"key": "L2s=", "value": "dg=="}},
+                {"request_put": {"key": "L2w=", "value": "", "lease": "7"}},
+                {"request_delete_range": {"key": "L2s="}},
+                {"request_delete_range": {"key": "L3Av", "range_end": "L3Aw"}},
+                {"request_range": {"key": "L2s="}},
+                {"request_range": {"key": "AA==", "range_end": "AA=="}},
+            ],
+            "failure": [
+                {"request_range": {"key": "L2s="}},
+                {"request_range": {"key": "AA==", "range_end": "AA=="}},
+            ],
+        }
+        assert json.loads(_wire.encode(request)) == request
+
+    def test_answer_of_a_success(self) -> None:
+        ops = (Get("/w"), Put("/w", b"w2"), Get("/w"))
+        answer = _wire.txn_answer("/v3/kv/txn", json.loads(_TXN_GET_PUT_GET), ops, ())
+        assert answer.succeeded
+        assert answer.revision == 7
+        assert [r.kind for r in answer.responses] == [
+            "response_range",
+            "response_put",
+            "response_range",
+        ]
+        assert answer.responses[0].kvs == (_wire.RawKeyValue(b"/w", b"w", 6, 6, 1, 0),)
+        assert answer.responses[2].kvs == (_wire.RawKeyValue(b"/w", b"w2", 6, 7, 2, 0),)
+
+    def test_a_failure_has_no_succeeded(self) -> None:
+        # proto3 leaves "succeeded": false out; the failure branch's answers follow.
+        answer = _wire.txn_answer(
+            "/v3/kv/txn", json.loads(_TXN_FAILED), (Put("/a", b"2"),), (Get("/a"),)
+        )
+        assert not answer.succeeded
+        assert answer.revision == 2
+        assert answer.responses[0].kvs == (_wire.RawKeyValue(b"/a", b"1", 2, 2, 1, 0),)
+
+    def test_proto3_leaves_out_empty_answers(self) -> None:
+        # An empty branch has no "responses", an empty range no "kvs", a delete of
+        # nothing no "deleted".
+        answer = _wire.txn_answer("/v3/kv/txn", {"header": {"revision": "11"}}, [Get("/a")], ())
+        assert (answer.succeeded, answer.revision, answer.responses) == (False, 11, ())
+        body = {
+            "header": {"revision": "4"},
+            "succeeded": True,
+            "responses": [
+                {"response_delete_range": {"header": {"revision": "4"}}},
+                {"response_range": {"header": {"revision": "4"}}},
+            ],
+        }
+        answer = _wire.txn_answer("/v3/kv/txn", body, (Delete("/x"), Get("/x")), ())
+        assert [(r.deleted, r.kvs) for r in answer.responses] == [(0, ()), (0, ())]
+
+    def test_deleted_counts(self) -> None:
+        body = {
+            "header": {"revision": "9"},
+            "succeeded": True,
+            "responses": [{"response_delete_range": {"header": {}, "deleted": "4"}}],
+        }
+        answer = _wire.txn_answer("/v3/kv/txn", body, (Delete("/m", prefix=True),), ())
+        assert answer.responses[0].deleted == 4
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"succeeded": True}, "header"),
+            ({"header": {"revision": "x"}, "succeeded": True}, "revision"),
+            ({"header": {"revision": "3"}, "succeeded": 1}, "succeeded"),
+            # one answer too few, or too many, for the branch that ran
+            ({"header": {"revision": "3"}, "succeeded": True}, "responses"),
+            (
+                {
+                    "header": {"revision": "3"},
+                    "responses": [{"response_range": {}}, {"response_range": {}}],
+                },
+                "responses",
+            ),
+            # the wrong kind of answer for the operation
+            (
+                {
+                    "header": {"revision": "3"},
+                    "succeeded": True,
+                    "responses": [{"response_put": {}}],
+                },
+                "responses",
+            ),
+            ({"header": {"revision": "3"}, "responses": [{"response_range": {}}]}, "responses"),
+            (
+                {
+                    "header": {"revision": "3"},
+                    "succeeded": True,
+                    "responses": [{"response_range": {}, "response_put": {}}],
+                },
+                "responses",
+            ),
+            # a single key's read with another key, or two
+            (
+                {
+                    "header": {"revision": "3"},
+                    "succeeded": True,
+                    "responses": [{"response_range": {"kvs": [{"key": "L2I="}]}}],
+                },
+                "kvs",
+            ),
+            (
+                {
+                    "header": {"revision": "3"},
+                    "succeeded": True,
+                    "responses": [{"response_range": {"kvs": [{"key": "L2E="}, {"key": "L2E="}]}}],
+                },
+                "kvs",
+            ),
+            (
+                {
+                    "header": {"revision": "3"},
+                    "succeeded": True,
+                    "responses": [{"response_range": {"kvs": [{"key": "L2E=", "version": "a"}]}}],
+                },
+                "version",
+            ),
+        ],
+    )
+    def test_a_malformed_answer(self, body: dict[str, Any], field: str) -> None:
+        with pytest.raises(StoreProtocolError, match=f"no valid {field!r}"):
+            _wire.txn_answer("/v3/kv/txn", body, [Get("/a")], [Put("/a", b"")])
+
+    def test_a_prefix_read_outside_its_prefix(self) -> None:
+        body = {
+            "header": {"revision": "3"},
+            "responses": [{"response_range": {"kvs": [{"key": "L3AvYQ=="}, {"key": "L3E="}]}}],
+        }
+        with pytest.raises(StoreProtocolError, match="no valid 'kvs'"):
+            _wire.txn_answer("/v3/kv/txn", body, (), [Get("/p/", prefix=True)])
+        body["responses"] = [{"response_range": {"kvs": [{"key": "L3AvYQ=="}]}}]
+        answer = _wire.txn_answer("/v3/kv/txn", body, (), [Get("/p/", prefix=True)])
+        assert answer.responses[0].kvs[0].key == b"/p/a"
+
+    def test_a_negative_count(self) -> None:
+        body = {
+            "header": {"revision": "3"},
+            "responses": [{"response_delete_range": {"deleted": "-1"}}],
+        }
+        with pytest.raises(StoreProtocolError, match="no valid 'deleted'"):
+            _wire.txn_answer("/v3/kv/txn", body, (), [Delete("/a")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -22,6 +22,11 @@ from anyrdzv import (
     StorePermissionError,
     members,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anyrdzv import CasResult, Compare, Delete, Get, KeyValue, Put, TxnResult
 
 pytestmark = pytest.mark.anyio
 
@@ -103,6 +108,34 @@ class FakeStore:
     def watch_prefix(self, prefix: str, **options: Any) -> Any:
         self.calls.append("watch_prefix")
         return self.inner.watch_prefix(prefix, **options)
+
+    # The rest of the protocol, which heartbeats never call: passed on, uncounted.
+    async def get(self, key: str) -> KeyValue | None:
+        return await self.inner.get(key)
+
+    async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
+        return await self.inner.get_prefix_kv(prefix)
+
+    async def delete(self, key: str) -> bool:
+        return await self.inner.delete(key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return await self.inner.delete_prefix(prefix)
+
+    async def compare_and_swap(
+        self, key: str, value: bytes, *, expected_mod_revision: int, lease: Lease | None = None
+    ) -> CasResult:
+        return await self.inner.compare_and_swap(
+            key, value, expected_mod_revision=expected_mod_revision, lease=lease
+        )
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[Put | Delete | Get] = (),
+        failure: Sequence[Put | Delete | Get] = (),
+    ) -> TxnResult:
+        return await self.inner.txn(compare, success, failure)
 
     async def wait_renewed(self, count: int) -> None:
         """Wait until ``count`` keep-alives in all have gone through to the inner store."""

@@ -36,15 +36,28 @@ from ._store import LeaseStore as LeaseStore
 from ._store import StoreEvent as StoreEvent
 from ._timer import PeriodicTimer as PeriodicTimer
 from ._timer import TimerStatistics as TimerStatistics
+from ._txn import Compare as Compare
+from ._txn import Delete as Delete
+from ._txn import DeleteResult as DeleteResult
+from ._txn import Get as Get
+from ._txn import GetResult as GetResult
+from ._txn import Put as Put
+from ._txn import PutResult as PutResult
+from ._txn import TxnResult as TxnResult
 from ._util import fixup_module_metadata as _fixup_module_metadata
 
 __version__ = "0.1.0"
 
 __all__ = (
     "CasResult",
+    "Compare",
+    "Delete",
+    "DeleteResult",
     "Endpoint",
     "EtcdStore",
     "EventType",
+    "Get",
+    "GetResult",
     "Heartbeat",
     "HeartbeatLost",
     "HostMatch",
@@ -58,6 +71,8 @@ __all__ = (
     "MembersSnapshot",
     "MemoryStore",
     "PeriodicTimer",
+    "Put",
+    "PutResult",
     "StoreCompacted",
     "StoreConnectionError",
     "StoreError",
@@ -66,6 +81,7 @@ __all__ = (
     "StoreProtocolError",
     "Tick",
     "TimerStatistics",
+    "TxnResult",
     "backoff",
     "delay",
     "explain_machine_hostname",

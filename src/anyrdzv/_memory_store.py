@@ -23,10 +23,22 @@ from ._store import (
     check_put,
     check_ttl,
 )
+from ._txn import (
+    DeleteResult,
+    Get,
+    GetResult,
+    Put,
+    PutResult,
+    TxnOpResult,
+    TxnResult,
+    check_txn,
+)
 from ._util import check_str
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+
+    from ._txn import Compare, TxnOp
 
 
 @dataclass
@@ -57,8 +69,9 @@ class MemoryStore:
 
     .. versionchanged:: 0.2
        Keys carry etcd's create and mod revisions and versions; :meth:`get`,
-       :meth:`get_prefix_kv`, :meth:`delete`, :meth:`delete_prefix` and
-       :meth:`compare_and_swap` answer as etcd does. A key and value over 1.5 MiB
+       :meth:`get_prefix_kv`, :meth:`delete`, :meth:`delete_prefix`,
+       :meth:`compare_and_swap` and :meth:`txn` answer as etcd does, and watch events
+       carry the key's create revision, version and lease. A key and value over 1.5 MiB
        together (:data:`MAX_VALUE_BYTES`) are refused, as etcd refuses them.
     """
 
@@ -98,39 +111,66 @@ class MemoryStore:
             self._history_base += excess
         self._notify()
 
-    def _write(self, key: str, value: bytes, lease: Lease | None) -> KeyValue:
-        """Put ``key`` at a new revision, as etcd does; the lease must be alive."""
+    def _set(
+        self, key: str, value: bytes, lease: Lease | None, revision: int, events: list[StoreEvent]
+    ) -> KeyValue:
+        """Put ``key`` at ``revision`` (the lease must be alive), and add its event."""
         previous = self._data.get(key)
         if previous is not None and previous.lease is not None and previous.lease in self._leases:
             self._leases[previous.lease].keys.discard(key)
         lease_id = None if lease is None else lease.id
-        self._revision += 1
         kv = KeyValue(
             key,
             value,
-            self._revision if previous is None else previous.create_revision,
-            self._revision,
+            revision if previous is None else previous.create_revision,
+            revision,
             1 if previous is None else previous.version + 1,
             lease_id,
         )
         self._data[key] = kv
         if lease_id is not None:
             self._leases[lease_id].keys.add(key)
-        self._record([StoreEvent(EventType.PUT, key, value, self._revision)])
+        events.append(
+            StoreEvent(
+                EventType.PUT, key, value, revision, kv.create_revision, kv.version, lease_id
+            )
+        )
         return kv
 
-    def _delete(self, keys: list[str]) -> None:
-        """Delete ``keys``, which exist, at one new revision."""
-        if not keys:
-            return
-        self._revision += 1
-        events = []
+    def _unset(self, keys: list[str], revision: int, events: list[StoreEvent]) -> None:
+        """Delete ``keys``, which exist, at ``revision``, in etcd's order, and add their
+        events (with no create revision, version or lease, as etcd sends them)."""
         for key in sorted(keys):
             kv = self._data.pop(key)
             if kv.lease is not None and kv.lease in self._leases:
                 self._leases[kv.lease].keys.discard(key)
-            events.append(StoreEvent(EventType.DELETE, key, b"", self._revision))
-        self._record(events)
+            events.append(StoreEvent(EventType.DELETE, key, b"", revision))
+
+    def _commit(self, revision: int, events: list[StoreEvent]) -> None:
+        """Make ``revision`` the store's, if anything changed at it."""
+        if events:
+            self._revision = revision
+            self._record(events)
+
+    def _write(self, key: str, value: bytes, lease: Lease | None) -> KeyValue:
+        """Put ``key`` at a new revision, as etcd does; the lease must be alive."""
+        events: list[StoreEvent] = []
+        kv = self._set(key, value, lease, self._revision + 1, events)
+        self._commit(self._revision + 1, events)
+        return kv
+
+    def _delete(self, keys: list[str]) -> None:
+        """Delete ``keys``, which exist, at one new revision."""
+        events: list[StoreEvent] = []
+        self._unset(keys, self._revision + 1, events)
+        self._commit(self._revision + 1, events)
+
+    def _range(self, key: str, prefix: bool) -> list[KeyValue]:
+        """The keys in a range, sorted as etcd sorts them."""
+        if not prefix:
+            kv = self._data.get(key)
+            return [] if kv is None else [kv]
+        return sorted((kv for k, kv in self._data.items() if k.startswith(key)), key=_utf8_order)
 
     def _drop_lease(self, lease_id: int) -> None:
         state = self._leases.pop(lease_id, None)
@@ -228,10 +268,7 @@ class MemoryStore:
         check_str("prefix", prefix)
         await anyio.lowlevel.checkpoint()
         self._expire()
-        found = sorted(
-            (kv for k, kv in self._data.items() if k.startswith(prefix)), key=_utf8_order
-        )
-        return found, self._revision
+        return self._range(prefix, True), self._revision
 
     async def delete(self, key: str) -> bool:
         """Delete ``key``; return whether it existed. Deleting an absent key changes
@@ -289,6 +326,58 @@ class MemoryStore:
         if lease is not None and lease.id not in self._leases:
             raise LeaseExpired(f"lease {lease.id} has expired or was revoked")
         return CasResult(True, self._write(key, value, lease))
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[TxnOp] = (),
+        failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        """Run a transaction, atomically: if every comparison in ``compare`` holds, run
+        the operations of ``success``, else those of ``failure``, in order.
+
+        All the writes of the branch that runs happen at one new revision; a txn that
+        changes nothing leaves the revision as it is. A :class:`Get` sees the writes
+        before it in its branch. An absent key's version, revisions and lease compare as
+        0, and a comparison of its value is false. These are etcd's semantics.
+
+        :param compare: the comparisons, at most 128
+        :param success: the operations to run if they all hold, at most 128
+        :param failure: the operations to run if one does not, at most 128
+        :return: which branch ran, the revision after the txn, and each operation's answer
+        :raises LeaseExpired: if a :class:`Put` of the branch that runs is under a gone
+            lease; nothing is written
+        :raises ValueError: if there are too many comparisons or operations, if a branch
+            writes one key twice (two puts, or a put and a delete that covers it), or if
+            the txn is over 1.5 MiB; checked before anything is written
+        :raises TypeError: if an argument is not a sequence of the right kind
+
+        .. versionadded:: 0.2
+        """
+        compares, on_success, on_failure = check_txn(compare, success, failure)
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        succeeded = all(c.holds(self._data.get(c.key)) for c in compares)
+        ops = on_success if succeeded else on_failure
+        for op in ops:
+            # As etcd: the leases of the branch that runs, and only those, must be alive.
+            if isinstance(op, Put) and op.lease is not None and op.lease.id not in self._leases:
+                raise LeaseExpired(f"lease {op.lease.id} has expired or was revoked")
+        revision = self._revision + 1
+        events: list[StoreEvent] = []
+        results: list[TxnOpResult] = []
+        for op in ops:
+            if isinstance(op, Get):
+                results.append(GetResult(tuple(self._range(op.key, op.prefix))))
+            elif isinstance(op, Put):
+                self._set(op.key, op.value, op.lease, revision, events)
+                results.append(PutResult(revision))
+            else:
+                keys = [kv.key for kv in self._range(op.key, op.prefix)]
+                self._unset(keys, revision, events)
+                results.append(DeleteResult(len(keys)))
+        self._commit(revision, events)
+        return TxnResult(succeeded, self._revision, tuple(results))
 
     def watch_prefix(
         self,

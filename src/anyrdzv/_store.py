@@ -39,7 +39,9 @@ __all__ = (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+    from ._txn import Compare, TxnOp, TxnResult
 
 
 def check_ttl(ttl: object) -> int:
@@ -158,13 +160,34 @@ class StoreEvent:
     :ivar type: ``PUT`` or ``DELETE``
     :ivar key: the key
     :ivar value: the new value (empty for ``DELETE``)
-    :ivar revision: the store revision of the change
+    :ivar revision: the store revision of the change: the key's new ``mod_revision``
+        (also :attr:`mod_revision`)
+    :ivar create_revision: for ``PUT``, the revision at which the key was created; 0 for
+        ``DELETE``, as etcd sends it
+    :ivar version: for ``PUT``, how many puts the key has had since it was created; 0
+        for ``DELETE``
+    :ivar lease: for ``PUT``, the id of the lease the key lives under, or ``None``;
+        ``None`` for ``DELETE``
+
+    .. versionchanged:: 0.2
+       ``create_revision``, ``version``, ``lease`` and :attr:`mod_revision`.
     """
 
     type: EventType
     key: str
     value: bytes
     revision: int
+    create_revision: int = 0
+    version: int = 0
+    lease: int | None = None
+
+    @property
+    def mod_revision(self) -> int:
+        """The store revision of the change: the same as :attr:`revision`.
+
+        .. versionadded:: 0.2
+        """
+        return self.revision
 
 
 class WatchStream(Protocol):
@@ -181,10 +204,17 @@ class WatchStream(Protocol):
 
 
 class LeaseStore(Protocol):
-    """An async key-value store with leases and watches: what heartbeats need.
+    """An async key-value store with leases, watches, revisions and transactions, with
+    etcd's semantics.
 
     :class:`MemoryStore` and :class:`EtcdStore` implement it, and pass one contract
-    test suite.
+    test suite. Heartbeats and the members functions need only :meth:`grant`,
+    :meth:`keep_alive`, :meth:`revoke`, :meth:`put`, :meth:`get_prefix` and
+    :meth:`watch_prefix`, and check only those (see :func:`check_store`).
+
+    .. versionchanged:: 0.2
+       :meth:`get`, :meth:`get_prefix_kv`, :meth:`delete`, :meth:`delete_prefix`,
+       :meth:`compare_and_swap` and :meth:`txn`; ``KeyValueStore`` is this protocol too.
     """
 
     async def grant(self, ttl: int) -> Lease:
@@ -230,18 +260,6 @@ class LeaseStore(Protocol):
         :raises StoreConnectionError: if the stream breaks; resume from the next revision
         """
         ...
-
-
-class KeyValueStore(LeaseStore, Protocol):
-    """A :class:`LeaseStore` that also reads key-values with their revisions, deletes,
-    and compares and swaps, with etcd's semantics. :class:`MemoryStore` and
-    :class:`EtcdStore` implement it.
-
-    These methods belong in :class:`LeaseStore`; they stand apart until the stores that
-    only heartbeats use (test fakes among them) have them too.
-
-    .. versionadded:: 0.2
-    """
 
     async def get(self, key: str) -> KeyValue | None:
         """Return ``key`` with its value and revisions, or ``None`` if it is absent.
@@ -293,12 +311,52 @@ class KeyValueStore(LeaseStore, Protocol):
         """
         ...
 
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[TxnOp] = (),
+        failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        """Run a transaction, atomically: if every comparison in ``compare`` holds, run
+        the operations of ``success``, else those of ``failure``, in order.
 
+        All the writes of the branch that runs happen at one new revision; a txn that
+        changes nothing leaves the revision as it is. A :class:`Get` sees the writes
+        before it in its branch. An absent key's version, revisions and lease compare as
+        0, and a comparison of its value is false. These are etcd's semantics.
+
+        :param compare: the comparisons, at most 128
+        :param success: the operations to run if they all hold, at most 128
+        :param failure: the operations to run if one does not, at most 128
+        :return: which branch ran, the revision after the txn, and each operation's answer
+        :raises LeaseExpired: if a :class:`Put` of the branch that runs is under a gone
+            lease; nothing is written
+        :raises ValueError: if there are too many comparisons or operations, if a branch
+            writes one key twice (two puts, or a put and a delete that covers it), or if
+            the txn is over 1.5 MiB; checked before anything is sent or written
+        :raises TypeError: if an argument is not a sequence of the right kind
+
+        .. versionadded:: 0.2
+        """
+        ...
+
+
+#: The same protocol as :class:`LeaseStore`, under the name it had while reading keys,
+#: deleting and comparing-and-swapping were apart from it.
+KeyValueStore = LeaseStore
+
+# What Heartbeat and the members functions call: check_store() checks these alone, so
+# that a store made for heartbeats (a test fake, say) needs nothing else.
 _LEASE_STORE_METHODS = ("grant", "keep_alive", "revoke", "put", "get_prefix", "watch_prefix")
 
 
 def check_store(store: object) -> LeaseStore:
-    """Return ``store`` if it has the methods of a :class:`LeaseStore`, else a TypeError."""
+    """Return ``store`` if it has the methods of a :class:`LeaseStore` that heartbeats and
+    the members functions call, else raise a ``TypeError``.
+
+    Only those methods are checked (not the key-value ones, nor :meth:`LeaseStore.txn`),
+    so a store written for heartbeats alone passes.
+    """
     if isinstance(store, type):  # the class, not an instance: its methods are callable too
         raise TypeError(
             f"store must be a LeaseStore instance, such as MemoryStore(), "

@@ -24,6 +24,18 @@ from .._store import (
     check_put,
     check_ttl,
 )
+from .._txn import (
+    Compare,
+    DeleteResult,
+    Get,
+    GetResult,
+    Put,
+    PutResult,
+    TxnOp,
+    TxnOpResult,
+    TxnResult,
+    check_txn,
+)
 from .._util import check_positive_finite, check_str, echo, type_name
 from . import _wire
 from ._gateway import Gateway, WatchConnection
@@ -518,7 +530,15 @@ class EtcdStore:
                             key = self._key(event.kv.key, f"the watch on {prefix!r}")
                             if key is None:
                                 continue
-                            yield StoreEvent(event.type, key, event.kv.value, event.kv.mod_revision)
+                            yield StoreEvent(
+                                event.type,
+                                key,
+                                event.kv.value,
+                                event.kv.mod_revision,
+                                event.kv.create_revision,
+                                event.kv.version,
+                                event.kv.lease or None,
+                            )
             except _wire.InvalidToken:
                 if renewed or connection is None:
                     raise
@@ -545,3 +565,62 @@ class EtcdStore:
                     exc,
                 )
                 await anyio.sleep(pause)
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[TxnOp] = (),
+        failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        """Run a transaction, atomically: if every comparison in ``compare`` holds, run
+        the operations of ``success``, else those of ``failure``, in order.
+
+        One etcd txn, one round trip, with etcd's semantics: all the writes of the branch
+        that runs happen at one new revision, a :class:`Get` sees the writes before it in
+        its branch, and an absent key's version, revisions and lease compare as 0 (a
+        comparison of its value is false). Bad arguments are refused before anything is
+        sent. It is not retried after a passing fault, since a retry of a txn that went
+        through would meet its own writes: on :class:`StoreConnectionError`, read the
+        keys to see whether it did.
+
+        Keys that are not UTF-8, which no anyrdzv writer makes, are left out of a
+        :class:`GetResult` and logged.
+
+        :param compare: the comparisons, at most 128
+        :param success: the operations to run if they all hold, at most 128
+        :param failure: the operations to run if one does not, at most 128
+        :return: which branch ran, the revision after the txn, and each operation's answer
+        :raises LeaseExpired: if a :class:`Put` of the branch that runs is under a gone
+            lease; nothing is written
+        :raises ValueError: if there are too many comparisons or operations, if a branch
+            writes one key twice (two puts, or a put and a delete that covers it), or if
+            the txn is over 1.5 MiB
+        :raises TypeError: if an argument is not a sequence of the right kind
+        :raises StoreConnectionError: if etcd could not be reached or did not answer
+
+        .. versionadded:: 0.2
+        """
+        compares, on_success, on_failure = check_txn(compare, success, failure)
+        path = "/v3/kv/txn"
+        request = _wire.txn_request(compares, on_success, on_failure)
+        # A put under a lease is a member joining: its lease is already ticking.
+        urgent = any(
+            isinstance(op, Put) and op.lease is not None for op in (*on_success, *on_failure)
+        )
+        body = await self._gateway.call(path, request, retry=False, urgent=urgent)
+        answer = _wire.txn_answer(path, body, on_success, on_failure)
+        results: list[TxnOpResult] = []
+        ran = on_success if answer.succeeded else on_failure
+        for op, response in zip(ran, answer.responses, strict=True):
+            if isinstance(op, Get):
+                kvs: list[KeyValue] = []
+                for raw in sorted(response.kvs, key=lambda kv: kv.key):
+                    key = self._key(raw.key, f"the txn's get of {op.key!r}")
+                    if key is not None:
+                        kvs.append(self._key_value(raw, key))
+                results.append(GetResult(tuple(kvs)))
+            elif isinstance(op, Put):
+                results.append(PutResult(answer.revision))
+            else:
+                results.append(DeleteResult(response.deleted))
+        return TxnResult(answer.succeeded, answer.revision, tuple(results))

@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import (
     LeaseExpired,
@@ -25,7 +25,11 @@ from .._exceptions import (
     StoreProtocolError,
 )
 from .._store import EventType
+from .._txn import Compare, Delete, Get, Put, TxnOp
 from .._util import MAX_ECHO, echo
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # gRPC status codes, as the gateway reports them.
 _CANCELLED = 1
@@ -375,6 +379,90 @@ def compare_and_swap_result(
     if len(kvs) > 1 or any(kv.key != raw_key for kv in kvs) or (result.succeeded and not kvs):
         raise _missing(path, "kvs", body)
     return result.succeeded, kvs[0] if kvs else None
+
+
+_TARGETS = {
+    "value": ("VALUE", "value"),
+    "version": ("VERSION", "version"),
+    "create_revision": ("CREATE", "create_revision"),
+    "mod_revision": ("MOD", "mod_revision"),
+    "lease": ("LEASE", "lease"),
+}
+_RESULTS = {"==": "EQUAL", "!=": "NOT_EQUAL", "<": "LESS", ">": "GREATER"}
+
+
+def _range(key: str, prefix: bool) -> dict[str, Any]:
+    if prefix:
+        return {"key": prefix_start(key), "range_end": prefix_end(key)}
+    return {"key": b64_text(key)}
+
+
+def _compare(compare: Compare) -> dict[str, Any]:
+    target, field = _TARGETS[compare.target]
+    operand = compare.operand
+    return {
+        "key": b64_text(compare.key),
+        "target": target,
+        "result": _RESULTS[compare.op],
+        field: b64(operand) if isinstance(operand, bytes) else str(operand),
+    }
+
+
+def _request_op(op: TxnOp) -> dict[str, Any]:
+    if isinstance(op, Put):
+        put: dict[str, Any] = {"key": b64_text(op.key), "value": b64(op.value)}
+        if op.lease is not None:
+            put["lease"] = str(op.lease.id)
+        return {"request_put": put}
+    if isinstance(op, Delete):
+        return {"request_delete_range": _range(op.key, op.prefix)}
+    return {"request_range": _range(op.key, op.prefix)}
+
+
+def txn_request(
+    compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]
+) -> dict[str, Any]:
+    """A txn, checked already (:func:`~anyrdzv._txn.check_txn`), as the gateway takes it.
+
+    Every comparison names its target, operator and operand, zeros included: the
+    gateway would read a left-out one as 0, VERSION or EQUAL, but nothing is left to that.
+    """
+    return {
+        "compare": [_compare(c) for c in compare],
+        "success": [_request_op(op) for op in success],
+        "failure": [_request_op(op) for op in failure],
+    }
+
+
+def _response_kind(op: TxnOp) -> str:
+    if isinstance(op, Put):
+        return "response_put"
+    return "response_delete_range" if isinstance(op, Delete) else "response_range"
+
+
+def txn_answer(
+    path: str, body: dict[str, Any], success: Sequence[TxnOp], failure: Sequence[TxnOp]
+) -> TxnResult:
+    """Decode the answer to :func:`txn_request`, and check that it answers each operation
+    of the branch that ran, in order, each read with keys in its range."""
+    result = txn_result(path, body)
+    ops = success if result.succeeded else failure
+    if len(result.responses) != len(ops):
+        raise _missing(path, "responses", body)
+    for op, response in zip(ops, result.responses, strict=True):
+        if response.kind != _response_kind(op):
+            raise _missing(path, "responses", body)
+        if response.deleted < 0:
+            raise _missing(path, "deleted", body)
+        if isinstance(op, Get):
+            start = op.key.encode()
+            if op.prefix:
+                in_range = all(kv.key.startswith(start) for kv in response.kvs)
+            else:
+                in_range = len(response.kvs) <= 1 and all(kv.key == start for kv in response.kvs)
+            if not in_range:
+                raise _missing(path, "kvs", body)
+    return result
 
 
 # -- streams ---------------------------------------------------------------------------------
