@@ -183,7 +183,7 @@ def _phase(
     latencies = [rtt for began, rtt in timed.renewals if start <= began < end]
     t0, cpu0, etcd0 = _cpu_at(timeline.cpu, start)
     t1, cpu1, etcd1 = _cpu_at(timeline.cpu, end)
-    wall = t1 - t0
+    wall = (t1 - t0) or math.nan  # an empty phase: the kill came too late for an "after"
     return {
         "phase": name,
         "seconds": end - start,
@@ -251,7 +251,7 @@ async def steady(
                     raise
                 timeline.lost.append(time.perf_counter())  # and join again
                 why = _why(lost).replace(f"'m{i}'", "'m…'")
-                why = re.sub(r"within [\d.]+ s", "within … s", re.sub(r"lease \d+", "lease …", why))
+                why = re.sub(r"\d+\.\d+ s\b", "… s", re.sub(r"lease \d+", "lease …", why))
                 timeline.lost_why[why] = timeline.lost_why.get(why, 0) + 1
 
     async def sample_cpu() -> None:
@@ -296,7 +296,7 @@ async def steady(
         "join_s": join_s,
         "watch_errors": timeline.watch_errors,
         "lost_why": timeline.lost_why,
-        "first_lost": min(timeline.lost, default=None),
+        "lost_at": timeline.lost,
     }
     if killed is None:
         return {**common, "phases": [_phase("steady", begin, end, timed, timeline)]}
@@ -561,9 +561,13 @@ def print_failover(name: str, rows: list[dict[str, Any]], kill_at: float) -> Non
             f"led {kill.election_s:.2f} s later; the store's requests went to "
             f"{kill.store_member or '?'} before; all joined in {row['join_s']:.1f} s"
         )
-        if row["first_lost"] is not None:
+        since = [t - kill.at for t in row["lost_at"] if t >= kill.at]
+        if since:
+            notes.append(f"  first HeartbeatLost after the kill: +{min(since):.2f} s")
+        if len(since) < len(row["lost_at"]):
             notes.append(
-                f"  first HeartbeatLost {row['first_lost'] - kill.at:+.2f} s from the kill"
+                f"  {len(row['lost_at']) - len(since)} HeartbeatLost before the kill "
+                "(the join phase included)"
             )
         for why, count in row["lost_why"].items():
             notes.append(f"  {count} x {why}")
