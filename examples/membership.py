@@ -138,14 +138,17 @@ async def demo(args: argparse.Namespace) -> None:
         tg.start_soon(watcher, memory, ready)
         await ready.wait()
         scopes = {}
+        ended = {name: anyio.Event() for name in names}
         for name in names:
             scopes[name] = anyio.CancelScope()
-            tg.start_soon(member_task, links[name], args, name, scopes[name])
+            tg.start_soon(member_task, links[name], args, name, scopes[name], ended[name])
         await anyio.sleep(args.kill_after)
         print(f"{stamp()}  KILL   {victim} (network partition)", flush=True)
         killed_at[victim] = time.monotonic()
         links[victim].cut = True
         await wait_left(victim)
+        # The victim learns it is out once its renewals have had their grace past the TTL.
+        await ended[victim].wait()
         print(f"{stamp()}  STOP   {leaver} (a clean leave)", flush=True)
         scopes[leaver].cancel()
         await wait_left(leaver)
@@ -153,7 +156,11 @@ async def demo(args: argparse.Namespace) -> None:
 
 
 async def member_task(
-    store: Partitionable, args: argparse.Namespace, name: str, scope: anyio.CancelScope
+    store: Partitionable,
+    args: argparse.Namespace,
+    name: str,
+    scope: anyio.CancelScope,
+    ended: anyio.Event,
 ) -> None:
     with scope:
         try:
@@ -169,6 +176,8 @@ async def member_task(
             if not _is_lost(exc):
                 raise
             print(f"         {name} itself learned: heartbeat lost", flush=True)
+        finally:
+            ended.set()
 
 
 def _is_lost(exc: BaseException) -> bool:

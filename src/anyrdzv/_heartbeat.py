@@ -35,7 +35,13 @@ MIN_INTERVAL = 0.1
 MAX_TTL = 9_000_000_000
 #: How long the revoke on leaving may take at most, in seconds (the TTL, if shorter).
 REVOKE_TIMEOUT = 5.0
-
+#: How long past the end of its lease, by this process's clock, a heartbeat still waits
+#: for the store to answer a renewal, in seconds. When etcd's leader dies, no lease can
+#: be renewed until a new one is elected: 1 to 3 s with etcd's default timing, measured
+#: on a 3-member cluster. The new leader extends every lease it takes over, so a renewal
+#: that succeeds late proves that the lease never lapsed and the member never left; one
+#: that finds the lease gone, or no answer by then, is a lost heartbeat.
+RENEWAL_GRACE = 2.0
 
 
 def _show_int(value: int) -> str:
@@ -261,12 +267,23 @@ class Heartbeat:
         return self._lost(f"{what} until the lease ran out: {last_error}")
 
     async def _keep_alive(self, lease: Lease, alive_until: float) -> None:
-        # A join that queued behind others (a burst of joins) has aged its lease by the
-        # time it is in: renew at once if a whole interval went by since the grant.
-        if alive_until - anyio.current_time() < lease.ttl - self.interval:
-            alive_until = await self._renew(lease, alive_until)
+        alive_until = await self._catch_up(lease, alive_until)
         async for _ in periodic(self.interval):
             alive_until = await self._renew(lease, alive_until)
+            alive_until = await self._catch_up(lease, alive_until)
+
+    async def _catch_up(self, lease: Lease, alive_until: float) -> float:
+        """Renew at once, not at the next tick, while the lease is over an interval old.
+
+        A join that queued behind others (a burst of joins) has aged its lease by the
+        time it is in; so has a renewal that took long to answer (a leader election):
+        waiting a whole interval more could let the lease run out.
+        """
+        for _ in range(3):  # bounded: a store that grants less than asked cannot spin us
+            if alive_until - anyio.current_time() >= lease.ttl - self.interval:
+                break
+            alive_until = await self._renew(lease, alive_until)
+        return alive_until
 
     async def _renew(self, lease: Lease, alive_until: float) -> float:
         """Renew ``lease``, retrying until it succeeds or the lease runs out.
@@ -275,16 +292,21 @@ class Heartbeat:
         """
         retry: Iterator[float] | None = None  # made at the first failure
         last_error: StoreError | None = None
+        # A renewal that got no answer, or failed, may go on past the lease's end by this
+        # process's clock for RENEWAL_GRACE: the store's word decides then.
+        give_up_at = alive_until + min(RENEWAL_GRACE, float(lease.ttl))
         while True:
             asked_at = anyio.current_time()
-            left = alive_until - asked_at
-            if left <= 0:
-                if last_error is not None:
-                    raise self._gave_up(last_error) from last_error
+            if last_error is None and asked_at >= alive_until:
                 late = TimeoutError(
-                    f"the renewal of lease {lease.id} was due {-left:.3g} s after the lease ran out"
+                    f"the renewal of lease {lease.id} was due {asked_at - alive_until:.3g} s "
+                    "after the lease ran out"
                 )
                 raise self._lost("no renewal succeeded before the lease ran out") from late
+            left = give_up_at - asked_at
+            if left <= 0:
+                assert last_error is not None
+                raise self._gave_up(last_error) from last_error
             try:
                 with anyio.move_on_after(left) as scope:
                     remaining = await self._store.keep_alive(lease)
@@ -299,7 +321,7 @@ class Heartbeat:
                     retry = backoff(min(0.05, self.interval), self.interval)
                 pause = next(retry)
                 now = anyio.current_time()
-                if now + pause >= alive_until:
+                if now + pause >= give_up_at:
                     raise self._gave_up(exc) from exc
                 self.retries += 1
                 logger.warning(
@@ -317,10 +339,19 @@ class Heartbeat:
             if scope.cancelled_caught:
                 timeout = TimeoutError(
                     f"the renewal of lease {lease.id} got no answer within {left:.3g} s, "
-                    f"when the lease ran out"
+                    f"by when the lease had run out"
                 )
                 timeout.__cause__ = last_error
                 raise self._lost("no renewal succeeded before the lease ran out") from timeout
+            if asked_at > alive_until:
+                logger.warning(
+                    "renewed lease %d of member %r in group %r %.2f s after it would have "
+                    "run out by this process's clock: the store kept it (a leader change)",
+                    lease.id,
+                    self.member,
+                    self.group,
+                    asked_at - alive_until,
+                )
             self.renewals += 1
             logger.debug(
                 "renewed lease %d of member %r in group %r: %d s to live",

@@ -254,8 +254,8 @@ class Gateway:
         try:
             if self._username is not None:
 
-                async def login(member: Member, deadline: float) -> None:
-                    await self._authenticate(member, None, deadline=deadline)
+                async def login(member: Member, deadline: float, waited: float) -> None:
+                    await self._authenticate(member, None, deadline=deadline, held=True)
 
                 await self._attempts(AUTHENTICATE, login, retry=False, each_once=True)
             else:
@@ -294,14 +294,18 @@ class Gateway:
         if client is not None:
             await client.aclose()
 
+    def require_open(self) -> None:
+        """:raises RuntimeError: if the store is not open"""
+        self._require_client()
+
     def _require_client(self) -> httpx.AsyncClient:
         if self._client is None:
             raise RuntimeError("EtcdStore is not open: use it as 'async with EtcdStore(...)'")
         return self._client
 
-    def _leave(self, member: Member, exc: BaseException) -> None:
-        """After ``exc`` from ``member``: if requests go to it, move them to the next
-        member, and the watch streams open on it too."""
+    def _leave(self, member: Member, exc: object) -> None:
+        """After ``exc`` from ``member`` (an error, or why it seems gone): if requests go
+        to it, move them to the next member, and the watch streams open on it too."""
         if not self._several or self._members[self._current] is not member:
             return
         self._current = (self._current + 1) % len(self._members)
@@ -355,6 +359,12 @@ class Gateway:
         request.stream = _Body(data)
         return request
 
+    def _slots(self, path: str) -> Slots:
+        self._require_client()
+        slots = self._renewal_requests if path == KEEPALIVE else self._requests
+        assert slots is not None
+        return slots
+
     async def post(
         self,
         member: Member,
@@ -364,18 +374,21 @@ class Gateway:
         deadline: float,
         token: bool = True,
         urgent: bool = False,
+        held: bool = False,
+        waited: float = 0.0,
     ) -> tuple[int, bytes]:
         """Send one request to ``member`` in a slot; return the HTTP status and the body.
 
         Waiting for a slot is not counted against ``deadline``: etcd's answer is.
 
+        :param held: the caller holds a slot for it already (and waited ``waited``)
         :raises StoreConnectionError: if etcd does not answer by ``deadline``
         """
         client = self._require_client()
-        slots = self._renewal_requests if path == KEEPALIVE else self._requests
-        assert slots is not None
-        waited = await slots.acquire(self.timeout, urgent=urgent)
-        deadline += waited
+        slots = self._slots(path)
+        if not held:
+            waited = await slots.acquire(self.timeout, urgent=urgent)
+            deadline += waited
         try:
             with anyio.fail_after(max(deadline - anyio.current_time(), 0.001)):
                 response = await client.send(self._request(member, path, data, token=token))
@@ -386,11 +399,17 @@ class Gateway:
         except _TRANSPORT_ERRORS as exc:
             raise self.connection_error(exc, member=member) from exc
         finally:
-            slots.release()
+            if not held:
+                slots.release()
 
-    async def _authenticate(self, member: Member, stale: str | None, *, deadline: float) -> None:
+    async def _authenticate(
+        self, member: Member, stale: str | None, *, deadline: float, held: bool = False
+    ) -> None:
         """Log in to ``member``, unless another caller already replaced its ``stale``
-        token."""
+        token.
+
+        :param held: the caller holds a request slot for the login already
+        """
         assert member.login is not None
         async with member.login:
             if member.token is not None and member.token != stale:
@@ -404,6 +423,7 @@ class Gateway:
                 _wire.encode({"name": self._username, "password": self._password}),
                 deadline=deadline,
                 token=False,  # a clean request: a stale token would fail the login
+                held=held,
             )
             body = _wire.read_answer(AUTHENTICATE, status, content, has_credentials=True)
             token = body.get("token")
@@ -420,30 +440,36 @@ class Gateway:
     async def _attempts(
         self,
         path: str,
-        send: Callable[[Member, float], Awaitable[_T]],
+        send: Callable[[Member, float, float], Awaitable[_T]],
         *,
         retry: bool,
+        urgent: bool = False,
         each_once: bool = False,
     ) -> _T:
-        """Run ``send(member, deadline)`` until it succeeds, moving between members and
-        retrying passing faults within the timeout.
+        """Run ``send(member, deadline, waited)`` in a request slot until it succeeds,
+        moving between members and retrying passing faults within the timeout.
 
-        A refused connection, a timeout and an answer that etcd cannot serve the request
-        now (no leader, stopping, unavailable) move the requests to the next member, and
-        are retried there; once every member has failed, with backoff until the
-        timeout. A stale auth token is renewed once per member. Anything else is raised
-        at once.
+        The member is chosen once the slot is free, so that requests queued behind one
+        that found a member dead go to the next. A refused connection, a timeout and an
+        answer that etcd cannot serve the request now (no leader, stopping,
+        unavailable) move the requests to the next member, and are retried there; once
+        every member has failed, with backoff until the timeout. A stale auth token is
+        renewed once per member. Anything else is raised at once.
 
         :param retry: whether the request may be applied twice without harm; if not, it
             is sent again only when the first try surely had no effect (it never
             reached etcd, or etcd refused it unread)
+        :param urgent: go ahead of the queued requests that are not urgent
         :param each_once: try each member once, with no backoff
         """
+        slots = self._slots(path)
         deadline = anyio.current_time() + self.timeout
         pauses: Iterator[float] | None = None
         renewed: set[int] = set()
         failures = 0  # since the last pause
         while True:
+            waited = await slots.acquire(self.timeout, urgent=urgent)
+            deadline += waited  # queueing behind our own requests is not etcd's delay
             member = self._members[self._current]
             token = member.token
             # A request that may not be sent twice waits for its answer to the end: moving
@@ -453,33 +479,38 @@ class Gateway:
                 if retry or each_once
                 else deadline
             )
+            error: StoreError
             try:
-                return await send(member, bound)
-            except _wire.InvalidToken:
+                return await send(member, bound, waited)
+            except (_wire.InvalidToken, StoreConnectionError) as exc:
+                error = exc
+            finally:
+                slots.release()
+            if isinstance(error, _wire.InvalidToken):
                 if id(member) in renewed or not self.has_credentials:
-                    raise
+                    raise error
                 renewed.add(id(member))
                 await self._authenticate(member, token, deadline=bound)
-            except StoreConnectionError as exc:
-                self._leave(member, exc)
-                failures += 1
-                if each_once:
-                    if failures >= len(self._members):
-                        raise
-                elif not retry and not _not_sent(exc):
-                    raise
-                if failures < len(self._members) and anyio.current_time() < deadline:
-                    logger.warning("retrying %s on etcd at %s: %s", path, self.member, exc)
-                    continue
-                failures = 0
-                pauses = pauses or self._retries()
-                pause = next(pauses)
-                if anyio.current_time() + pause >= deadline:
-                    raise
-                logger.warning(
-                    "retrying %s on etcd at %s in %.2f s: %s", path, self.member, pause, exc
-                )
-                await anyio.sleep(pause)
+                continue
+            self._leave(member, error)
+            failures += 1
+            if each_once:
+                if failures >= len(self._members):
+                    raise error
+            elif not retry and not _not_sent(error):
+                raise error
+            if failures < len(self._members) and anyio.current_time() < deadline:
+                logger.warning("retrying %s on etcd at %s: %s", path, self.member, error)
+                continue
+            failures = 0
+            pauses = pauses or self._retries()
+            pause = next(pauses)
+            if anyio.current_time() + pause >= deadline:
+                raise error
+            logger.warning(
+                "retrying %s on etcd at %s in %.2f s: %s", path, self.member, pause, error
+            )
+            await anyio.sleep(pause)
 
     async def call(
         self,
@@ -503,11 +534,13 @@ class Gateway:
         """
         data = _wire.encode(payload)
 
-        async def send(member: Member, deadline: float) -> dict[str, Any]:
-            status, content = await self.post(member, path, data, deadline=deadline, urgent=urgent)
+        async def send(member: Member, deadline: float, waited: float) -> dict[str, Any]:
+            status, content = await self.post(
+                member, path, data, deadline=deadline, held=True, waited=waited
+            )
             return _wire.read_answer(path, status, content, has_credentials=self.has_credentials)
 
-        return await self._attempts(path, send, retry=retry, each_once=each_once)
+        return await self._attempts(path, send, retry=retry, urgent=urgent, each_once=each_once)
 
     async def call_member(self, where: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """One unary call to the member named ``where``, once, with no retry and no
@@ -540,8 +573,10 @@ class Gateway:
         """
         data = "".join(f'{{"ID":"{lease_id}"}}' for lease_id in lease_ids).encode()
 
-        async def send(member: Member, deadline: float) -> dict[int, int]:
-            status, content = await self.post(member, KEEPALIVE, data, deadline=deadline)
+        async def send(member: Member, deadline: float, waited: float) -> dict[int, int]:
+            status, content = await self.post(
+                member, KEEPALIVE, data, deadline=deadline, held=True, waited=waited
+            )
             if status != 200:
                 _wire.read_answer(KEEPALIVE, status, content, has_credentials=self.has_credentials)
             renewed, error = _wire.renewals(
@@ -553,7 +588,112 @@ class Gateway:
                 raise StoreConnectionError(f"etcd at {member.where} answered no keep-alive")
             return renewed
 
-        return await self._attempts(KEEPALIVE, send, retry=True)
+        if not self._several:
+            return await self._attempts(KEEPALIVE, send, retry=True)
+        deadline = anyio.current_time() + self.timeout
+        pauses: Iterator[float] | None = None
+        while True:
+            try:
+                return await self._race(KEEPALIVE, send, deadline)
+            except StoreConnectionError as exc:
+                pauses = pauses or self._retries()
+                pause = next(pauses)
+                if anyio.current_time() + pause >= deadline:
+                    raise
+                logger.warning(
+                    "every etcd member failed %s; retrying in %.2f s: %s", KEEPALIVE, pause, exc
+                )
+                await anyio.sleep(pause)
+
+    async def _race(
+        self,
+        path: str,
+        send: Callable[[Member, float, float], Awaitable[_T]],
+        deadline: float,
+    ) -> _T:
+        """Send an idempotent request to the member that requests go to; if it has not
+        answered within the member timeout, send it to the next member too, and so on:
+        the first answer wins, and the others are cancelled.
+
+        A member that waits for a new leader answers once there is one, and the
+        earlier tries are kept waiting for that, while a member that hangs is left
+        behind after the member timeout. This is how keep-alives ride out the loss of
+        the leader or of a member within the lease.
+
+        :raises StoreConnectionError: if every member failed, the last member's error
+        """
+        slots = self._slots(path)
+        waited = await slots.acquire(self.timeout)
+        deadline += waited
+        answers: list[_T] = []
+        errors: list[StoreConnectionError] = []
+        fatal: list[StoreError] = []
+        failed = anyio.Event()
+        tried: list[Member] = []
+
+        async def attempt(member: Member, scope: anyio.CancelScope) -> None:
+            nonlocal failed
+            token = member.token
+            renewed = False
+            while True:
+                try:
+                    answers.append(await send(member, deadline, waited))
+                except _wire.InvalidToken as exc:
+                    if renewed or not self.has_credentials:
+                        fatal.append(exc)
+                    else:
+                        renewed = True
+                        try:
+                            await self._authenticate(member, token, deadline=deadline)
+                        except StoreConnectionError as error:
+                            errors.append(error)
+                            self._leave(member, error)
+                        except StoreError as error:
+                            fatal.append(error)
+                        else:
+                            continue
+                except StoreConnectionError as exc:
+                    errors.append(exc)
+                    self._leave(member, exc)
+                except StoreError as exc:
+                    fatal.append(exc)
+                if answers or fatal:
+                    scope.cancel()
+                failed.set()
+                failed = anyio.Event()
+                return
+
+        try:
+            async with anyio.create_task_group() as tg:
+                while not answers and not fatal:
+                    member = self._members[self._current]
+                    if member in tried:
+                        untried = [m for m in self._members if m not in tried]
+                        if not untried:
+                            break
+                        member = untried[0]
+                    tried.append(member)
+                    tg.start_soon(attempt, member, tg.cancel_scope)
+                    if len(tried) == len(self._members):
+                        break
+                    with anyio.move_on_after(self._member_timeout) as wait:
+                        await failed.wait()
+                    if wait.cancelled_caught and not answers:
+                        self._leave(member, f"no answer to {path} within {self._member_timeout} s")
+                        logger.warning(
+                            "etcd at %s did not answer %s within %s s; asking %s too",
+                            member.where,
+                            path,
+                            self._member_timeout,
+                            self.member,
+                        )
+        finally:
+            slots.release()
+        if answers:
+            return answers[0]
+        if fatal:
+            raise fatal[0]
+        raise errors[-1]
 
     async def relogin(self, connection: WatchConnection) -> None:
         """Log in again, after etcd refused the token of a watch ``connection`` (once for
