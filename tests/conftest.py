@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
+    from etcd_cluster import EtcdCluster
     from etcd_server import EtcdServer
 
 _BACKENDS: list[Any] = [
@@ -99,6 +100,17 @@ def own_etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A 3-member etcd cluster on loopback for one test, which it may break."""
+    _need_etcd()
+    from etcd_cluster import EtcdCluster
+
+    with EtcdCluster(tmp_path / "cluster") as cluster:
+        cluster.start()
+        yield cluster
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
     from pathlib import Path
 
+    from etcd_cluster import EtcdCluster
     from etcd_server import EtcdServer
 
 
@@ -834,3 +835,65 @@ class TestTlsFiles:
     def test_empty_path_is_a_missing_file(self) -> None:
         proc = run_cli("members", "--etcd", "h", "--group", "g", "--cacert", "")
         assert_one_line_error(proc, 2, "--cacert '': no such file")
+
+
+class TestDoctorEtcd:
+    """``anyrdzv doctor --etcd LIST`` on a real 3-member cluster."""
+
+    def test_a_healthy_cluster(self, etcd_cluster: EtcdCluster) -> None:
+        result = run_cli("doctor", "--etcd", etcd_cluster.endpoint_list)
+        assert result.returncode == 0, result.stderr
+        leader = etcd_cluster.endpoints[etcd_cluster.leader_index()]
+        assert f"quorum: yes (3 of 3 members answer; leader {leader})" in result.stdout
+        for endpoint in etcd_cluster.endpoints:
+            assert f"{endpoint}  yes" in result.stdout
+        assert "3.4" in result.stdout
+        report = json.loads(
+            run_cli("doctor", "--json", "--etcd", etcd_cluster.endpoint_list).stdout
+        )
+        assert report["quorum"] is True
+        assert report["leader"] == leader
+        assert [m["leader"] for m in report["members"]].count(True) == 1
+        assert all(m["reachable"] and m["db_size"] > 0 for m in report["members"])
+        assert all(m["raft_term"] >= 1 and m["latency_ms"] > 0 for m in report["members"])
+
+    def test_no_quorum_exits_non_zero(self, etcd_cluster: EtcdCluster) -> None:
+        leader = etcd_cluster.leader_index()
+        other = (leader + 1) % 3
+        etcd_cluster.kill(leader)
+        etcd_cluster.kill(other)
+        started = time.monotonic()
+        result = run_cli("doctor", "--etcd", etcd_cluster.endpoint_list, "--timeout", "2")
+        assert time.monotonic() - started < 15
+        assert result.returncode == 1
+        assert "quorum: NO (1 of 3 members answer" in result.stdout
+        assert f"{etcd_cluster.endpoints[leader]}: cannot reach etcd" in result.stdout
+        # The survivor still names the dead leader until its election timeout, then
+        # reports "no leader": a minority either way.
+
+    def test_nothing_answers(self, etcd_cluster: EtcdCluster) -> None:
+        etcd_cluster.close()
+        result = run_cli("doctor", "--json", "--etcd", etcd_cluster.endpoint_list)
+        assert result.returncode == 1
+        report = json.loads(result.stdout)
+        assert report["quorum"] is False
+        assert not any(m["reachable"] for m in report["members"])
+
+    def test_members_takes_the_list(self, etcd_cluster: EtcdCluster) -> None:
+        etcd_cluster.kill(0)
+        result = run_cli("members", "--etcd", etcd_cluster.endpoint_list, "--group", "g")
+        assert result.returncode == 0, result.stderr
+        assert "group 'g' at revision" in result.stdout
+
+    @pytest.mark.parametrize(
+        ("etcd", "message"),
+        [
+            ("h1:2379,,h3", "empty member (number 2)"),
+            ("h1,h2:99999", "etcd member 'h2:99999' in the list"),
+            ("h1,h1:2379", "lists etcd member 'h1:2379' twice"),
+        ],
+    )
+    def test_a_bad_list_is_a_usage_error(self, etcd: str, message: str) -> None:
+        result = run_cli("doctor", "--etcd", etcd)
+        assert result.returncode == 2
+        assert message in result.stderr

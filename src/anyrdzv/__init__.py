@@ -6,7 +6,9 @@ from ._delay import delay as delay
 from ._endpoint import Endpoint as Endpoint
 from ._endpoint import parse_rendezvous_endpoint as parse_rendezvous_endpoint
 from ._endpoint import try_parse_port as try_parse_port
+from ._etcd._store import ClusterStatus as ClusterStatus
 from ._etcd._store import EtcdStore as EtcdStore
+from ._etcd._store import MemberStatus as MemberStatus
 from ._exceptions import LeaseExpired as LeaseExpired
 from ._exceptions import StoreCompacted as StoreCompacted
 from ._exceptions import StoreConnectionError as StoreConnectionError
@@ -50,6 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "CasResult",
+    "ClusterStatus",
     "Compare",
     "Delete",
     "DeleteResult",
@@ -68,6 +71,7 @@ __all__ = (
     "LocalIdentity",
     "MemberEvent",
     "MemberEventType",
+    "MemberStatus",
     "MembersSnapshot",
     "MemoryStore",
     "PeriodicTimer",

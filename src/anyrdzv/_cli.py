@@ -18,8 +18,10 @@ import anyio
 # The public names, from the package: the command line is a user of the library, and
 # does not follow its modules about.
 from . import (
+    ClusterStatus,
     EtcdStore,
     MembersSnapshot,
+    MemberStatus,
     StoreError,
     __version__,
     explain_machine_hostname,
@@ -166,6 +168,8 @@ def _cmd_parse(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    if args.etcd is not None:
+        return _cmd_doctor_etcd(args, out)
     try:
         endpoint = parse_rendezvous_endpoint(args.rdzv_endpoint, args.default_port)
     except ValueError as exc:
@@ -219,6 +223,104 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
         return 0
 
     return anyio.run(diagnose)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _cmd_doctor_etcd(args: argparse.Namespace, out: TextIO) -> int:
+    ssl_context = _ssl_context(args)
+    username, password = _credentials(args.user, args.command)
+    try:
+        store = EtcdStore(
+            args.etcd, ssl=ssl_context, username=username, password=password, timeout=args.timeout
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+    async def report() -> ClusterStatus:
+        # Opening needs one member to answer; the report wants every one, answered or not.
+        try:
+            await store.__aenter__()
+        except StoreError as exc:
+            return ClusterStatus(
+                tuple(
+                    MemberStatus(str(e), reachable=False, error=str(exc)) for e in store.endpoints
+                ),
+                quorum=False,
+                leader=None,
+            )
+        try:
+            return await store.cluster_status()
+        finally:
+            await store.aclose()
+
+    try:
+        status = anyio.run(report)
+    except BaseException as exc:
+        if _is_interrupt(exc):
+            return 130
+        raise
+    if args.json:
+        record = {
+            "quorum": status.quorum,
+            "leader": status.leader,
+            "members": [
+                {
+                    "endpoint": m.endpoint,
+                    "reachable": m.reachable,
+                    "latency_ms": None if m.latency is None else round(m.latency * 1000, 3),
+                    "version": m.version,
+                    "member_id": None if m.member_id is None else str(m.member_id),
+                    "leader": m.is_leader,
+                    "raft_term": m.raft_term,
+                    "db_size": m.db_size,
+                    "errors": list(m.errors),
+                    "error": m.error,
+                }
+                for m in status.members
+            ],
+        }
+        json.dump(record, out, indent=2)
+        out.write("\n")
+    else:
+        width = max(len("member"), *(len(m.endpoint) for m in status.members))
+        out.write(
+            f"{'member':<{width}}  reachable  latency     version  leader  raft term  db size\n"
+        )
+        for m in status.members:
+            latency = "-" if m.latency is None else f"{m.latency * 1000:.1f} ms"
+            out.write(
+                f"{m.endpoint:<{width}}  {'yes' if m.reachable else 'NO':<9}  {latency:<10}  "
+                f"{m.version or '-':<7}  {'yes' if m.is_leader else '-':<6}  "
+                f"{'-' if m.raft_term is None else m.raft_term:<9}  {_size(m.db_size)}\n"
+            )
+        for m in status.members:
+            if m.error:
+                out.write(f"  {m.endpoint}: {_one_line(m.error)}\n")
+            out.writelines(f"  {m.endpoint} reports: {error}\n" for error in m.errors)
+        answering = sum(1 for m in status.members if m.reachable)
+        if status.quorum:
+            out.write(
+                f"quorum: yes ({answering} of {len(status.members)} members answer; "
+                f"leader {status.leader or 'not among the listed members'})\n"
+            )
+        else:
+            out.write(
+                f"quorum: NO ({answering} of {len(status.members)} members answer, and no "
+                f"majority names one leader)\n"
+            )
+    return 0 if status.quorum else 1
 
 
 def _read_error(option: str, path: str, exc: OSError) -> UsageError:
@@ -442,6 +544,35 @@ def _is_interrupt(exc: BaseException) -> bool:
     return bool(inner) and all(_is_interrupt(e) for e in inner)
 
 
+def _add_etcd_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--etcd",
+        required=required,
+        metavar="LIST",
+        help=(
+            "etcd's members, comma-separated: HOST[:PORT] (default port 2379), "
+            "http://HOST:PORT or https://HOST:PORT"
+        ),
+    )
+    parser.add_argument(
+        "--cacert", metavar="FILE", help="trust the CA certificates in this PEM file: use HTTPS"
+    )
+    parser.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="present this PEM client certificate (and its key, without --key): use HTTPS",
+    )
+    parser.add_argument("--key", metavar="FILE", help="the PEM private key of --cert")
+    parser.add_argument(
+        "--user",
+        metavar="NAME",
+        help=(
+            f"the etcd user; the password comes from ${PASSWORD_VARIABLE} or a prompt "
+            "(NAME:PASSWORD works too, but shows it to everyone in ps)"
+        ),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``anyrdzv`` argument parser, with one sub-parser per command."""
     parser = _Parser(
@@ -466,11 +597,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser(
         "doctor",
-        help="tell whether this node would host the rendezvous store, and why",
+        help="tell whether this node would host the rendezvous store, and why; or "
+        "report on each member of an etcd cluster (--etcd)",
         description=(
             "Show this machine's identity and decide, as a launcher would, whether the "
             "endpoint's host names this node. Run it on every node of a job that hangs "
-            "at rendezvous."
+            "at rendezvous. With --etcd LIST, report on each etcd member instead: "
+            "reachable or not, latency, version, leader, raft term and db size; the exit "
+            "status is 1 when the members have no quorum."
         ),
     )
     _add_endpoint_options(doctor)
@@ -482,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the host lookup may take (default: 5)",
     )
     doctor.add_argument("--json", action="store_true", help="print JSON")
+    _add_etcd_options(doctor, required=False)
     doctor.set_defaults(handler=_cmd_doctor)
 
     group = commands.add_parser(
@@ -493,33 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
             "from a prompt when stdin is a terminal."
         ),
     )
-    group.add_argument(
-        "--etcd",
-        required=True,
-        metavar="ENDPOINT",
-        help="etcd's endpoint: HOST[:PORT], http://HOST:PORT or https://HOST:PORT",
-    )
+    _add_etcd_options(group, required=True)
     group.add_argument("--group", required=True, help="the group")
     group.add_argument("--prefix", default="/anyrdzv", help="the key prefix (default /anyrdzv)")
     group.add_argument("--watch", action="store_true", help="follow JOINED and LEFT events")
     group.add_argument("--json", action="store_true", help="print JSON, one object a line")
-    group.add_argument(
-        "--cacert", metavar="FILE", help="trust the CA certificates in this PEM file: use HTTPS"
-    )
-    group.add_argument(
-        "--cert",
-        metavar="FILE",
-        help="present this PEM client certificate (and its key, without --key): use HTTPS",
-    )
-    group.add_argument("--key", metavar="FILE", help="the PEM private key of --cert")
-    group.add_argument(
-        "--user",
-        metavar="NAME",
-        help=(
-            f"the etcd user; the password comes from ${PASSWORD_VARIABLE} or a prompt "
-            "(NAME:PASSWORD works too, but shows it to everyone in ps)"
-        ),
-    )
     group.add_argument(
         "--timeout",
         type=float,

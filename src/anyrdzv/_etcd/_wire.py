@@ -252,6 +252,37 @@ def grant(path: str, body: dict[str, Any], asked_ttl: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class RawStatus:
+    """A member's answer to ``/v3/maintenance/status``."""
+
+    member_id: int
+    leader: int  # 0: it knows no leader
+    version: str
+    db_size: int
+    raft_term: int
+    errors: tuple[str, ...]
+
+
+def status(path: str, body: dict[str, Any]) -> RawStatus:
+    """Decode a maintenance status answer (``leader`` and ``errors`` may be left out)."""
+    header = _dict(path, body, "header")
+    version = body.get("version", "")
+    if not isinstance(version, str):
+        raise _missing(path, "version", body)
+    errors = body.get("errors", [])
+    if not isinstance(errors, list) or not all(isinstance(e, str) for e in errors):
+        raise _missing(path, "errors", body)
+    return RawStatus(
+        member_id=_int(path, header, "member_id", required=True),
+        leader=_int(path, body, "leader"),
+        version=version[:MAX_ECHO],
+        db_size=_int(path, body, "dbSize"),
+        raft_term=_int(path, body, "raftTerm") or _int(path, header, "raft_term"),
+        errors=tuple(e[:MAX_ECHO] for e in errors),
+    )
+
+
+@dataclass(frozen=True)
 class RawKeyValue:
     """A key-value as the gateway sends it: the key still bytes."""
 
