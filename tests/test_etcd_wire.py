@@ -133,6 +133,7 @@ def _decode_all(status: int, content: bytes) -> None:
         lambda: _wire.compare_and_swap_result("/v3/kv/txn", body, "/k"),
         lambda: _wire.txn_answer("/v3/kv/txn", body, _TXN_OPS, _TXN_OPS[:1]),
         lambda: _wire.txn_answer("/v3/kv/txn", body, (), [Get("", prefix=True)]),
+        lambda: _wire.status("/v3/maintenance/status", body),
     ):
         try:
             decode()
@@ -606,3 +607,49 @@ class TestTxn:
         }
         with pytest.raises(StoreProtocolError, match="no valid 'deleted'"):
             _wire.txn_answer("/v3/kv/txn", body, (), [Delete("/a")])
+
+
+class TestStatus:
+    # As etcd 3.4.23 answers, with a leader and without (quorum lost).
+    HEALTHY = (
+        '{"header":{"cluster_id":"10552232486176467958","member_id":"18368221186354000029",'
+        '"revision":"1","raft_term":"2"},"version":"3.4.23","dbSize":"24576",'
+        '"leader":"15346354943487511336","raftIndex":"11","raftTerm":"2",'
+        '"raftAppliedIndex":"11","dbSizeInUse":"16384"}'
+    )
+    NO_LEADER = (
+        '{"header":{"cluster_id":"10552232486176467958","member_id":"18368221186354000029",'
+        '"revision":"1","raft_term":"2"},"version":"3.4.23","dbSize":"24576",'
+        '"raftIndex":"11","raftTerm":"2","raftAppliedIndex":"11",'
+        '"errors":["etcdserver: no leader"],"dbSizeInUse":"16384"}'
+    )
+
+    def test_healthy(self) -> None:
+        raw = _wire.status("/s", json.loads(self.HEALTHY))
+        assert raw == _wire.RawStatus(
+            member_id=18368221186354000029,
+            leader=15346354943487511336,
+            version="3.4.23",
+            db_size=24576,
+            raft_term=2,
+            errors=(),
+        )
+
+    def test_no_leader(self) -> None:
+        raw = _wire.status("/s", json.loads(self.NO_LEADER))
+        assert raw.leader == 0
+        assert raw.errors == ("etcdserver: no leader",)
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({}, "header"),
+            ({"header": {}}, "member_id"),
+            ({"header": {"member_id": "1"}, "version": 3}, "version"),
+            ({"header": {"member_id": "1"}, "errors": "x"}, "errors"),
+            ({"header": {"member_id": "1"}, "leader": "x"}, "leader"),
+        ],
+    )
+    def test_malformed(self, body: dict[str, Any], field: str) -> None:
+        with pytest.raises(StoreProtocolError, match=field):
+            _wire.status("/s", body)
