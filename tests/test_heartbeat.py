@@ -538,6 +538,41 @@ class TestMisuse:
             assert await listed(store.inner) == {"m"}
 
 
+class TestSlowJoin:
+    async def test_the_lease_is_renewed_while_the_put_waits(self) -> None:
+        """A put queued behind a burst of joins for longer than the TTL still joins."""
+        store = FakeStore()
+        real_put = store.put
+
+        async def slow_put(key: str, value: bytes, *, lease: Lease | None = None) -> int:
+            await anyio.sleep(2.5)  # the TTL is 1 s
+            return await real_put(key, value, lease=lease)
+
+        store.put = slow_put  # type: ignore[method-assign]
+        async with Heartbeat(store, "g", "m", interval=0.25, max_missed=4) as beat:
+            assert store.count("keep_alive") >= 5  # renewed all along the put
+            assert await listed(store.inner) == {"m"}
+            await anyio.sleep(0.6)
+            assert beat.renewals >= 7
+
+    async def test_a_lease_lost_while_the_put_waits_is_heartbeat_lost(self) -> None:
+        store = FakeStore()
+        real_put = store.put
+
+        async def hung_put(key: str, value: bytes, *, lease: Lease | None = None) -> int:
+            await anyio.sleep(math.inf)
+            return await real_put(key, value, lease=lease)
+
+        store.put = hung_put  # type: ignore[method-assign]
+        store.keep_alive_fault = LeaseExpired("lease 1 has expired or was revoked")
+        with anyio.fail_after(5), pytest.RaisesGroup(HeartbeatLost) as group:
+            async with Heartbeat(store, "g", "m", interval=0.25, max_missed=4):
+                pytest.fail("joined without a put")
+        assert isinstance(lost_in(group).__cause__, LeaseExpired)
+        assert store.count("revoke") == 0  # the lease is gone: nothing to revoke
+        assert await listed(store.inner) == set()
+
+
 # -- point 11 and 13: the revoke on exit ----------------------------------------------------
 
 

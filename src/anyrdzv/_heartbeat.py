@@ -173,12 +173,32 @@ class Heartbeat:
         self._lease_gone = False
         lease = await self._store.grant(self.ttl)
         alive_until = anyio.current_time() + lease.ttl
+        self._lease = lease
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        # Renewals start with the lease, not after the put: a put queued behind a burst of
+        # joins must not let the lease age out before the member is even in.
+        task_group.start_soon(self._keep_alive, lease, alive_until, name=f"heartbeat {self.key}")
         try:
             await self._store.put(self.key, self._payload, lease=lease)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._revoke(lease)
+        except BaseException as exc:
+            task_group.cancel_scope.cancel()
+            # A cancellation goes in, so that the task group can tell its own (the lease
+            # was lost while the put waited: that loss is raised) from an outer one; the
+            # put's own error comes out alone, not in a group.
+            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+            try:
+                if cancelled:
+                    await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+                else:
+                    await task_group.__aexit__(None, None, None)
+            finally:
+                self._lease = None
+                if not self._lease_gone:
+                    with anyio.CancelScope(shield=True):
+                        await self._revoke(lease)
             raise
+        self._task_group = task_group
         logger.debug(
             "member %r joined group %r with lease %d (TTL %d s)",
             self.member,
@@ -186,11 +206,6 @@ class Heartbeat:
             lease.id,
             lease.ttl,
         )
-        self._lease = lease
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(self._keep_alive, lease, alive_until, name=f"heartbeat {self.key}")
         return self
 
     async def __aexit__(
