@@ -303,12 +303,16 @@ class Gateway:
             raise RuntimeError("EtcdStore is not open: use it as 'async with EtcdStore(...)'")
         return self._client
 
-    def _leave(self, member: Member, exc: object) -> None:
-        """After ``exc`` from ``member`` (an error, or why it seems gone): if requests go
-        to it, move them to the next member, and the watch streams open on it too."""
+    def _leave(self, member: Member, exc: object, *, to: Member | None = None) -> None:
+        """After ``exc`` from ``member`` (an error, or why it was passed over): if
+        requests go to it, move them to ``to`` or else the next member, and the watch
+        streams open on it too."""
         if not self._several or self._members[self._current] is not member:
             return
-        self._current = (self._current + 1) % len(self._members)
+        if to is None:
+            self._current = (self._current + 1) % len(self._members)
+        else:
+            self._current = self._members.index(to)
         member.generation += 1
         logger.warning(
             "leaving etcd member %s (%s); requests go to %s now",
@@ -322,7 +326,12 @@ class Gateway:
     # -- errors ---------------------------------------------------------------------------
 
     def connection_error(
-        self, exc: BaseException, *, member: Member | None = None, waited: float = 0.0
+        self,
+        exc: BaseException,
+        *,
+        member: Member | None = None,
+        waited: float = 0.0,
+        limit: float | None = None,
     ) -> StoreError:
         """Our error for an HTTP transport failure (httpx's exceptions, or a timeout)."""
         where = (member or self._members[self._current]).where
@@ -343,7 +352,8 @@ class Gateway:
         if isinstance(exc, TimeoutError | httpx.TimeoutException):
             queued = f", after {waited:.1f} s waiting for a request slot" if waited > 0.05 else ""
             return StoreConnectionError(
-                f"etcd at {where} did not answer within {self._member_timeout} s{queued} ({text})"
+                f"etcd at {where} did not answer within "
+                f"{self._member_timeout if limit is None else limit:.3g} s{queued} ({text})"
             )
         return StoreConnectionError(f"cannot reach etcd at {where}: {text}")
 
@@ -389,13 +399,14 @@ class Gateway:
         if not held:
             waited = await slots.acquire(self.timeout, urgent=urgent)
             deadline += waited
+        limit = max(deadline - anyio.current_time(), 0.001)
         try:
-            with anyio.fail_after(max(deadline - anyio.current_time(), 0.001)):
+            with anyio.fail_after(limit):
                 response = await client.send(self._request(member, path, data, token=token))
             slots.answered()
             return response.status_code, response.content
         except TimeoutError as exc:
-            raise self.connection_error(exc, member=member, waited=waited) from exc
+            raise self.connection_error(exc, member=member, waited=waited, limit=limit) from exc
         except _TRANSPORT_ERRORS as exc:
             raise self.connection_error(exc, member=member) from exc
         finally:
@@ -481,6 +492,9 @@ class Gateway:
             )
             error: StoreError
             try:
+                if self.has_credentials and member.token is None and not each_once:
+                    # A member moved to: log in first (etcd's simple tokens are per member).
+                    await self._authenticate(member, None, deadline=bound, held=True)
                 return await send(member, bound, waited)
             except (_wire.InvalidToken, StoreConnectionError) as exc:
                 error = exc
@@ -615,10 +629,10 @@ class Gateway:
         answered within the member timeout, send it to the next member too, and so on:
         the first answer wins, and the others are cancelled.
 
-        A member that waits for a new leader answers once there is one, and the
-        earlier tries are kept waiting for that, while a member that hangs is left
-        behind after the member timeout. This is how keep-alives ride out the loss of
-        the leader or of a member within the lease.
+        A member that waits for a new leader answers once there is one, so the earlier
+        tries keep waiting; a member that hangs is passed over. Requests go to the
+        winner afterwards, and a member that failed is left. This is how keep-alives
+        ride out the loss of the leader, or of the member they went to, within a lease.
 
         :raises StoreConnectionError: if every member failed, the last member's error
         """
@@ -626,6 +640,7 @@ class Gateway:
         waited = await slots.acquire(self.timeout)
         deadline += waited
         answers: list[_T] = []
+        winner: list[Member] = []
         errors: list[StoreConnectionError] = []
         fatal: list[StoreError] = []
         failed = anyio.Event()
@@ -633,11 +648,16 @@ class Gateway:
 
         async def attempt(member: Member, scope: anyio.CancelScope) -> None:
             nonlocal failed
-            token = member.token
             renewed = False
             while True:
+                token = member.token
                 try:
+                    if self.has_credentials and token is None:
+                        # A member not used before: log in first (tokens are per member).
+                        await self._authenticate(member, None, deadline=deadline)
+                        token = member.token
                     answers.append(await send(member, deadline, waited))
+                    winner.append(member)
                 except _wire.InvalidToken as exc:
                     if renewed or not self.has_credentials:
                         fatal.append(exc)
@@ -679,17 +699,20 @@ class Gateway:
                     with anyio.move_on_after(self._member_timeout) as wait:
                         await failed.wait()
                     if wait.cancelled_caught and not answers:
-                        self._leave(member, f"no answer to {path} within {self._member_timeout} s")
                         logger.warning(
-                            "etcd at %s did not answer %s within %s s; asking %s too",
+                            "etcd at %s did not answer %s within %s s; asking another member too",
                             member.where,
                             path,
                             self._member_timeout,
-                            self.member,
                         )
         finally:
             slots.release()
-        if answers:
+        if winner:
+            current = self._members[self._current]
+            if current is not winner[0]:
+                # The member requests went to was passed over: requests, and the watches
+                # open on it, go to the one that answered.
+                self._leave(current, f"{winner[0].where} answered {path} first", to=winner[0])
             return answers[0]
         if fatal:
             raise fatal[0]
