@@ -30,6 +30,11 @@ from ._members import watch_members as watch_members
 from ._memory_store import MemoryStore as MemoryStore
 from ._periodic import Tick as Tick
 from ._periodic import periodic as periodic
+from ._rendezvous import Rendezvous as Rendezvous
+from ._rendezvous import RendezvousClosed as RendezvousClosed
+from ._rendezvous import RendezvousError as RendezvousError
+from ._rendezvous import RendezvousInfo as RendezvousInfo
+from ._rendezvous import RendezvousTimeout as RendezvousTimeout
 from ._store import CasResult as CasResult
 from ._store import EventType as EventType
 from ._store import KeyValue as KeyValue
@@ -77,6 +82,11 @@ __all__ = (
     "PeriodicTimer",
     "Put",
     "PutResult",
+    "Rendezvous",
+    "RendezvousClosed",
+    "RendezvousError",
+    "RendezvousInfo",
+    "RendezvousTimeout",
     "StoreCompacted",
     "StoreConnectionError",
     "StoreError",

@@ -1,0 +1,656 @@
+from __future__ import annotations
+
+import random
+import uuid
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import pytest
+
+from anyrdzv import (
+    HeartbeatLost,
+    Lease,
+    LeaseStore,
+    MemoryStore,
+    Rendezvous,
+    RendezvousClosed,
+    RendezvousError,
+    RendezvousInfo,
+    RendezvousTimeout,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+pytestmark = pytest.mark.anyio
+
+#: What a node's ``async with`` raises when its lease is revoked from outside.
+LOST = pytest.RaisesGroup(HeartbeatLost, flatten_subgroups=True)
+
+PREFIX = "/anyrdzv"
+FAST: dict[str, Any] = {
+    "last_call_timeout": 0.3,
+    "keep_alive_interval": 0.2,
+    "keep_alive_max_attempt": 3,
+    "join_timeout": 10,
+    "close_timeout": 5,
+}
+
+
+@pytest.fixture
+def run_id() -> str:
+    """A run id no other test uses: the etcd store is shared."""
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+def make(store: LeaseStore, run_id: str, node: str, **kwargs: Any) -> Rendezvous:
+    options = {**FAST, "min_nodes": 2, "max_nodes": 3, **kwargs}
+    return Rendezvous(store, run_id, node=node, **options)
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - a condition with no event to wait on
+            await anyio.sleep(0.01)
+
+
+async def run_keys(store: LeaseStore, run_id: str) -> list[str]:
+    kvs, _ = await store.get_prefix_kv(f"{PREFIX}/{run_id}/")
+    return [kv.key for kv in kvs]
+
+
+async def all_next(*nodes: Rendezvous) -> dict[str, RendezvousInfo]:
+    """Call next_rendezvous() on every node at once."""
+    infos: dict[str, RendezvousInfo] = {}
+
+    async def one(rdzv: Rendezvous) -> None:
+        infos[rdzv.node] = await rdzv.next_rendezvous()
+
+    async with anyio.create_task_group() as tg:
+        for rdzv in nodes:
+            tg.start_soon(one, rdzv)
+    return infos
+
+
+def check_agreement(infos: dict[str, RendezvousInfo]) -> RendezvousInfo:
+    first = next(iter(infos.values()))
+    for node, info in infos.items():
+        assert info.round == first.round
+        assert info.participants == first.participants
+        assert info.payloads == first.payloads
+        assert info.world_size == len(info.participants)
+        assert info.participants[info.rank] == node
+    assert first.participants == tuple(sorted(first.participants))
+    assert set(infos) == set(first.participants)
+    return first
+
+
+async def kill(store: LeaseStore, run_id: str, node: str) -> None:
+    """Revoke a node's lease from outside, as if its process had died."""
+    kv = await store.get(f"{PREFIX}/{run_id}/members/{node}")
+    assert kv is not None
+    assert kv.lease is not None
+    await store.revoke(Lease(kv.lease, 1))
+
+
+async def doomed(rdzv: Rendezvous, *, task_status: anyio.abc.TaskStatus[Rendezvous]) -> None:
+    """Hold ``rdzv`` until its lease is revoked from outside."""
+    with LOST:
+        async with rdzv:
+            task_status.started(rdzv)
+            await anyio.sleep_forever()
+
+
+class CountingStore:
+    """A store that counts the requests made of it."""
+
+    def __init__(self, inner: LeaseStore) -> None:
+        self.inner = inner
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attribute(*args, **kwargs)
+
+        return counted
+
+    def requests(self) -> int:
+        return sum(count for name, count in self.calls.items() if name != "keep_alive")
+
+
+class TestCompletion:
+    async def test_max_nodes_completes_at_once(self, store: LeaseStore, run_id: str) -> None:
+        async with AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(
+                    make(store, run_id, name, last_call_timeout=30, payload=name.encode())
+                )
+                for name in ("n2", "n0", "n1")
+            ]
+            start = anyio.current_time()
+            infos = await all_next(*nodes)
+            assert anyio.current_time() - start < 5  # no last call of 30 s
+        info = check_agreement(infos)
+        assert info.round == 0
+        assert info.participants == ("n0", "n1", "n2")
+        assert info.payloads == {"n0": b"n0", "n1": b"n1", "n2": b"n2"}
+        assert {name: i.rank for name, i in infos.items()} == {"n0": 0, "n1": 1, "n2": 2}
+
+    async def test_min_nodes_complete_after_the_last_call(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with (
+            make(store, run_id, "a", max_nodes=4) as a,
+            make(store, run_id, "b", max_nodes=4) as b,
+        ):
+            start = anyio.current_time()
+            infos = await all_next(a, b)
+            elapsed = anyio.current_time() - start
+        assert check_agreement(infos).participants == ("a", "b")
+        assert 0.25 <= elapsed < 5
+
+    async def test_below_min_nodes_never_completes(self, store: LeaseStore, run_id: str) -> None:
+        async with make(store, run_id, "a", join_timeout=0.8) as a:
+            start = anyio.current_time()
+            with pytest.raises(RendezvousTimeout, match="join_timeout"):
+                await a.next_rendezvous()
+            assert 0.7 <= anyio.current_time() - start < 0.8 + 1
+            # The node withdrew its join: nothing of it but its lease key is left.
+            assert await run_keys(store, run_id) == [
+                f"{PREFIX}/{run_id}/members/a",
+                f"{PREFIX}/{run_id}/state",
+            ]
+        assert await run_keys(store, run_id) == []
+
+    async def test_ranks_follow_sorted_names_not_join_order(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        names = ["zeta", "alpha", "mid", "Beta"]
+        async with AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(make(store, run_id, n, max_nodes=4)) for n in names
+            ]
+            infos = await all_next(*nodes)
+        info = check_agreement(infos)
+        assert info.participants == ("Beta", "alpha", "mid", "zeta")
+
+
+class TestLateArrivals:
+    async def test_a_late_node_waits_is_counted_and_joins_the_next_round(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+            first = check_agreement(await all_next(a, b))
+            assert await a.num_nodes_waiting() == 0
+            async with (
+                make(store, run_id, "c", last_call_timeout=30) as c,
+                anyio.create_task_group() as tg,
+            ):
+                late: list[RendezvousInfo] = []
+
+                async def wait_c() -> None:
+                    late.append(await c.next_rendezvous())
+
+                tg.start_soon(wait_c)
+                await eventually(lambda: a._view.waiting() == 1 and b._view.waiting() == 1)
+                assert await a.num_nodes_waiting() == 1
+                assert await b.num_nodes_waiting() == 1
+                assert not late  # it waits while the round runs
+                start = anyio.current_time()
+                infos = await all_next(a, b)
+                # D6: every live node of the round, and the waiting one: no last call
+                assert anyio.current_time() - start < 5
+            infos["c"] = late[0]
+            second = check_agreement(infos)
+        assert second.round == first.round + 1
+        assert second.participants == ("a", "b", "c")
+
+    async def test_nodes_beyond_max_nodes_are_not_counted(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with (
+            make(store, run_id, "a", max_nodes=2) as a,
+            make(store, run_id, "b", max_nodes=2) as b,
+        ):
+            check_agreement(await all_next(a, b))
+            async with make(store, run_id, "c", max_nodes=2) as c, anyio.create_task_group() as tg:
+                tg.start_soon(c.next_rendezvous)
+                await eventually(lambda: len(a._view.joined(1)) == 1)
+                assert await a.num_nodes_waiting() == 0
+                assert await b.num_nodes_waiting() == 0
+                await kill(store, run_id, "b")
+                # Fewer participants than max_nodes now: c is counted.
+                await eventually(lambda: a._view.waiting() == 1)
+                assert await a.num_nodes_waiting() == 1
+                infos = await all_next(a)
+                assert infos["a"].participants == ("a", "c")
+                tg.cancel_scope.cancel()
+
+
+class TestReRendezvous:
+    async def test_d6_survivors_complete_without_the_last_call(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        slow = {"last_call_timeout": 30}
+        async with make(store, run_id, "a", **slow) as a, make(store, run_id, "b", **slow) as b:
+            async with anyio.create_task_group() as tg:
+                c = await tg.start(doomed, make(store, run_id, "c", **slow))
+                check_agreement(await all_next(a, b, c))
+                await kill(store, run_id, "c")
+            start = anyio.current_time()
+            infos = await all_next(a, b)
+            assert anyio.current_time() - start < 5
+        info = check_agreement(infos)
+        assert (info.round, info.participants) == (1, ("a", "b"))
+
+    async def test_d6_after_a_node_leaves(self, store: LeaseStore, run_id: str) -> None:
+        slow = {"last_call_timeout": 30}
+        async with make(store, run_id, "a", **slow) as a, make(store, run_id, "b", **slow) as b:
+            async with make(store, run_id, "c", **slow) as c:
+                check_agreement(await all_next(a, b, c))
+            start = anyio.current_time()
+            infos = await all_next(a, b)
+            assert anyio.current_time() - start < 5
+        assert check_agreement(infos).participants == ("a", "b")
+
+    async def test_a_slow_survivor_is_dropped_after_the_last_call(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with (
+            make(store, run_id, "a") as a,
+            make(store, run_id, "b") as b,
+            make(store, run_id, "c") as c,
+        ):
+            check_agreement(await all_next(a, b, c))
+            start = anyio.current_time()
+            infos = await all_next(a, b)  # c never comes back
+            assert 0.25 <= anyio.current_time() - start < 5
+            assert check_agreement(infos).participants == ("a", "b")
+            # c comes late: it waits, and joins the next round.
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(c.next_rendezvous)
+                await eventually(lambda: a._view.waiting() == 1)
+                tg.cancel_scope.cancel()
+
+
+class TestClose:
+    async def test_close_ends_pending_and_later_rounds(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with (
+            make(store, run_id, "a", min_nodes=3) as a,
+            make(store, run_id, "b", min_nodes=3) as b,
+        ):
+            errors: list[BaseException] = []
+
+            async def pending(rdzv: Rendezvous) -> None:
+                try:
+                    await rdzv.next_rendezvous()
+                except RendezvousClosed as exc:
+                    errors.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pending, a)
+                tg.start_soon(pending, b)
+                await eventually(lambda: len(a._view.joined(0)) == 2)
+                assert not await a.is_closed()
+                start = anyio.current_time()
+                await b.set_closed()
+            assert anyio.current_time() - start < 5
+            assert len(errors) == 2
+            assert await a.is_closed()
+            await b.set_closed()  # closing twice is fine
+            with pytest.raises(RendezvousClosed):
+                await a.next_rendezvous()
+            async with make(store, run_id, "c", min_nodes=3) as c:
+                with pytest.raises(RendezvousClosed):
+                    await c.next_rendezvous()
+
+    async def test_a_closed_run_is_gone_when_its_nodes_leave(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+            check_agreement(await all_next(a, b))
+            await a.set_closed()
+            assert await run_keys(store, run_id)
+        assert await run_keys(store, run_id) == []
+        # A rerun with the same id works.
+        async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+            info = check_agreement(await all_next(a, b))
+        assert info.round == 0
+        assert await run_keys(store, run_id) == []
+
+    async def test_a_state_no_live_node_holds_is_dropped(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        # The last node of a run was killed: its state is left behind, closed.
+        async with make(store, run_id, "a") as a:
+            await a.set_closed()
+            state = await store.get(f"{PREFIX}/{run_id}/state")
+        assert state is not None
+        await store.put(state.key, state.value)
+        async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+            assert not await a.is_closed()
+            check_agreement(await all_next(a, b))
+
+
+class TestChanges:
+    async def test_changes_on_waiting_lost_new_round_and_closed(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with (
+            make(store, run_id, "a") as a,
+            make(store, run_id, "b") as b,
+            make(store, run_id, "c") as c,
+        ):
+            check_agreement(await all_next(a, b))
+            seen: list[str] = []
+
+            async def follow() -> None:
+                async for change in a.changes():
+                    seen.append(change)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                tg.start_soon(c.next_rendezvous)
+                await eventually(lambda: seen == ["waiting"])
+                # b asks for a new round (it joins c there)
+                tg.start_soon(b.next_rendezvous)
+                await eventually(lambda: "new_round" in seen)
+                infos = await all_next(a)
+                assert infos["a"].participants == ("a", "b", "c")
+                seen.clear()
+                await c.set_closed()
+                await eventually(lambda: seen == ["closed"])
+                tg.cancel_scope.cancel()
+
+    async def test_changes_on_a_lost_participant(self, store: LeaseStore, run_id: str) -> None:
+        async with (
+            make(store, run_id, "a") as a,
+            make(store, run_id, "b") as b,
+            anyio.create_task_group() as tg,
+        ):
+            c = await tg.start(doomed, make(store, run_id, "c"))
+            check_agreement(await all_next(a, b, c))
+            seen: list[str] = []
+
+            async def follow() -> None:
+                async for change in b.changes():
+                    seen.append(change)
+
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(follow)
+                await anyio.sleep(0.05)
+                assert seen == []
+                start = anyio.current_time()
+                await kill(store, run_id, "c")
+                await eventually(lambda: seen == ["lost"])
+                assert anyio.current_time() - start < 2
+                watchers.cancel_scope.cancel()
+
+
+class TestStore:
+    async def test_no_key_is_left(self, store: LeaseStore, run_id: str) -> None:
+        async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+            check_agreement(await all_next(a, b))
+            check_agreement(await all_next(a, b))
+            keys = await run_keys(store, run_id)
+            assert f"{PREFIX}/{run_id}/state" in keys
+        assert await run_keys(store, run_id) == []
+
+    async def test_state_is_json(self, store: LeaseStore, run_id: str) -> None:
+        async with (
+            make(store, run_id, "a", payload=b"\x80\x00") as a,
+            make(store, run_id, "b") as b,
+        ):
+            check_agreement(await all_next(a, b))
+            kvs, _ = await store.get_prefix_kv(f"{PREFIX}/{run_id}/")
+            import json
+
+            for kv in kvs:
+                assert isinstance(json.loads(kv.value), dict)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            b"\x80\x04\x95pickle",
+            b"[1, 2]",
+            b'{"round": -1}',
+            (
+                b'{"round":0,"complete":false,"closed":false,"min_nodes":3,"max_nodes":2,'
+                b'"participants":[],"payloads":{},"previous":null}'
+            ),
+        ],
+    )
+    async def test_a_malformed_state_is_an_error(
+        self, store: LeaseStore, run_id: str, value: bytes
+    ) -> None:
+        await store.put(f"{PREFIX}/{run_id}/state", value)
+        try:
+            async with make(store, run_id, "a") as a:
+                with pytest.raises(RendezvousError, match="malformed"):
+                    await a.next_rendezvous()
+        finally:
+            await store.delete(f"{PREFIX}/{run_id}/state")
+
+    async def test_a_malformed_join_is_an_error(self, store: LeaseStore, run_id: str) -> None:
+        async with make(store, run_id, "a") as a:
+            await store.put(f"{PREFIX}/{run_id}/join/x", b"not json")
+            await eventually(lambda: a._errors)
+            with pytest.raises(RendezvousError, match="join/x"):
+                await a.next_rendezvous()
+            await store.delete(f"{PREFIX}/{run_id}/join/x")
+
+    async def test_nodes_that_disagree_on_min_or_max_nodes_do_not_meet(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with (
+            make(store, run_id, "a") as a,
+            make(store, run_id, "b", max_nodes=4) as b,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(a.next_rendezvous)
+            await eventually(lambda: a._view.state is not None)
+            with pytest.raises(RendezvousError, match="max_nodes=4"):
+                await b.next_rendezvous()
+            tg.cancel_scope.cancel()
+
+    async def test_num_nodes_waiting_asks_nothing_of_the_store(self, run_id: str) -> None:
+        counting = CountingStore(MemoryStore())
+        store: Any = counting
+        async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+            check_agreement(await all_next(a, b))
+            before = counting.requests()
+            for _ in range(100):
+                assert await a.num_nodes_waiting() == 0
+                assert not await a.is_closed()
+            assert counting.requests() == before
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        ("kwargs", "error", "match"),
+        [
+            ({"run_id": "a/b"}, ValueError, "run_id"),
+            ({"run_id": 3}, TypeError, "run_id"),
+            ({"node": "x/y"}, ValueError, "node must .* 'x/y'"),
+            ({"node": ""}, ValueError, "node"),
+            ({"min_nodes": 0}, ValueError, "min_nodes must be at least 1, got 0"),
+            ({"min_nodes": 2.0}, TypeError, "min_nodes must be an int"),
+            ({"max_nodes": True}, TypeError, "max_nodes"),
+            ({"min_nodes": 3, "max_nodes": 2}, ValueError, "min_nodes=3 and max_nodes=2"),
+            ({"join_timeout": 0}, ValueError, "join_timeout must be positive"),
+            ({"last_call_timeout": -1}, ValueError, "last_call_timeout"),
+            ({"close_timeout": float("nan")}, ValueError, "close_timeout"),
+            ({"join_timeout": "5"}, TypeError, "join_timeout must be a number"),
+            ({"keep_alive_interval": 0.01}, ValueError, "keep_alive_interval must be at least"),
+            ({"keep_alive_max_attempt": 0}, ValueError, "keep_alive_max_attempt"),
+            ({"keep_alive_max_attempt": 1.5}, TypeError, "keep_alive_max_attempt"),
+            ({"payload": "text"}, TypeError, "payload must be bytes"),
+            ({"store": object()}, TypeError, "store"),
+        ],
+    )
+    def test_bad_arguments_fail_before_any_io(
+        self, kwargs: dict[str, Any], error: type[Exception], match: str
+    ) -> None:
+        counting = CountingStore(MemoryStore())
+        options: dict[str, Any] = {"store": counting, "run_id": "r", "min_nodes": 1}
+        options["max_nodes"] = 4
+        options.update(kwargs)
+        with pytest.raises(error, match=match):
+            Rendezvous(**options)
+        assert counting.calls == {}
+
+    def test_default_node_names_are_unique(self) -> None:
+        store = MemoryStore()
+        names = {Rendezvous(store, "r", min_nodes=1, max_nodes=1).node for _ in range(5)}
+        assert len(names) == 5
+        assert all("/" not in name for name in names)
+
+    def test_from_conf(self) -> None:
+        store = MemoryStore()
+        rdzv = Rendezvous.from_conf(store, "r", "", min_nodes=1, max_nodes=2)
+        assert (rdzv.join_timeout, rdzv.last_call_timeout, rdzv.close_timeout) == (600, 30, 30)
+        assert (rdzv.keep_alive_interval, rdzv.keep_alive_max_attempt) == (5, 3)
+        rdzv = Rendezvous.from_conf(
+            store,
+            "r",
+            "join_timeout=60, last_call_timeout=0.5,keep_alive_max_attempt=2,unknown=x",
+            min_nodes=1,
+            max_nodes=2,
+            node="n",
+        )
+        assert (rdzv.join_timeout, rdzv.last_call_timeout, rdzv.node) == (60, 0.5, "n")
+        assert rdzv.keep_alive_max_attempt == 2
+        rdzv = Rendezvous.from_conf(store, "r", {"close_timeout": "7"}, min_nodes=1, max_nodes=2)
+        assert rdzv.close_timeout == 7
+
+    @pytest.mark.parametrize(
+        ("conf", "key"),
+        [
+            ("join_timeout=soon", "join_timeout"),
+            ("last_call_timeout=-1", "last_call_timeout"),
+            ("close_timeout=inf", "close_timeout"),
+            ("keep_alive_interval=0", "keep_alive_interval"),
+            ("keep_alive_max_attempt=2.5", "keep_alive_max_attempt"),
+        ],
+    )
+    def test_from_conf_names_the_bad_key(self, conf: str, key: str) -> None:
+        with pytest.raises(ValueError, match=f"'{key}'"):
+            Rendezvous.from_conf(MemoryStore(), "r", conf, min_nodes=1, max_nodes=2)
+
+    def test_from_conf_min_max_still_checked(self) -> None:
+        with pytest.raises(ValueError, match="min_nodes"):
+            Rendezvous.from_conf(MemoryStore(), "r", "", min_nodes=3, max_nodes=2)
+
+    async def test_methods_need_async_with(self) -> None:
+        rdzv = Rendezvous(MemoryStore(), "r", min_nodes=1, max_nodes=1)
+        with pytest.raises(RuntimeError, match="async with"):
+            await rdzv.next_rendezvous()
+
+
+class TestRandomized:
+    async def test_invariants_hold_over_random_joins_leaves_kills_and_closes(self) -> None:
+        rng = random.Random(20261128)
+        store = MemoryStore()
+        min_nodes, max_nodes = 2, 4
+        completed = 0
+
+        async def node(
+            name: str,
+            run_id: str,
+            rounds: dict[int, tuple[str, ...]],
+            closed_at: list[int],
+            *,
+            task_status: anyio.abc.TaskStatus[None],
+        ) -> None:
+            nonlocal completed
+            rdzv = make(
+                store,
+                run_id,
+                name,
+                min_nodes=min_nodes,
+                max_nodes=max_nodes,
+                last_call_timeout=0.05,
+                join_timeout=30,
+            )
+            try:
+                async with rdzv:
+                    task_status.started()
+                    while True:
+                        try:
+                            info = await rdzv.next_rendezvous()
+                        except RendezvousClosed:
+                            await anyio.sleep_forever()
+                        except RendezvousError as exc:
+                            if "lease" not in str(exc):
+                                raise
+                            await anyio.sleep_forever()  # killed as it joined
+                        assert min_nodes <= info.world_size <= max_nodes
+                        assert sorted(
+                            info.participants.index(p) for p in info.participants
+                        ) == list(range(info.world_size))
+                        assert info.participants[info.rank] == name
+                        assert rounds.setdefault(info.round, info.participants) == info.participants
+                        assert not closed_at or info.round < closed_at[0]
+                        completed += 1
+                        await anyio.sleep(rng.uniform(0, 0.05))
+            except Exception as exc:
+                if not LOST.matches(exc):
+                    raise
+
+        async def one_run(run_id: str) -> None:
+            rounds: dict[int, tuple[str, ...]] = {}
+            closed_at: list[int] = []
+            scopes: dict[str, anyio.CancelScope] = {}
+            async with anyio.create_task_group() as tg:
+
+                async def start(name: str) -> None:
+                    scope = scopes[name] = anyio.CancelScope()
+
+                    async def hold(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                        with scope:
+                            await node(name, run_id, rounds, closed_at, task_status=task_status)
+
+                    await tg.start(hold)
+
+                # The anchor never leaves nor dies, so the run's rounds count on: a run
+                # whose every node is gone starts afresh, from round 0.
+                await start("anchor")
+                for step in range(60):
+                    others = [n for n, s in scopes.items() if n != "anchor" and not s.cancel_called]
+                    move = rng.random()
+                    if move < 0.45 or not others:
+                        await start(f"n{step:03d}")
+                    elif move < 0.7:
+                        scopes[rng.choice(others)].cancel()  # leaves
+                    else:
+                        victim = rng.choice(others)
+                        kv = await store.get(f"{PREFIX}/{run_id}/members/{victim}")
+                        if kv is not None and kv.lease is not None:
+                            await store.revoke(Lease(kv.lease, 1))  # dies
+                    await anyio.sleep(rng.uniform(0, 0.05))
+                async with make(
+                    store, run_id, "closer", min_nodes=min_nodes, max_nodes=max_nodes
+                ) as closer:
+                    await closer.set_closed()
+                    state = closer._view.state
+                    assert state is not None
+                    closed_at.append(state[0].round + state[0].complete)
+                await anyio.sleep(0.2)
+                for scope in scopes.values():
+                    scope.cancel()
+            assert len(rounds) >= 3
+            assert await run_keys(store, run_id) == []
+
+        with anyio.fail_after(20):
+            for run in range(3):
+                await one_run(f"random-{run}")
+        assert completed > 20
