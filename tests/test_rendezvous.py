@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from anyrdzv import (
     HeartbeatLost,
@@ -20,6 +22,7 @@ from anyrdzv import (
     RendezvousInfo,
     RendezvousTimeout,
 )
+from anyrdzv import _rendezvous_state as rules
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -357,15 +360,21 @@ class TestChanges:
                 async for change in a.changes():
                     seen.append(change)
 
+            infos: dict[str, RendezvousInfo] = {}
+
+            async def next_of(rdzv: Rendezvous) -> None:
+                infos[rdzv.node] = await rdzv.next_rendezvous()
+
             async with anyio.create_task_group() as tg:
                 tg.start_soon(follow)
-                tg.start_soon(c.next_rendezvous)
+                tg.start_soon(next_of, c)
                 await eventually(lambda: seen == ["waiting"])
                 # b asks for a new round (it joins c there)
-                tg.start_soon(b.next_rendezvous)
+                tg.start_soon(next_of, b)
                 await eventually(lambda: "new_round" in seen)
-                infos = await all_next(a)
-                assert infos["a"].participants == ("a", "b", "c")
+                await next_of(a)
+                await eventually(lambda: len(infos) == 3)
+                assert check_agreement(infos).participants == ("a", "b", "c")
                 seen.clear()
                 await c.set_closed()
                 await eventually(lambda: seen == ["closed"])
@@ -654,3 +663,42 @@ class TestRandomized:
             for run in range(3):
                 await one_run(f"random-{run}")
         assert completed > 20
+
+
+class TestStateValues:
+    """The values of a run's keys: what a node writes reads back; anything else is a
+    ValueError, never another error."""
+
+    @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+    def test_any_bytes_decode_or_raise_value_error(self, data: bytes) -> None:
+        for decode in (rules.decode_state, rules.decode_member, rules.decode_join):
+            try:
+                decode(data)
+            except ValueError:
+                pass
+
+    @given(
+        st.integers(0, 2**40),
+        st.booleans(),
+        st.booleans(),
+        st.lists(st.text(min_size=1, max_size=5), max_size=5, unique=True),
+        st.binary(max_size=20),
+    )
+    def test_what_a_node_writes_reads_back(
+        self, round: int, complete: bool, closed: bool, names: list[str], payload: bytes
+    ) -> None:
+        participants = tuple(sorted(names))
+        state = rules.RunState(
+            round,
+            complete,
+            closed,
+            1,
+            max(len(names), 1),
+            participants,
+            {name: payload for name in participants},
+            participants[:1],
+        )
+        assert rules.decode_state(rules.encode_state(state)) == state
+        member = rules.Member(1, 2, payload)
+        assert rules.decode_member(rules.encode_member(member)) == member
+        assert rules.decode_join(rules.encode_join(round)) == round

@@ -307,14 +307,16 @@ class Rendezvous:
         if current is None or set(self._view.members) - {self.node}:
             return
         try:
-            await self._store.txn(
+            result = await self._store.txn(
                 [Compare.mod_revision(self._state_key, "==", current[1])],
                 [Delete(self._state_key)],
             )
         except StoreError as exc:
             logger.warning("run %r: could not drop a stale state: %s", self.run_id, exc)
-        else:
+            return
+        if result.succeeded:
             logger.debug("run %r: dropped the state of a run no node holds", self.run_id)
+            await self._until_revision(result.revision)
 
     async def _clean_up(self) -> None:
         """Delete the run's state if this node was its last: the rest of its keys live
