@@ -27,7 +27,7 @@ from ._txn import Compare, Delete
 from ._util import echo, type_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncGenerator, Iterator, Mapping
     from types import TracebackType
 
 logger = logging.getLogger(__name__)
@@ -643,12 +643,13 @@ class Rendezvous:
                 f"{self.close_timeout:g} s"
             ) from None
 
-    async def changes(self) -> AsyncIterator[Change]:
+    async def changes(self) -> AsyncGenerator[Change, None]:
         """Yield, once each, the reasons to leave the round this node holds: ``"waiting"``
         (nodes wait to join), ``"lost"`` (a participant's lease is gone), ``"new_round"``
         (a participant asked for a new round) and ``"closed"``.
 
-        Before the node holds a round, only ``"closed"`` is yielded.
+        Before the node holds a round, only ``"closed"`` is yielded. Close it with
+        ``contextlib.aclosing`` if you stop early.
         """
         self._check_entered()
         seen: set[str] = set()
