@@ -807,3 +807,102 @@ def test_node_processes_on_etcd_survive_a_sigkill(
             return await run_keys(store, run_id)
 
     assert anyio.run(keys) == []
+
+
+def view_of(state: rules.RunState | None, members: list[str], joins: dict[str, int]) -> rules.View:
+    """A view with ``state`` at revision 7, these live members, and these joins, in order."""
+    return rules.View(
+        None if state is None else (state, 7),
+        {name: rules.Member(2, 3, name.encode()) for name in members},
+        {name: (round, revision) for revision, (name, round) in enumerate(joins.items(), 10)},
+    )
+
+
+def decide(view: rules.View, me: str, **kwargs: Any) -> rules.Action:
+    options: dict[str, Any] = {
+        "min_nodes": 2,
+        "max_nodes": 3,
+        "handed_out": None,
+        "min_reached_at": None,
+        "last_call_timeout": 30.0,
+        "now": 100.0,
+    }
+    options.update(kwargs)
+    return rules.decide(view, me, **options)
+
+
+class TestDecide:
+    """The pure rules, one case each."""
+
+    OPEN = rules.RunState(0, False, False, 2, 3)
+
+    def test_no_state_creates_round_0(self) -> None:
+        assert decide(view_of(None, ["a"], {}), "a") == rules.Create(self.OPEN)
+
+    def test_an_open_round_is_joined_then_waited_on(self) -> None:
+        assert decide(view_of(self.OPEN, ["a"], {}), "a") == rules.Join(0)
+        assert decide(view_of(self.OPEN, ["a"], {"a": 0}), "a") == rules.Wait()
+
+    def test_max_nodes_complete_with_the_earliest_joins(self) -> None:
+        view = view_of(self.OPEN, ["d", "c", "b", "a"], {"d": 0, "c": 0, "a": 0, "b": 0})
+        action = decide(view, "a")
+        assert isinstance(action, rules.Swap)
+        assert action.expected == 7
+        assert action.state.complete
+        assert action.state.participants == ("a", "c", "d")
+        assert action.state.payloads == {"a": b"a", "c": b"c", "d": b"d"}
+
+    def test_min_nodes_wait_for_the_last_call(self) -> None:
+        view = view_of(self.OPEN, ["a", "b"], {"a": 0, "b": 0})
+        assert decide(view, "a", min_reached_at=90.0) == rules.Wait(120.0)
+        action = decide(view, "a", min_reached_at=70.0)
+        assert isinstance(action, rules.Swap)
+        assert action.state.participants == ("a", "b")
+
+    def test_a_dead_node_does_not_count(self) -> None:
+        view = view_of(self.OPEN, ["a"], {"a": 0, "b": 0})
+        assert decide(view, "a", min_reached_at=0.0) == rules.Wait()
+
+    def test_d6_completes_once_every_live_node_of_the_last_round_is_back(self) -> None:
+        state = rules.RunState(4, False, False, 2, 3, previous=("a", "b", "c"))
+        # c is dead; a and b are back, and d waited: no last call.
+        view = view_of(state, ["a", "b", "d"], {"a": 4, "b": 4, "d": 4})
+        action = decide(view, "a")
+        assert isinstance(action, rules.Swap)
+        assert action.state.participants == ("a", "b", "d")
+        # b lives but is not back yet: the last call applies.
+        view = view_of(state, ["a", "b", "d"], {"a": 4, "d": 4})
+        assert decide(view, "a", min_reached_at=95.0) == rules.Wait(125.0)
+
+    def test_a_participant_asks_for_a_new_round(self) -> None:
+        done = rules.RunState(2, True, False, 2, 3, ("a", "b"), {"a": b"", "b": b""})
+        view = view_of(done, ["a", "b"], {"a": 2, "b": 2})
+        assert decide(view, "a", handed_out=None) == rules.Done(done)
+        action = decide(view, "a", handed_out=2)
+        assert isinstance(action, rules.Swap)
+        assert action.state == rules.RunState(3, False, False, 2, 3, previous=("a", "b"))
+
+    def test_a_late_node_joins_the_next_round_and_is_counted(self) -> None:
+        done = rules.RunState(2, True, False, 2, 3, ("a", "b"), {"a": b"", "b": b""})
+        view = view_of(done, ["a", "b", "c"], {"a": 2, "b": 2})
+        assert decide(view, "c") == rules.Join(3)
+        view = view_of(done, ["a", "b", "c"], {"a": 2, "b": 2, "c": 3})
+        assert decide(view, "c") == rules.Wait()
+        assert view.waiting() == 1
+        full = rules.RunState(2, True, False, 1, 2, ("a", "b"), {"a": b"", "b": b""})
+        assert view_of(full, ["a", "b", "c"], {"c": 3}).waiting() == 0
+        assert view_of(full, ["a", "c"], {"c": 3}).waiting() == 1
+
+    def test_a_round_no_participant_holds_is_left_for_a_new_one(self) -> None:
+        done = rules.RunState(2, True, False, 2, 3, ("a", "b"), {"a": b"", "b": b""})
+        action = decide(view_of(done, ["c"], {"c": 3}), "c")
+        assert isinstance(action, rules.Swap)
+        assert action.state == rules.RunState(3, False, False, 2, 3, previous=())
+
+    def test_closed_wins(self) -> None:
+        closed = rules.RunState(0, False, True, 5, 6)
+        assert decide(view_of(closed, ["a"], {"a": 0}), "a") == rules.Closed()
+
+    def test_disagreeing_min_or_max_nodes_is_an_error(self) -> None:
+        with pytest.raises(ValueError, match="max_nodes=4, but the run has"):
+            decide(view_of(self.OPEN, ["a"], {}), "a", max_nodes=4)
