@@ -906,3 +906,25 @@ class TestDecide:
     def test_disagreeing_min_or_max_nodes_is_an_error(self) -> None:
         with pytest.raises(ValueError, match="max_nodes=4, but the run has"):
             decide(view_of(self.OPEN, ["a"], {}), "a", max_nodes=4)
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.booleans(),
+                st.sampled_from("abcd"),
+                st.none() | st.integers(0, 3),
+            ),
+            max_size=40,
+        )
+    )
+    def test_the_view_counts_live_joins_as_it_changes(
+        self, changes: list[tuple[bool, str, int | None]]
+    ) -> None:
+        view = rules.View(None, {}, {})
+        for revision, (is_member, name, round) in enumerate(changes, 1):
+            if is_member:
+                view.set_member(name, None if round is None else rules.Member(1, 1, b""))
+            else:
+                view.set_join(name, None if round is None else (round, revision))
+            for wanted in range(4):
+                assert view.count_joined(wanted) == len(view.joined(wanted))

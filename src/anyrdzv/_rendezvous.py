@@ -361,24 +361,17 @@ class Rendezvous:
         name = key[len(self._run_prefix) :]
         view = self._view
         self._errors.pop(key, None)
+        # The view's dicts change in place: decide() reads it between two events only.
         try:
             if name == rules.STATE:
                 state = None if value is None else (rules.decode_state(value), revision)
-                self._view = rules.View(state, view.members, view.joins)
+                view.state = state
             elif name.startswith(rules.MEMBERS) and "/" not in name[len(rules.MEMBERS) :]:
-                node = name[len(rules.MEMBERS) :]
-                members = dict(view.members)
-                members.pop(node, None)
-                if value is not None:
-                    members[node] = rules.decode_member(value)
-                self._view = rules.View(view.state, members, view.joins)
+                member = None if value is None else rules.decode_member(value)
+                view.set_member(name[len(rules.MEMBERS) :], member)
             elif name.startswith(rules.JOIN) and "/" not in name[len(rules.JOIN) :]:
-                node = name[len(rules.JOIN) :]
-                joins = dict(view.joins)
-                joins.pop(node, None)
-                if value is not None:
-                    joins[node] = (rules.decode_join(value), revision)
-                self._view = rules.View(view.state, view.members, joins)
+                join = None if value is None else (rules.decode_join(value), revision)
+                view.set_join(name[len(rules.JOIN) :], join)
             else:
                 logger.warning(
                     "run %r: skipping key %s, which no node writes", self.run_id, echo(key)
@@ -393,7 +386,7 @@ class Rendezvous:
         view = self._view
         if view.state is not None and not view.state[0].complete:
             state = view.state[0]
-            if len(view.joined(state.round)) >= state.min_nodes:
+            if view.count_joined(state.round) >= state.min_nodes:
                 if self._min_reached is None or self._min_reached[0] != state.round:
                     self._min_reached = (state.round, anyio.current_time())
             else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -177,9 +178,12 @@ def decode_join(data: bytes) -> int:
     return _int(_object(data), "round", 0)
 
 
-@dataclass(frozen=True)
+@dataclass
 class View:
     """A node's picture of its run, as its watch has seen it.
+
+    Change its members and joins with :meth:`set_member` and :meth:`set_join`, which keep
+    the count of live joins of each round.
 
     :ivar state: the run's state and its ``mod_revision``, or ``None``
     :ivar members: the live nodes
@@ -190,6 +194,37 @@ class View:
     state: tuple[RunState, int] | None
     members: dict[str, Member]
     joins: dict[str, tuple[int, int]]
+    _counts: Counter[int] = field(default_factory=Counter, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, (wanted, _) in self.joins.items():
+            if name in self.members:
+                self._counts[wanted] += 1
+
+    def _count(self, name: str, step: int) -> None:
+        join = self.joins.get(name)
+        if join is not None and name in self.members:
+            self._counts[join[0]] += step
+
+    def set_member(self, name: str, member: Member | None) -> None:
+        """Put (or with ``None`` drop) a live node."""
+        self._count(name, -1)
+        self.members.pop(name, None)
+        if member is not None:
+            self.members[name] = member
+        self._count(name, 1)
+
+    def set_join(self, name: str, join: tuple[int, int] | None) -> None:
+        """Put (or with ``None`` drop) a node's wish: ``(round, mod_revision)``."""
+        self._count(name, -1)
+        self.joins.pop(name, None)
+        if join is not None:
+            self.joins[name] = join
+        self._count(name, 1)
+
+    def count_joined(self, round: int) -> int:
+        """How many live nodes want to be in ``round``."""
+        return self._counts[round]
 
     def joined(self, round: int) -> list[str]:
         """The live nodes that want to be in ``round``, earliest first."""
@@ -311,8 +346,10 @@ def decide(
     # The round is open.
     if wanted != state.round:
         return Join(state.round)
+    count = view.count_joined(state.round)
+    if count < min_nodes:
+        return Wait()
     joined = view.joined(state.round)
-    count = len(joined)
     chosen: list[str] | None = None
     why = ""
     if count >= max_nodes:
