@@ -194,3 +194,64 @@ def test_membership_on_etcd_with_member_processes(etcd_server: Any) -> None:
     assert "LEFT   member-2" in proc.stdout
     after = float(proc.stdout.split("LEFT   member-0  (")[1].split(" s after")[0])
     assert after <= 2 + 1  # TTL + 1 s
+
+
+def elastic_timeline(stdout: str) -> list[tuple[str, str, str]]:
+    """The (node, KIND, text) lines of the elastic agent's timeline, in order."""
+    events = []
+    for line in stdout.splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) == 4 and parts[0].endswith("s") and parts[1].startswith("node-"):
+            events.append((parts[1], parts[2], parts[3]))
+    return events
+
+
+def check_elastic_timeline(stdout: str) -> None:
+    events = elastic_timeline(stdout)
+    kill = [(node, kind) for node, kind, _ in events].index(("node-0", "KILL"))
+    before, after = events[:kill], events[kill + 1 :]
+    for rank, node in enumerate(["node-0", "node-1", "node-2"]):
+        assert (
+            node,
+            "ROUND",
+            f"round 0 complete: rank {rank} of world size 3 (node-0, node-1, node-2)",
+        ) in before
+        started = [text for name, kind, text in before if name == node and kind == "WORKER"]
+        assert len(started) == 1
+        assert started[0].endswith(f"RANK={rank} WORLD_SIZE=3 ROUND=0")
+    assert all(node != "node-0" for node, _, _ in after)  # a dead node tells nothing
+    for rank, node in enumerate(["node-1", "node-2"]):
+        mine = [(kind, text) for name, kind, text in after if name == node]
+        assert [kind for kind, _ in mine] == ["CHANGE", "STOP", "ROUND", "WORKER"]
+        assert mine[0][1] in ("changes() yielded 'lost'", "changes() yielded 'new_round'")
+        assert mine[1][1].endswith(" killed")
+        assert mine[2][1] == f"round 1 complete: rank {rank} of world size 2 (node-1, node-2)"
+        assert mine[3][1].endswith(f"RANK={rank} WORLD_SIZE=2 ROUND=1")
+    assert "after the kill: changes() fired on every survivor within " in stdout
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_elastic_agent_in_process(backend: str) -> None:
+    started = time.monotonic()
+    proc = run_example("elastic_agent.py", "--backend", backend, timeout=20)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 nodes of run 'elastic-demo' on MemoryStore" in proc.stdout
+    assert "KILL    crashed: its link to the store is dead" in proc.stdout
+    check_elastic_timeline(proc.stdout)
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_elastic_agent_on_etcd_with_node_processes(etcd_server: Any) -> None:
+    proc = run_example(
+        "elastic_agent.py",
+        "--etcd",
+        etcd_server.endpoint,
+        "--run-id",
+        "example-elastic-agent",
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "KILL    SIGKILL pid " in proc.stdout
+    check_elastic_timeline(proc.stdout)
+    assert "Traceback" not in proc.stderr
