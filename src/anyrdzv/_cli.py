@@ -33,6 +33,7 @@ from . import (
     watch_members,
 )
 from ._keys import members_prefix
+from ._rendezvous_report import MalformedRun, NodeReport, RunReport, read_run, run_prefix, watch_run
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 
@@ -520,6 +521,136 @@ def _cmd_members(args: argparse.Namespace, out: TextIO) -> int:
         return 1
 
 
+def _node_record(node: NodeReport) -> dict[str, Any]:
+    return {"node": node.node, "alive": node.alive, "round": node.round, "ttl": node.ttl}
+
+
+def _rendezvous_record(report: RunReport) -> dict[str, Any]:
+    state = report.state
+    return {
+        "run_id": report.run_id,
+        "revision": report.revision,
+        "keys": report.keys,
+        "state": None
+        if state is None
+        else {
+            "round": state.round,
+            "complete": state.complete,
+            "closed": state.closed,
+            "min_nodes": state.min_nodes,
+            "max_nodes": state.max_nodes,
+            "previous": None if state.previous is None else list(state.previous),
+        },
+        "participants": [
+            {"rank": rank, **_node_record(node)} for rank, node in enumerate(report.participants)
+        ],
+        "joined": [_node_record(node) for node in report.joined],
+        "waiting": [_node_record(node) for node in report.waiting],
+        "num_nodes_waiting": report.num_nodes_waiting,
+        "others": [_node_record(node) for node in report.others],
+    }
+
+
+def _lease_text(node: NodeReport) -> str:
+    if node.ttl is not None:
+        return f"lease TTL {node.ttl} s"
+    return (
+        "no live lease"
+        if node.alive or node.round is not None
+        else "GONE: no key left, its lease has expired"
+    )
+
+
+def _rendezvous_text(report: RunReport) -> str:
+    state = report.state
+    head = f"run {report.run_id!r} at revision {report.revision}"
+    if report.keys == 0:
+        return f"{head}: no state (no key under {report.prefix})\n"
+    lines: list[str] = []
+    if state is None:
+        lines.append(f"{head}: no state yet ({report.keys} key(s) under {report.prefix})")
+    else:
+        lines.append(
+            f"{head}: round {state.round}, {'complete' if state.complete else 'open'}, "
+            f"{'CLOSED' if state.closed else 'not closed'}; "
+            f"min_nodes {state.min_nodes}, max_nodes {state.max_nodes}"
+        )
+        if state.complete:
+            lines.append(f"participants of round {state.round} ({len(report.participants)}):")
+            lines.extend(
+                f"  rank {rank}  {node.node}  {_lease_text(node)}"
+                for rank, node in enumerate(report.participants)
+            )
+            lines.append(
+                f"waiting for round {state.round + 1}: {len(report.waiting)} node(s) joined it, "
+                f"{report.num_nodes_waiting} counted by num_nodes_waiting()"
+            )
+            lines.extend(f"  {node.node}  {_lease_text(node)}" for node in report.waiting)
+        else:
+            if state.previous is not None:
+                previous = ", ".join(state.previous) or "none alive"
+                lines.append(f"live nodes of round {state.round - 1}: {previous}")
+            lines.append(
+                f"joined round {state.round}, waiting for it to complete: "
+                f"{len(report.joined)} node(s), min_nodes {state.min_nodes}"
+            )
+            lines.extend(f"  {node.node}  {_lease_text(node)}" for node in report.joined)
+    if report.others:
+        lines.append(f"other nodes ({len(report.others)}):")
+        for node in report.others:
+            wants = "no join key" if node.round is None else f"joined round {node.round}"
+            alive = "" if node.alive else ", no heartbeat"
+            lines.append(f"  {node.node}  {wants}{alive}  {_lease_text(node)}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _cmd_rendezvous(args: argparse.Namespace, out: TextIO) -> int:
+    ssl_context = _ssl_context(args)
+    try:
+        run_prefix(args.run_id, args.prefix)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    username, password = _credentials(args.user, args.command)
+    try:
+        store = EtcdStore(
+            args.etcd, ssl=ssl_context, username=username, password=password, timeout=args.timeout
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+    def show(report: RunReport) -> None:
+        if args.json:
+            out.write(json.dumps(_rendezvous_record(report)) + "\n")
+        else:
+            out.write(_rendezvous_text(report))
+        out.flush()
+
+    async def follow() -> int:
+        async with store:
+            if not args.watch:
+                show(await read_run(store, args.run_id, prefix=args.prefix))
+                return 0
+            async with aclosing(watch_run(store, args.run_id, prefix=args.prefix)) as reports:
+                async for report in reports:
+                    show(report)
+        return 0
+
+    try:
+        return anyio.run(follow)
+    except BaseException as exc:
+        if _is_interrupt(exc):
+            return 130
+        error = str(exc) if isinstance(exc, MalformedRun) else _failure(exc)
+        if error is None:
+            raise
+        logger.debug("anyrdzv %s failed", args.command, exc_info=exc)
+        out.flush()
+        sys.stderr.write(
+            f"anyrdzv {args.command}: error: run {args.run_id!r}: {_one_line(error)}\n"
+        )
+        return 1
+
+
 def _failure(exc: BaseException) -> str | None:
     """Say what went wrong, if ``exc`` (or every exception in its group) is a store
     error, bad data (``ValueError``, ``TypeError``) or a network fault (``OSError``);
@@ -641,7 +772,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long any one request to etcd may take (default: 5)",
     )
     group.set_defaults(handler=_cmd_members)
-    for command in (parse, doctor, group):
+
+    run = commands.add_parser(
+        "rendezvous",
+        help="show a rendezvous run on etcd: its round, participants and waiting nodes",
+        description=(
+            "Show a run of anyrdzv's Rendezvous on etcd, to debug a job that hangs: the "
+            "round and whether it is complete, its participants with their ranks and the "
+            "remaining TTL of their leases, the nodes waiting, and whether the run is "
+            "closed. With --watch, print it again on every change of the run's keys. "
+            f"With --user NAME, the password comes from ${PASSWORD_VARIABLE}, or else "
+            "from a prompt when stdin is a terminal."
+        ),
+    )
+    _add_etcd_options(run, required=True)
+    run.add_argument("--run-id", required=True, help="the run")
+    run.add_argument("--prefix", default="/anyrdzv", help="the key prefix (default /anyrdzv)")
+    run.add_argument("--watch", action="store_true", help="print it again on every change")
+    run.add_argument("--json", action="store_true", help="print JSON, one object a report")
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long any one request to etcd may take (default: 5)",
+    )
+    run.set_defaults(handler=_cmd_rendezvous)
+    for command in (parse, doctor, group, run):
         _add_logging_options(command, "sub_")
     return parser
 

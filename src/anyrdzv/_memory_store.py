@@ -224,6 +224,26 @@ class MemoryStore:
         heapq.heappush(self._deadlines, (state.deadline, lease.id))
         return state.ttl
 
+    async def time_to_live(self, lease: Lease | int) -> int | None:
+        """Return the remaining time to live of ``lease``, in whole seconds (rounded
+        down, as etcd does); or ``None`` if the lease is gone (expired, revoked or never
+        granted). It does not renew the lease. It is not part of
+        :class:`~anyrdzv.LeaseStore`.
+
+        :param lease: the lease, or its id (as :attr:`KeyValue.lease` gives it)
+        :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an int
+
+        .. versionadded:: 0.2
+        """
+        if isinstance(lease, bool) or not isinstance(lease, Lease | int):
+            raise TypeError(f"lease must be a Lease or an int, got {type(lease).__qualname__}")
+        await anyio.lowlevel.checkpoint()
+        self._expire()
+        state = self._leases.get(lease.id if isinstance(lease, Lease) else lease)
+        if state is None:
+            return None
+        return max(0, int(state.deadline - anyio.current_time()))
+
     async def revoke(self, lease: Lease) -> None:
         """Revoke ``lease`` now, deleting its keys."""
         await anyio.lowlevel.checkpoint()

@@ -720,3 +720,26 @@ class EtcdStore:
             else:
                 results.append(DeleteResult(response.deleted))
         return TxnResult(answer.succeeded, answer.revision, tuple(results))
+
+    async def time_to_live(self, lease: Lease | int) -> int | None:
+        """Return the remaining time to live of ``lease``, in whole seconds, as etcd
+        counts it; or ``None`` if the lease is gone (expired, revoked or never granted).
+
+        It does not renew the lease. It is not part of :class:`~anyrdzv.LeaseStore`.
+
+        :param lease: the lease, or its id (as :attr:`KeyValue.lease` gives it)
+        :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an int
+        :raises StoreConnectionError: if etcd could not be reached or did not answer
+
+        .. versionadded:: 0.2
+        """
+        if isinstance(lease, bool) or not isinstance(lease, Lease | int):
+            raise TypeError(f"lease must be a Lease or an int, got {type_name(lease)}")
+        lease_id = lease.id if isinstance(lease, Lease) else lease
+        path = "/v3/lease/timetolive"
+        try:
+            body = await self._gateway.call(path, {"ID": str(lease_id)})
+        except LeaseExpired:
+            return None
+        return _wire.time_to_live(path, body)
+

@@ -599,3 +599,13 @@ def renewals(text: str, *, has_credentials: bool) -> tuple[dict[int, int], Store
         except StoreError as exc:
             return renewed, exc
     return renewed, None
+
+
+def time_to_live(path: str, body: dict[str, Any]) -> int | None:
+    """A lease's remaining TTL from ``/v3/lease/timetolive``, or ``None`` if it is gone
+    (etcd answers a TTL of -1, or leaves the TTL out with the ID)."""
+    ttl = body.get("TTL")
+    if ttl is None:
+        return None
+    remaining = _int(path, body, "TTL")
+    return None if remaining < 0 else remaining

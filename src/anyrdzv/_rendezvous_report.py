@@ -1,0 +1,244 @@
+"""What a run's keys say, for an operator: the report behind ``anyrdzv rendezvous``.
+
+It reads the keys a :class:`~anyrdzv.Rendezvous` writes (see :mod:`._rendezvous_state`)
+and the remaining TTL of each node's lease, and says who is in the round, who waits, and
+for what. It only reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+from . import _rendezvous_state as rules
+from ._delay import backoff, delay
+from ._exceptions import StoreCompacted, StoreConnectionError, StoreError
+from ._keys import DEFAULT_PREFIX, check_name, check_prefix
+from ._util import echo
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Iterator
+
+    from ._store import KeyValue, Lease, WatchStream
+
+logger = logging.getLogger(__name__)
+
+# How many TTL requests are in flight at once.
+_TTL_REQUESTS = 32
+
+
+class RunStore(Protocol):
+    """What the report needs of a store: :class:`~anyrdzv.EtcdStore` and
+    :class:`~anyrdzv.MemoryStore` have it."""
+
+    async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]: ...
+
+    def watch_prefix(self, prefix: str, *, start_revision: int) -> WatchStream: ...
+
+    async def time_to_live(self, lease: Lease | int) -> int | None: ...
+
+
+class MalformedRun(ValueError):
+    """A key of the run holds a value no node writes."""
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One node of a run, as its keys show it.
+
+    :ivar node: its name
+    :ivar alive: whether its heartbeat key (``members/<node>``) exists
+    :ivar round: the round its join key (``join/<node>``) asks for, or ``None``
+    :ivar ttl: the remaining TTL of its lease, in whole seconds; ``None`` if it has no
+        key under a live lease
+    """
+
+    node: str
+    alive: bool
+    round: int | None
+    ttl: int | None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A run, read at one revision of the store.
+
+    :ivar run_id: the run
+    :ivar prefix: the run's key prefix, ``<prefix>/<run_id>/``
+    :ivar revision: the store revision of the read
+    :ivar keys: how many keys the run has (0: the run has no state at all)
+    :ivar state: the run's state, or ``None`` if ``state`` is absent
+    :ivar participants: the participants of the state's round, in rank order (a complete
+        round has them; an open one has none yet)
+    :ivar joined: if the round is open, the live nodes that joined it, earliest first:
+        they wait for it to complete
+    :ivar waiting: if the round is complete, the live nodes that are not participants and
+        joined the next round, earliest first: they wait for the participants to call
+        ``next_rendezvous()`` again
+    :ivar num_nodes_waiting: of those, how many ``num_nodes_waiting()`` counts (none once
+        the live participants reach ``max_nodes``)
+    :ivar others: every other node with a key: not in the round, not waiting for the
+        next (a join key of another round, or a heartbeat with no join key)
+    """
+
+    run_id: str
+    prefix: str
+    revision: int
+    keys: int
+    state: rules.RunState | None
+    participants: tuple[NodeReport, ...]
+    joined: tuple[NodeReport, ...]
+    waiting: tuple[NodeReport, ...]
+    num_nodes_waiting: int
+    others: tuple[NodeReport, ...]
+
+
+def run_prefix(run_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The key prefix of run ``run_id``: ``<prefix>/<run_id>/``.
+
+    :raises TypeError: if an argument is not a ``str``
+    :raises ValueError: if ``run_id`` is empty or has a ``/``
+    """
+    return f"{check_prefix(prefix)}/{check_name('run_id', run_id)}/"
+
+
+def _view(kvs: list[KeyValue], start: str) -> tuple[rules.View, dict[str, int]]:
+    """The run's keys as a :class:`rules.View`, and each node's lease id.
+
+    :raises MalformedRun: naming the key, if one holds a malformed value
+    """
+    view = rules.View(None, {}, {})
+    leases: dict[str, int] = {}
+    for kv in kvs:
+        name = kv.key[len(start) :]
+        try:
+            if name == rules.STATE:
+                view.state = (rules.decode_state(kv.value), kv.mod_revision)
+                continue
+            for kind in (rules.MEMBERS, rules.JOIN):
+                node = name[len(kind) :]
+                if name.startswith(kind) and node and "/" not in node:
+                    break
+            else:
+                continue  # no node writes it: not the report's business
+            if kind == rules.MEMBERS:
+                view.set_member(node, rules.decode_member(kv.value))
+            else:
+                view.set_join(node, (rules.decode_join(kv.value), kv.mod_revision))
+        except ValueError as exc:
+            raise MalformedRun(
+                f"key {echo(kv.key)} holds a malformed value ({exc}): {echo(kv.value)}"
+            ) from None
+        # The heartbeat and the join key share the node's lease; the heartbeat's wins.
+        if kv.lease is not None and (kind == rules.MEMBERS or node not in leases):
+            leases[node] = kv.lease
+    return view, leases
+
+
+async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX) -> RunReport:
+    """Read run ``run_id``: one read of its keys, then the TTL of each node's lease.
+
+    :param store: the store
+    :param run_id: the run
+    :param prefix: the key prefix of all runs
+    :raises TypeError: if ``run_id`` or ``prefix`` is not a ``str``
+    :raises ValueError: if ``run_id`` is empty or has a ``/``
+    :raises MalformedRun: if a key of the run holds a value no node writes
+    :raises StoreError: if the store fails
+    """
+    start = run_prefix(run_id, prefix)
+    kvs, revision = await store.get_prefix_kv(start)
+    view, leases = _view(kvs, start)
+    ttls: dict[str, int | None] = {}
+    limiter = anyio.CapacityLimiter(_TTL_REQUESTS)
+
+    async def ttl(name: str, lease: int) -> None:
+        async with limiter:
+            ttls[name] = await store.time_to_live(lease)
+
+    async with anyio.create_task_group() as tg:
+        for name, lease in leases.items():
+            tg.start_soon(ttl, name, lease)
+
+    def report(name: str) -> NodeReport:
+        join = view.joins.get(name)
+        return NodeReport(
+            name, name in view.members, None if join is None else join[0], ttls.get(name)
+        )
+
+    participants: list[str] = []
+    joined: list[str] = []
+    waiting: list[str] = []
+    counted = 0
+    state = None if view.state is None else view.state[0]
+    if state is not None:
+        participants = list(state.participants)
+        if state.complete:
+            waiting = [n for n in view.joined(state.round + 1) if n not in state.participants]
+            counted = view.waiting()
+        else:
+            joined = view.joined(state.round)
+    shown = {*participants, *joined, *waiting}
+    others = sorted((set(view.members) | set(view.joins)) - shown)
+    return RunReport(
+        run_id=run_id,
+        prefix=start,
+        revision=revision,
+        keys=len(kvs),
+        state=state,
+        participants=tuple(report(n) for n in participants),
+        joined=tuple(report(n) for n in joined),
+        waiting=tuple(report(n) for n in waiting),
+        num_nodes_waiting=counted,
+        others=tuple(report(n) for n in others),
+    )
+
+
+async def watch_run(
+    store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
+) -> AsyncGenerator[RunReport, None]:
+    """Yield a report of run ``run_id`` now, then again after every change of its keys.
+
+    One watch on the run's prefix; changes that come together give one report. If the
+    watch breaks, it reads the run afresh and watches again, with a backoff, logging a
+    warning. (A lease's TTL running down is not a change.)
+
+    :raises MalformedRun: if a key of the run holds a value no node writes
+    :raises StoreError: if a read of the run fails
+    """
+    report = await read_run(store, run_id, prefix=prefix)
+    yield report
+    retry: Iterator[float] | None = None
+    while True:
+        try:
+            stream = store.watch_prefix(report.prefix, start_revision=report.revision + 1)
+            async with aclosing(stream) as events:
+                async for event in events:
+                    retry = None
+                    if event.revision <= report.revision:
+                        continue  # the last report has it already
+                    report = await read_run(store, run_id, prefix=prefix)
+                    yield report
+            raise StoreConnectionError("the watch stream ended")
+        except (StoreConnectionError, StoreCompacted) as exc:
+            retry = retry or backoff(0.05, 2.0)
+            pause = next(retry)
+            logger.warning(
+                "run %r: the watch failed (%s); reading the run afresh in %.2f s",
+                run_id,
+                exc,
+                pause,
+            )
+            await delay(pause)
+            try:
+                fresh = await read_run(store, run_id, prefix=prefix)
+            except StoreError as error:
+                logger.warning("run %r: reading the run failed: %s", run_id, error)
+                continue
+            if fresh.revision != report.revision:
+                report = fresh
+                yield report

@@ -1,0 +1,310 @@
+"""``anyrdzv rendezvous``: real Rendezvous nodes on etcd, shown by the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from anyrdzv import EtcdStore, Rendezvous, RendezvousClosed, RendezvousInfo
+from anyrdzv import _rendezvous_state as rules
+from anyrdzv._cli import PASSWORD_VARIABLE
+from anyrdzv._rendezvous_report import RunReport, read_run
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+#: The nodes' lease TTL: keep_alive_interval × keep_alive_max_attempt, as etcd counts it.
+TTL = 3
+OPTIONS: dict[str, Any] = {
+    "min_nodes": 2,
+    "max_nodes": 3,
+    "last_call_timeout": 0.3,
+    "keep_alive_interval": 1,
+    "keep_alive_max_attempt": TTL,
+    "join_timeout": 20,
+    "close_timeout": 5,
+}
+
+
+@pytest.fixture
+def run_id() -> str:
+    """A run id no other test uses: the etcd store is shared."""
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+def command(etcd: str, run_id: str, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "anyrdzv",
+        "rendezvous",
+        "--etcd",
+        etcd,
+        "--run-id",
+        run_id,
+        *args,
+    ]
+
+
+def environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != PASSWORD_VARIABLE}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m anyrdzv ARGS`` in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "anyrdzv", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        env=environment(),
+    )
+
+
+async def show(etcd: str, run_id: str) -> tuple[str, dict[str, Any]]:
+    """The command's text and JSON reports, run side by side, without blocking the
+    nodes' event loop."""
+    done: dict[bool, str] = {}
+
+    async def one(as_json: bool) -> None:
+        args = command(etcd, run_id, *(["--json"] if as_json else []))
+        proc = await anyio.run_process(args, env=environment())
+        assert not proc.stderr
+        done[as_json] = proc.stdout.decode()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, False)
+        tg.start_soon(one, True)
+    return done[False], json.loads(done[True])
+
+
+async def until(store: EtcdStore, run_id: str, predicate: Callable[[RunReport], bool]) -> RunReport:
+    """Read the run until ``predicate`` holds of its report."""
+    with anyio.fail_after(10):
+        while True:
+            report = await read_run(store, run_id)
+            if predicate(report):
+                return report
+            await anyio.sleep(0.05)
+
+
+def ttl_of(line: str) -> int:
+    """The TTL in a line that ends ``lease TTL <n> s``."""
+    assert line.endswith(" s"), line
+    return int(line.split()[-2])
+
+
+@pytest.mark.anyio
+async def test_a_run_from_open_round_to_closed(etcd_server: Any, run_id: str) -> None:
+    etcd: str = etcd_server.endpoint
+    infos: dict[str, RendezvousInfo] = {}
+    both = anyio.Event()
+
+    async def rendezvous(node: Rendezvous) -> None:
+        infos[node.node] = await node.next_rendezvous()
+        if len(infos) == 2:
+            both.set()
+
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(EtcdStore(etcd))
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        a = await stack.enter_async_context(Rendezvous(store, run_id, node="a", **OPTIONS))
+        tg.start_soon(rendezvous, a)
+        await until(store, run_id, lambda r: len(r.joined) == 1)
+
+        # An open round: one node joined, one short of min_nodes.
+        text, record = await show(etcd, run_id)
+        lines = text.splitlines()
+        assert lines[0].endswith("round 0, open, not closed; min_nodes 2, max_nodes 3")
+        assert lines[0].startswith(f"run {run_id!r} at revision ")
+        assert lines[1] == "joined round 0, waiting for it to complete: 1 node(s), min_nodes 2"
+        assert lines[2].startswith("  a  lease TTL ")
+        assert 0 < ttl_of(lines[2]) <= TTL
+        assert len(lines) == 3
+        assert record["state"] == {
+            "round": 0,
+            "complete": False,
+            "closed": False,
+            "min_nodes": 2,
+            "max_nodes": 3,
+            "previous": None,
+        }
+        assert record["participants"] == []
+        assert [(n["node"], n["round"], n["alive"]) for n in record["joined"]] == [("a", 0, True)]
+        assert record["waiting"] == []
+        assert record["others"] == []
+
+        # A complete round: the last call passes with two nodes.
+        b = await stack.enter_async_context(Rendezvous(store, run_id, node="b", **OPTIONS))
+        tg.start_soon(rendezvous, b)
+        await until(store, run_id, lambda r: r.state is not None and r.state.complete)
+        with anyio.fail_after(5):
+            await both.wait()
+        assert infos["a"].participants == ("a", "b")
+        text, record = await show(etcd, run_id)
+        lines = text.splitlines()
+        assert lines[0].endswith("round 0, complete, not closed; min_nodes 2, max_nodes 3")
+        assert lines[1] == "participants of round 0 (2):"
+        assert lines[2].startswith("  rank 0  a  lease TTL ")
+        assert lines[3].startswith("  rank 1  b  lease TTL ")
+        assert all(0 < ttl_of(line) <= TTL for line in lines[2:4])
+        assert (
+            lines[4] == "waiting for round 1: 0 node(s) joined it, 0 counted by num_nodes_waiting()"
+        )
+        assert len(lines) == 5
+        assert [(p["rank"], p["node"]) for p in record["participants"]] == [(0, "a"), (1, "b")]
+        assert all(0 < p["ttl"] <= TTL for p in record["participants"])
+        assert record["state"]["complete"] is True
+        assert record["waiting"] == []
+        assert record["num_nodes_waiting"] == 0
+
+        # A late node waits for the next round, and the participants count it.
+        c = await stack.enter_async_context(Rendezvous(store, run_id, node="c", **OPTIONS))
+
+        async def late() -> None:
+            with pytest.raises(RendezvousClosed):
+                await c.next_rendezvous()
+
+        tg.start_soon(late)
+        await until(store, run_id, lambda r: len(r.waiting) == 1)
+        assert await a.num_nodes_waiting() == 1
+        text, record = await show(etcd, run_id)
+        lines = text.splitlines()
+        assert (
+            lines[4] == "waiting for round 1: 1 node(s) joined it, 1 counted by num_nodes_waiting()"
+        )
+        assert lines[5].startswith("  c  lease TTL ")
+        assert 0 < ttl_of(lines[5]) <= TTL
+        assert [(n["node"], n["round"]) for n in record["waiting"]] == [("c", 1)]
+        assert record["num_nodes_waiting"] == 1
+        assert [p["node"] for p in record["participants"]] == ["a", "b"]
+
+        # Closed.
+        await a.set_closed()
+        text, record = await show(etcd, run_id)
+        assert text.splitlines()[0].endswith("round 0, complete, CLOSED; min_nodes 2, max_nodes 3")
+        assert record["state"]["closed"] is True
+
+    # Every node left: the run's keys are gone.
+    text, record = await show(etcd, run_id)
+    assert (
+        text
+        == f"run {run_id!r} at revision {record['revision']}: no state (no key under /anyrdzv/{run_id}/)\n"
+    )
+    assert record["keys"] == 0
+    assert record["state"] is None
+
+
+def test_no_state(etcd_server: Any, run_id: str) -> None:
+    proc = run_cli("rendezvous", "--etcd", etcd_server.endpoint, "--run-id", run_id)
+    assert proc.returncode == 0, proc.stderr
+    assert f"no state (no key under /anyrdzv/{run_id}/)" in proc.stdout
+    assert not proc.stderr
+
+
+def test_malformed_state(etcd_server: Any, run_id: str) -> None:
+    async def put() -> None:
+        async with EtcdStore(etcd_server.endpoint) as store:
+            await store.put(f"/elsewhere/{run_id}/state", b"\x80 not JSON " * 50)
+
+    anyio.run(put)
+    args = ["rendezvous", "--etcd", etcd_server.endpoint, "--run-id", run_id]
+    proc = run_cli(*args, "--prefix", "/elsewhere/", "--json")
+    assert proc.returncode == 1
+    assert not proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"anyrdzv rendezvous: error: run {run_id!r}: key ")
+    assert f"/elsewhere/{run_id}/state" in lines[0]
+    assert "holds a malformed value (not a JSON document)" in lines[0]
+    assert len(lines[0]) < 600
+
+
+def test_watch_prints_a_report_on_every_change(etcd_server: Any, run_id: str) -> None:
+    state = rules.RunState(4, True, False, 1, 2, ("x",), {"x": b""})
+    key = f"/anyrdzv/{run_id}/state"
+
+    async def write(value: bytes | None) -> None:
+        async with EtcdStore(etcd_server.endpoint) as store:
+            if value is None:
+                await store.delete(key)
+            else:
+                await store.put(key, value)
+
+    cmd = command(etcd_server.endpoint, run_id, "--watch", "--json")
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()
+    ) as proc:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        anyio.run(write, rules.encode_state(state))
+        second = json.loads(proc.stdout.readline())
+        anyio.run(write, rules.encode_state(rules.RunState(4, True, True, 1, 2, ("x",))))
+        third = json.loads(proc.stdout.readline())
+        anyio.run(write, None)
+        fourth = json.loads(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert (first["keys"], first["state"]) == (0, None)
+    assert second["revision"] > first["revision"]
+    assert (second["state"]["round"], second["state"]["closed"]) == (4, False)
+    assert [p["node"] for p in second["participants"]] == ["x"]
+    assert second["participants"][0]["alive"] is False
+    assert second["participants"][0]["ttl"] is None
+    assert third["state"]["closed"] is True
+    assert (fourth["keys"], fourth["state"]) == (0, None)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+
+
+def test_text_of_a_participant_whose_lease_is_gone(etcd_server: Any, run_id: str) -> None:
+    state = rules.RunState(2, True, False, 1, 2, ("x", "y"), {"x": b"", "y": b""})
+
+    async def put() -> None:
+        async with EtcdStore(etcd_server.endpoint) as store:
+            await store.put(f"/anyrdzv/{run_id}/state", rules.encode_state(state))
+            await store.put(f"/anyrdzv/{run_id}/join/z", rules.encode_join(0))
+
+    anyio.run(put)
+    proc = run_cli("rendezvous", "--etcd", etcd_server.endpoint, "--run-id", run_id)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1:] == [
+        "participants of round 2 (2):",
+        "  rank 0  x  GONE: no key left, its lease has expired",
+        "  rank 1  y  GONE: no key left, its lease has expired",
+        "waiting for round 3: 0 node(s) joined it, 0 counted by num_nodes_waiting()",
+        "other nodes (1):",
+        "  z  joined round 0, no heartbeat  no live lease",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["--etcd", "127.0.0.1:1", "--run-id", "r", "--timeout", "1"], 1, "cannot reach etcd"),
+        (["--etcd", "h", "--run-id", "a/b"], 2, "run_id must be non-empty and contain no '/'"),
+        (["--etcd", "h", "--run-id", ""], 2, "run_id must be non-empty"),
+        (["--etcd", "h"], 2, "the following arguments are required: --run-id"),
+        (["--run-id", "r"], 2, "the following arguments are required: --etcd"),
+        (["--etcd", "h:99999", "--run-id", "r"], 2, "The port number of the rendezvous endpoint"),
+        (["--etcd", "h", "--run-id", "r", "--user", "root"], 2, "--user 'root' needs a password"),
+    ],
+)
+def test_errors(args: list[str], status: int, message: str) -> None:
+    proc = run_cli("rendezvous", *args)
+    assert proc.returncode == status, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("anyrdzv rendezvous: error: ")
+    if status == 1:
+        assert len(proc.stderr.splitlines()) == 1
