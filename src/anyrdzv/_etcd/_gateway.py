@@ -34,6 +34,8 @@ AUTHENTICATE = "/v3/auth/authenticate"
 # starts or ends (a grant costs 1.3 ms of CPU with 50 in flight, 0.65 ms with 4).
 MAX_REQUESTS = 4
 MAX_RENEWAL_REQUESTS = 2
+# How many tries a keep-alive race sends per member at most, one a member timeout.
+_RACE_TRIES = 2
 # What a request's transport may raise: httpx's errors, and, unwrapped on some backends,
 # an ssl.SSLError (an OSError) or a broken anyio stream. Our own errors are OSErrors
 # too (PermissionError, ConnectionError): where they can pass, catch them first.
@@ -685,17 +687,16 @@ class Gateway:
 
         try:
             async with anyio.create_task_group() as tg:
-                while not answers and not fatal:
-                    member = self._members[self._current]
-                    if member in tried:
-                        untried = [m for m in self._members if m not in tried]
-                        if not untried:
-                            break
-                        member = untried[0]
+                # Each member timeout with no answer, one more try goes out, to the next
+                # member round the cluster, and again to a member already asked: a
+                # follower that forwarded the first try to a leader that has since hung
+                # forwards a fresh one to the new leader.
+                index = self._current
+                while not answers and not fatal and len(tried) < _RACE_TRIES * len(self._members):
+                    member = self._members[index % len(self._members)]
+                    index += 1
                     tried.append(member)
                     tg.start_soon(attempt, member, tg.cancel_scope)
-                    if len(tried) == len(self._members):
-                        break
                     with anyio.move_on_after(self._member_timeout) as wait:
                         await failed.wait()
                     if wait.cancelled_caught and not answers:
