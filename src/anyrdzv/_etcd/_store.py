@@ -742,4 +742,3 @@ class EtcdStore:
         except LeaseExpired:
             return None
         return _wire.time_to_live(path, body)
-
