@@ -9,7 +9,7 @@ import logging
 import os
 import ssl
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, NoReturn, TextIO
 
@@ -241,13 +241,7 @@ def _size(n: int | None) -> str:
 
 def _cmd_doctor_etcd(args: argparse.Namespace, out: TextIO) -> int:
     ssl_context = _ssl_context(args)
-    username, password = _credentials(args.user, args.command)
-    try:
-        store = EtcdStore(
-            args.etcd, ssl=ssl_context, username=username, password=password, timeout=args.timeout
-        )
-    except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
+    store = _etcd_store(args, ssl_context)
 
     async def report() -> ClusterStatus:
         # Opening needs one member to answer; the report wants every one, answered or not.
@@ -452,13 +446,7 @@ def _cmd_members(args: argparse.Namespace, out: TextIO) -> int:
         members_prefix(args.group, args.prefix)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    username, password = _credentials(args.user, args.command)
-    try:
-        store = EtcdStore(
-            args.etcd, ssl=ssl_context, username=username, password=password, timeout=args.timeout
-        )
-    except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
+    store = _etcd_store(args, ssl_context)
 
     def show(item: object) -> None:
         if isinstance(item, MembersSnapshot):
@@ -507,18 +495,7 @@ def _cmd_members(args: argparse.Namespace, out: TextIO) -> int:
                     show(item)
         return 0
 
-    try:
-        return anyio.run(follow)
-    except BaseException as exc:
-        if _is_interrupt(exc):
-            return 130
-        error = _failure(exc)
-        if error is None:
-            raise
-        logger.debug("anyrdzv %s failed", args.command, exc_info=exc)
-        out.flush()
-        sys.stderr.write(f"anyrdzv {args.command}: error: {_one_line(error)}\n")
-        return 1
+    return _run_store_command(args, out, follow, describe=_failure)
 
 
 def _node_record(node: NodeReport) -> dict[str, Any]:
@@ -610,13 +587,7 @@ def _cmd_rendezvous(args: argparse.Namespace, out: TextIO) -> int:
         run_prefix(args.run_id, args.prefix)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    username, password = _credentials(args.user, args.command)
-    try:
-        store = EtcdStore(
-            args.etcd, ssl=ssl_context, username=username, password=password, timeout=args.timeout
-        )
-    except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
+    store = _etcd_store(args, ssl_context)
 
     def show(report: RunReport) -> None:
         if args.json:
@@ -635,19 +606,49 @@ def _cmd_rendezvous(args: argparse.Namespace, out: TextIO) -> int:
                     show(report)
         return 0
 
+    def describe(exc: BaseException) -> str | None:
+        return str(exc) if isinstance(exc, MalformedRun) else _failure(exc)
+
+    return _run_store_command(
+        args, out, follow, describe=describe, context=f"run {args.run_id!r}: "
+    )
+
+
+def _etcd_store(args: argparse.Namespace, ssl_context: ssl.SSLContext | None) -> EtcdStore:
+    """The store that ``--etcd``, ``--user`` and ``--timeout`` name (TLS is ``ssl_context``).
+
+    :raises UsageError: if the endpoint list or an option is bad
+    """
+    username, password = _credentials(args.user, args.command)
+    try:
+        return EtcdStore(
+            args.etcd, ssl=ssl_context, username=username, password=password, timeout=args.timeout
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _run_store_command(
+    args: argparse.Namespace,
+    out: TextIO,
+    follow: Callable[[], Awaitable[int]],
+    *,
+    describe: Callable[[BaseException], str | None],
+    context: str = "",
+) -> int:
+    """Run ``follow`` in a new event loop; a store failure is one line on stderr (exit
+    1), Ctrl-C exits 130, and anything ``describe`` cannot name is a bug, raised."""
     try:
         return anyio.run(follow)
     except BaseException as exc:
         if _is_interrupt(exc):
             return 130
-        error = str(exc) if isinstance(exc, MalformedRun) else _failure(exc)
+        error = describe(exc)
         if error is None:
             raise
         logger.debug("anyrdzv %s failed", args.command, exc_info=exc)
         out.flush()
-        sys.stderr.write(
-            f"anyrdzv {args.command}: error: run {args.run_id!r}: {_one_line(error)}\n"
-        )
+        sys.stderr.write(f"anyrdzv {args.command}: error: {context}{_one_line(error)}\n")
         return 1
 
 
