@@ -8,7 +8,7 @@ client talks to is SIGSTOPped, quorum is lost. Members run with etcd's default t
 from __future__ import annotations
 
 import ssl
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
@@ -28,7 +28,7 @@ from anyrdzv import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
     from etcd_cluster import EtcdCluster
@@ -184,78 +184,75 @@ class TestFailover:
         assert [e.revision for e in seen] == list(range(revision, revision + 60))
 
 
+@asynccontextmanager
+async def followed_heartbeats(
+    store: EtcdStore, group: str, names: list[str]
+) -> AsyncIterator[tuple[list[Heartbeat], MemberLog]]:
+    """Heartbeats of ``names`` at interval 1 s, max_missed 3, all joined, with a
+    MemberLog following the group; on leaving, every member must have joined once and
+    left once."""
+    log = MemberLog(store, group)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(log.run)
+        await log.ready.wait()
+        async with AsyncExitStack() as stack:
+            beats = [
+                await stack.enter_async_context(
+                    Heartbeat(store, group, name, interval=1, max_missed=3, prefix=PREFIX)
+                )
+                for name in names
+            ]
+            await log.wait_count(MemberEventType.JOINED, len(names), 10)
+            yield beats, log
+        # Leaving revokes every lease: each member is LEFT once.
+        await log.wait_count(MemberEventType.LEFT, len(names), 10)
+        tg.cancel_scope.cancel()
+    log.check_once_each(names)
+
+
 class TestLeaderLoss:
     async def test_leader_sigkill_costs_no_heartbeat_and_no_event(
         self, cluster: EtcdCluster
     ) -> None:
         names = [f"m{i:03d}" for i in range(100)]
-        async with EtcdStore(cluster.endpoint_list, timeout=5) as store:
-            log = MemberLog(store, "big")
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(log.run)
-                await log.ready.wait()
-                async with AsyncExitStack() as stack:
-                    beats = [
-                        await stack.enter_async_context(
-                            Heartbeat(store, "big", name, interval=1, max_missed=3, prefix=PREFIX)
-                        )
-                        for name in names
-                    ]
-                    await log.wait_count(MemberEventType.JOINED, 100, 10)
-                    leader = await leader_of(cluster)
-                    await anyio.to_thread.run_sync(cluster.kill, leader)
-                    before = [beat.renewals for beat in beats]
-                    await anyio.sleep(8)  # over two TTLs
-                    new_leader = await anyio.to_thread.run_sync(
-                        lambda: cluster.wait_leader(other_than=leader)
-                    )
-                    assert new_leader != leader
-                    assert log.count(MemberEventType.LEFT) == 0, log.events[-5:]
-                    # Every heartbeat kept renewing across the failover.
-                    assert all(
-                        beat.renewals >= b + 5 for beat, b in zip(beats, before, strict=True)
-                    )
-                # Leaving revokes every lease: 100 LEFTs, each once.
-                await log.wait_count(MemberEventType.LEFT, 100, 10)
-                tg.cancel_scope.cancel()
-        log.check_once_each(names)
+        async with (
+            EtcdStore(cluster.endpoint_list, timeout=5) as store,
+            followed_heartbeats(store, "big", names) as (beats, log),
+        ):
+            leader = await leader_of(cluster)
+            await anyio.to_thread.run_sync(cluster.kill, leader)
+            before = [beat.renewals for beat in beats]
+            await anyio.sleep(8)  # over two TTLs
+            new_leader = await anyio.to_thread.run_sync(
+                lambda: cluster.wait_leader(other_than=leader)
+            )
+            assert new_leader != leader
+            assert log.count(MemberEventType.LEFT) == 0, log.events[-5:]
+            # Every heartbeat kept renewing across the failover.
+            assert all(beat.renewals >= b + 5 for beat, b in zip(beats, before, strict=True))
 
     async def test_a_stopped_follower_costs_no_heartbeat(self, cluster: EtcdCluster) -> None:
         names = [f"s{i}" for i in range(10)]
-        async with EtcdStore(cluster.endpoint_list, timeout=5) as store:
-            log = MemberLog(store, "hung")
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(log.run)
-                await log.ready.wait()
-                async with AsyncExitStack() as stack:
-                    beats = [
-                        await stack.enter_async_context(
-                            Heartbeat(store, "hung", name, interval=1, max_missed=3, prefix=PREFIX)
-                        )
-                        for name in names
-                    ]
-                    await log.wait_count(MemberEventType.JOINED, 10, 10)
-                    # The member the store talks to, made a follower: a hung leader
-                    # is a different fault, in which etcd itself must elect anew.
-                    leader = await leader_of(cluster)
-                    hung = (leader + 1) % 3
-                    store._gateway._current = hung
-                    assert store.member == cluster.endpoints[hung]
-                    await anyio.sleep(1.5)  # every heartbeat renews through it once
-                    cluster.stop(hung)
-                    try:
-                        before = [beat.renewals for beat in beats]
-                        await anyio.sleep(8)
-                        assert store.member != cluster.endpoints[hung]
-                        assert log.count(MemberEventType.LEFT) == 0
-                        assert all(
-                            beat.renewals >= b + 5 for beat, b in zip(beats, before, strict=True)
-                        )
-                    finally:
-                        cluster.cont(hung)
-                await log.wait_count(MemberEventType.LEFT, 10, 10)
-                tg.cancel_scope.cancel()
-        log.check_once_each(names)
+        async with (
+            EtcdStore(cluster.endpoint_list, timeout=5) as store,
+            followed_heartbeats(store, "hung", names) as (beats, log),
+        ):
+            # The member the store talks to, made a follower: a hung leader is a
+            # different fault, in which etcd itself must elect anew.
+            leader = await leader_of(cluster)
+            hung = (leader + 1) % 3
+            store._gateway._current = hung
+            assert store.member == cluster.endpoints[hung]
+            await anyio.sleep(1.5)  # every heartbeat renews through it once
+            cluster.stop(hung)
+            try:
+                before = [beat.renewals for beat in beats]
+                await anyio.sleep(8)
+                assert store.member != cluster.endpoints[hung]
+                assert log.count(MemberEventType.LEFT) == 0
+                assert all(beat.renewals >= b + 5 for beat, b in zip(beats, before, strict=True))
+            finally:
+                cluster.cont(hung)
 
     async def test_quorum_loss_is_heard_and_recovered_from(self, cluster: EtcdCluster) -> None:
         async with EtcdStore(cluster.endpoint_list, timeout=3) as store:
