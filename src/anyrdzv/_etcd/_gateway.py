@@ -268,10 +268,10 @@ class Gateway:
             if (
                 self._ssl is not None
                 and isinstance(cause, httpx.ConnectError | httpx.ReadError)
-                and not str(cause)
+                and (not str(cause) or "reset" in str(cause) or "broken" in str(cause))
             ):
                 # uvloop and trio may report a failed handshake this way, with no SSL
-                # error to say why: name both likely causes.
+                # error to say why, or as a reset connection: name both likely causes.
                 raise StoreConnectionError(
                     f"TLS with etcd at {self.member} failed: the handshake was broken off, "
                     "with no reason given. Pass ssl= an SSLContext that trusts the "
