@@ -7,11 +7,10 @@ import getpass
 import json
 import logging
 import os
-import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import anyio
 
@@ -34,6 +33,10 @@ from . import (
 )
 from ._keys import members_prefix
 from ._rendezvous_report import MalformedRun, NodeReport, RunReport, read_run, run_prefix, watch_run
+from ._tls import client_context, shown
+
+if TYPE_CHECKING:
+    import ssl
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 
@@ -44,7 +47,6 @@ PASSWORD_VARIABLE = "ANYRDZV_ETCD_PASSWORD"
 
 # How much of a message, or of a value quoted in one, reaches the terminal.
 _MAX_MESSAGE = 1000
-_MAX_VALUE = 200
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -60,11 +62,7 @@ def _one_line(message: str, limit: int = _MAX_MESSAGE) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
-def _shown(value: str) -> str:
-    """Quote ``value`` for a message: escaped, and cut if long, with its length."""
-    if len(value) > _MAX_VALUE:
-        return f"{value[:_MAX_VALUE]!r}... ({len(value)} characters)"
-    return repr(value)
+_shown = shown
 
 
 class _Parser(argparse.ArgumentParser):
@@ -318,24 +316,6 @@ def _cmd_doctor_etcd(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if status.quorum else 1
 
 
-def _read_error(option: str, path: str, exc: OSError) -> UsageError:
-    if isinstance(exc, FileNotFoundError):
-        what = "no such file"
-    elif isinstance(exc, IsADirectoryError):
-        what = "it is a directory, not a file"
-    else:
-        what = f"cannot read it: {exc.strerror or exc}"
-    return UsageError(f"{option} {_shown(path)}: {what}")
-
-
-def _read_pem(option: str, path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise _read_error(option, path, exc) from None
-
-
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     """Build the TLS context that ``--cacert``, ``--cert`` and ``--key`` ask for, if any.
 
@@ -344,62 +324,30 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
     :raises UsageError: naming the file, if one is missing, unreadable or not PEM
     """
-    if args.key is not None and args.cert is None:
-        raise UsageError("--key needs --cert: give the client certificate too")
-    if args.cacert is None and args.cert is None:
-        return None
-    if args.cacert is None:
-        context = ssl.create_default_context()  # the system's CAs
-    else:
-        _read_pem("--cacert", args.cacert)
-        try:
-            context = ssl.create_default_context(cafile=args.cacert)
-        except ssl.SSLError:
-            raise UsageError(f"--cacert {_shown(args.cacert)}: holds no PEM certificate") from None
-        except OSError as exc:
-            raise _read_error("--cacert", args.cacert, exc) from None
-    if args.cert is not None:
-        cert = _read_pem("--cert", args.cert)
-        if b"-----BEGIN CERTIFICATE-----" not in cert:
-            raise UsageError(f"--cert {_shown(args.cert)}: holds no PEM certificate")
-        if args.key is None:
-            if b"PRIVATE KEY-----" not in cert:
-                raise UsageError(
-                    f"--cert {_shown(args.cert)}: holds no private key: give it with --key"
-                )
-        elif b"PRIVATE KEY-----" not in _read_pem("--key", args.key):
-            raise UsageError(f"--key {_shown(args.key)}: holds no PEM private key")
-        key_option, key_file = ("--cert", args.cert) if args.key is None else ("--key", args.key)
-        asked: list[bool] = []
+    key_option, key_file = ("--cert", args.cert) if args.key is None else ("--key", args.key)
 
-        def passphrase() -> str:
-            # Rather than OpenSSL's own prompt, which waits on /dev/tty even in a job.
-            asked.append(True)
-            if sys.stdin is None or not sys.stdin.isatty():
-                raise UsageError(
-                    f"{key_option} {_shown(key_file)}: the key is encrypted, and stdin "
-                    "is not a terminal to ask for its passphrase"
-                )
-            try:
-                return getpass.getpass(f"passphrase for {key_file}: ")
-            except EOFError:
-                raise UsageError("no passphrase given") from None
-
+    def passphrase() -> str:
+        # Rather than OpenSSL's own prompt, which waits on /dev/tty even in a job.
+        if sys.stdin is None or not sys.stdin.isatty():
+            raise UsageError(
+                f"{key_option} {_shown(key_file)}: the key is encrypted, and stdin "
+                "is not a terminal to ask for its passphrase"
+            )
         try:
-            context.load_cert_chain(args.cert, args.key, passphrase)
-        except OSError as exc:  # ssl.SSLError included
-            if asked:
-                raise UsageError(
-                    f"{key_option} {_shown(key_file)}: cannot decrypt the key: wrong passphrase?"
-                ) from None
-            files = f"--cert {_shown(args.cert)}"
-            if args.key is not None:
-                files += f" with --key {_shown(args.key)}"
-            reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
-            if reason == "KEY_VALUES_MISMATCH":
-                reason = "the key is not the certificate's"
-            raise UsageError(f"{files}: cannot use them: {reason}") from None
-    return context
+            return getpass.getpass(f"passphrase for {key_file}: ")
+        except EOFError:
+            raise UsageError("no passphrase given") from None
+
+    try:
+        return client_context(
+            args.cacert,
+            args.cert,
+            args.key,
+            names=("--cacert", "--cert", "--key"),
+            passphrase=passphrase,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _credentials(user: str | None, command: str) -> tuple[str | None, str | None]:
