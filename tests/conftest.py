@@ -128,3 +128,23 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[LeaseStore]:
     server: EtcdServer = request.getfixturevalue("etcd_server")
     async with EtcdStore(server.endpoint) as etcd:
         yield etcd
+
+
+# -- torch --------------------------------------------------------------------------------
+
+
+def need_torch() -> None:
+    """Skip without torch; but under CI=true, where .ci/run installs it, fail instead."""
+    try:
+        import torch.distributed  # noqa: F401
+    except ImportError as exc:
+        message = f"torch is not installed (pip install torch==2.13.0): {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}: CI must run the torchrun tests")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def torch_installed() -> None:
+    """Request this to skip a test without torch (fail under CI=true)."""
+    need_torch()

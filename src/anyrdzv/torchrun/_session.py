@@ -1,0 +1,221 @@
+"""One node's rendezvous, held open in an event loop for torch's synchronous handler.
+
+A :class:`Session` is a long-lived task in the handler's loop. It enters the store and
+the :class:`~anyrdzv.Rendezvous` (whose heartbeat runs as a task beside it), and keeps
+both open until :meth:`Session.close`. The handler's calls run as other tasks of the
+same loop; if the heartbeat is lost, the rendezvous ends, pending calls are cancelled,
+and every later call raises :class:`SessionLost` with the cause. The store stays open
+until the close, for torch's Store.
+
+For torchrun's monitor loop, which asks ``num_nodes_waiting()`` ten times a second, a
+task follows :meth:`Rendezvous.changes` during each round and keeps a plain count that
+any thread may read: nodes waiting, and also a lost participant or one that asked for a
+new round, so that the agent restarts its workers at once. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractAsyncContextManager, aclosing
+from typing import TYPE_CHECKING, TypeVar
+
+import anyio
+import anyio.abc
+
+from .._exceptions import LeaseExpired
+from .._heartbeat import HeartbeatLost
+from .._rendezvous import RendezvousError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .._rendezvous import Rendezvous, RendezvousInfo
+    from .._store import LeaseStore
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class SessionLost(Exception):
+    """The node's rendezvous ended before the handler was shut down: its heartbeat was
+    lost. ``__cause__`` is why."""
+
+
+class SessionClosed(Exception):
+    """The handler was shut down: no call can be served any more."""
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc``, or the first exception of type ``kind`` in its exception group tree."""
+    if isinstance(exc, kind):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find(inner, kind)
+        if found is not None:
+            return found
+    return None
+
+
+class Session:
+    """One node's open rendezvous, for a synchronous caller in another thread.
+
+    :param open_store: makes the store's async context manager (called in the loop)
+    :param make_rendezvous: makes the node's :class:`Rendezvous` on the entered store
+    :param probe: checks that the store answers, before the rendezvous is entered
+    """
+
+    def __init__(
+        self,
+        open_store: Callable[[], AbstractAsyncContextManager[LeaseStore]],
+        make_rendezvous: Callable[[LeaseStore], Rendezvous],
+        probe: Callable[[LeaseStore], Awaitable[object]],
+    ) -> None:
+        self._open_store = open_store
+        self._make_rendezvous = make_rendezvous
+        self._probe = probe
+        self._store: LeaseStore | None = None
+        self._rendezvous: Rendezvous | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._stop: anyio.Event | None = None
+        self._done: anyio.Event | None = None
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._calls: set[anyio.CancelScope] = set()
+        self._follower: anyio.CancelScope | None = None
+        #: What ``num_nodes_waiting()`` answers; written by the loop, read by any thread.
+        self.nodes_waiting = 0
+
+    @property
+    def store(self) -> LeaseStore:
+        """The entered store, for torch's Store (open until :meth:`close`)."""
+        assert self._store is not None, "the session has not started"
+        return self._store
+
+    @property
+    def rendezvous(self) -> Rendezvous:
+        """The entered rendezvous."""
+        assert self._rendezvous is not None, "the session has not started"
+        return self._rendezvous
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[Session]) -> None:
+        """Open the store and enter the rendezvous; report ``self`` once entered; hold
+        both until :meth:`close`. An error before that is raised to the starter."""
+        self._stop, self._done = anyio.Event(), anyio.Event()
+        try:
+            async with self._open_store() as store:
+                self._store = store
+                rendezvous = self._make_rendezvous(store)
+                await self._probe(store)
+                entered = False
+                try:
+                    async with rendezvous, anyio.create_task_group() as task_group:
+                        self._rendezvous, self._task_group = rendezvous, task_group
+                        entered = True
+                        task_status.started(self)
+                        await self._stop.wait()
+                        task_group.cancel_scope.cancel()
+                except Exception as exc:
+                    if not entered:
+                        raise
+                    self._lose(exc)
+                    await self._stop.wait()  # torch's Store still uses the store
+        finally:
+            self._task_group = None
+            self._done.set()
+
+    def _lose(self, exc: BaseException) -> None:
+        lost = _find(exc, HeartbeatLost)
+        self._failure = lost or exc
+        logger.warning("the rendezvous of this node ended: %r", self._failure)
+        for scope in list(self._calls):
+            scope.cancel()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise SessionClosed("the rendezvous handler has been shut down")
+        if self._failure is not None:
+            raise SessionLost(f"{self._failure}") from self._failure
+
+    async def _call(self, func: Callable[[Rendezvous], Awaitable[_T]]) -> _T:
+        self._check()
+        rendezvous = self.rendezvous
+        with anyio.CancelScope() as scope:
+            self._calls.add(scope)
+            try:
+                return await func(rendezvous)
+            except RendezvousError as exc:
+                if isinstance(exc.__cause__, LeaseExpired):  # the heartbeat hears it soon
+                    raise SessionLost(str(exc)) from exc.__cause__
+                raise
+            finally:
+                self._calls.discard(scope)
+        self._check()  # cancelled by a lost heartbeat
+        raise SessionLost("the rendezvous ended")  # pragma: no cover - _check raised
+
+    async def next_rendezvous(self) -> RendezvousInfo:
+        """Join the next round; follow its changes once it completes."""
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
+        self.nodes_waiting = 0
+        info = await self._call(lambda rendezvous: rendezvous.next_rendezvous())
+        assert self._task_group is not None
+        self._follower = await self._task_group.start(self._follow, info.round)
+        return info
+
+    async def _follow(
+        self, round: int, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]
+    ) -> None:
+        rendezvous = self.rendezvous
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            async with aclosing(rendezvous.changes()) as changes:
+                async for change in changes:
+                    if change == "closed":
+                        continue  # torch's agents restart for nodes, not for a close
+                    waiting = await rendezvous.num_nodes_waiting()
+                    self.nodes_waiting = max(self.nodes_waiting, waiting, 1)
+                    logger.info(
+                        "node %r, round %d of run %r: %s; the agent should restart its workers",
+                        rendezvous.node,
+                        round,
+                        rendezvous.run_id,
+                        {
+                            "waiting": f"{waiting} node(s) wait to join",
+                            "lost": "a participant's lease is gone",
+                            "new_round": "a participant asked for a new round",
+                        }[change],
+                    )
+
+    def check(self) -> None:
+        """Raise :class:`SessionLost` if the heartbeat was lost, or
+        :class:`SessionClosed` after :meth:`close`; a cheap call from any thread."""
+        self._check()
+
+    async def set_closed(self) -> None:
+        """Close the run."""
+        await self._call(lambda rendezvous: rendezvous.set_closed())
+
+    async def is_closed(self) -> bool:
+        """Whether the run is closed, from the watched state."""
+        return await self._call(lambda rendezvous: rendezvous.is_closed())
+
+    async def close(self, *, close_run: bool) -> None:
+        """Close the run if ``close_run`` (and the heartbeat is alive), leave it (revoke
+        the lease; the last node deletes the run's keys), and close the store.
+
+        :raises anyrdzv.RendezvousError: if the run could not be closed; the node has
+            left all the same
+        """
+        if self._closed:
+            return
+        try:
+            if close_run and self._failure is None:
+                await self.set_closed()
+        finally:
+            self._closed = True
+            assert self._stop is not None
+            assert self._done is not None
+            self._stop.set()
+            await self._done.wait()
