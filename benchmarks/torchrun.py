@@ -1,0 +1,209 @@
+"""Benchmark: torchrun on ``anyrdzv-etcd`` beside torch's own ``c10d``, on one machine.
+
+Run by hand (not a test): ``python benchmarks/torchrun.py [--backends anyrdzv-etcd c10d]``.
+It needs torch (``pip install torch==2.13.0``) and Debian's etcd-server, and starts its
+own etcd on free loopback ports. Three measurements, each backend in turn, in one run:
+
+1. **Rendezvous latency, 2 nodes.** Two processes each make the backend's handler (as
+   torchrun's registry does) and say they are ready; both are told to go at once, and
+   each calls ``next_rendezvous()``: the time from the go until the later one returns.
+   ``--repeat`` runs it several times (medians).
+2. **Node loss.** Two real ``torchrun`` agents, ``--nnodes=1:2 --max-restarts=3``, one
+   gloo worker each, torch's default conf. Once both workers run in a world of 2, one
+   agent is SIGKILLed with its worker: the time until the survivor's restarted worker
+   runs in a world of 1.
+3. **Scale-up.** One agent runs alone under ``--nnodes=1:2``; a second one starts: the
+   time from its start until both workers run in a world of 2. It includes the new
+   agent's start-up (its ``import torch``), given beside it.
+
+Results: ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from etcd_server import EtcdServer, free_port
+from torchrun_agents import Agent
+
+PROBE = """
+import json, sys, time
+from torch.distributed.elastic.rendezvous import RendezvousParameters
+from torch.distributed.elastic.rendezvous.registry import get_rendezvous_handler
+backend, endpoint, run_id = sys.argv[1:4]
+params = RendezvousParameters(backend, endpoint, run_id, 2, 2, local_addr="127.0.0.1",
+                              is_host=sys.argv[4], timeout=900)
+handler = get_rendezvous_handler(params)
+print("ready", flush=True)
+sys.stdin.readline()
+info = handler.next_rendezvous()
+print(json.dumps({"done": time.time(), "rank": info.rank}), flush=True)
+handler.shutdown()
+"""
+
+
+def endpoint_for(backend: str, etcd: EtcdServer) -> str:
+    return etcd.endpoint if backend == "anyrdzv-etcd" else f"127.0.0.1:{free_port()}"
+
+
+def latency(backend: str, etcd: EtcdServer) -> float:
+    """One 2-node rendezvous: seconds from the go until both hold their rank."""
+    endpoint, run_id = endpoint_for(backend, etcd), f"lat-{uuid.uuid4().hex[:8]}"
+    procs = []
+    for is_host in ("1", "0"):
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", PROBE, backend, endpoint, run_id, is_host],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+        assert procs[-1].stdout is not None
+        assert procs[-1].stdout.readline().strip() == "ready"  # the host first, for c10d
+    go = time.time()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    done = []
+    for proc in procs:
+        assert proc.stdout is not None
+        done.append(json.loads(proc.stdout.readline())["done"])
+        proc.wait(60)
+    return float(max(done) - go)
+
+
+def agents_run(
+    backend: str, etcd: EtcdServer, workdir: Path, timeout: float
+) -> dict[str, float | None]:
+    """Node loss and scale-up with real torchrun agents."""
+    row: dict[str, float | None] = {}
+    endpoint = endpoint_for(backend, etcd)
+    common: dict[str, Any] = {
+        "endpoint": endpoint,
+        "nnodes": "1:2",
+        "max_restarts": 3,
+        "conf": "",
+        "backend": backend,
+        "steps": 10_000,
+        "pause": 0.2,
+    }
+
+    def world_of(agent: Agent, size: str) -> bool:
+        return any(line["WORLD_SIZE"] == size for line in agent.lines())
+
+    def wait(predicate: Any, limit: float) -> float | None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if predicate():
+                return time.monotonic()
+            time.sleep(0.02)
+        return None
+
+    run_id = f"loss-{uuid.uuid4().hex[:8]}"
+    a = Agent(workdir / "loss", "a", run_id=run_id, **common)
+    b = Agent(workdir / "loss", "b", run_id=run_id, **common)
+    try:
+        both = wait(lambda: world_of(a, "2") and world_of(b, "2"), timeout)
+        if both is None:
+            row["loss"] = None
+        else:
+            seen = len(a.lines())
+            b.kill()
+            killed = time.monotonic()
+            again = wait(lambda: any(x["WORLD_SIZE"] == "1" for x in a.lines()[seen:]), timeout)
+            row["loss"] = None if again is None else again - killed
+    finally:
+        a.close()
+        b.close()
+
+    run_id = f"up-{uuid.uuid4().hex[:8]}"
+    a = Agent(workdir / "up", "a", run_id=run_id, **common)
+    late: Agent | None = None
+    try:
+        alone = wait(lambda: world_of(a, "1"), timeout + 40)
+        if alone is None:
+            row["scale_up"] = None
+        else:
+            late = new = Agent(workdir / "up", "b", run_id=run_id, **common)
+            up = wait(lambda: world_of(a, "2") and world_of(new, "2"), timeout)
+            row["scale_up"] = None if up is None else up - new.started
+    finally:
+        a.close()
+        if late is not None:
+            late.close()
+    return row
+
+
+def import_time() -> float:
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import torch.distributed.run"], check=True)
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", nargs="+", default=["anyrdzv-etcd", "c10d"])
+    parser.add_argument("--repeat", type=int, default=5, help="latency runs per backend")
+    parser.add_argument("--timeout", type=float, default=90.0, help="per measurement, s")
+    parser.add_argument("--skip-agents", action="store_true", help="latency only")
+    parser.add_argument("--save", type=Path, help="write the results as JSON")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"import_torch": import_time()}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "etcd").mkdir()
+        etcd = EtcdServer(workdir / "etcd")
+        etcd.start()
+        try:
+            for backend in args.backends:
+                lat = [latency(backend, etcd) for _ in range(args.repeat)]
+                row: dict[str, Any] = {"latency": lat}
+                if not args.skip_agents:
+                    for sub in ("loss", "up"):
+                        (workdir / backend / sub).mkdir(parents=True)
+                    row.update(agents_run(backend, etcd, workdir / backend, args.timeout))
+                results[backend] = row
+                print(backend, json.dumps(row), file=sys.stderr, flush=True)
+        finally:
+            etcd.stop()
+    print(f"python -c 'import torch.distributed.run': {results['import_torch']:.2f} s\n")
+    print(
+        "| backend | 2-node rendezvous (median, min–max) | node loss → survivor runs | new node start → 2-node world |"
+    )
+    print("|---|---|---|---|")
+    for backend in args.backends:
+        row = results[backend]
+        lat = row["latency"]
+        cells = [f"{statistics.median(lat):.3f} s ({min(lat):.3f}–{max(lat):.3f})"]
+        for key in ("loss", "scale_up"):
+            value = row.get(key, "skipped")
+            cells.append(
+                "skipped"
+                if value == "skipped"
+                else f"not within {args.timeout:g} s"
+                if value is None
+                else f"{value:.1f} s"
+            )
+        print(f"| {backend} | " + " | ".join(cells) + " |")
+    if args.save:
+        args.save.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    main()

@@ -1,0 +1,361 @@
+"""Real torchrun agents on ``--rdzv-backend=anyrdzv-etcd``, with gloo workers on the CPU.
+
+Each scenario starts real ``torchrun`` processes (each imports torch: seconds of CPU),
+so they are few, marked slow, and run in parallel under pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from torchrun_agents import FAST_CONF, Agent, run_keys, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from etcd_cluster import EtcdCluster
+    from etcd_server import EtcdServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_installed")]
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[list[Agent]]:
+    """The agents a test starts; any still running at its end are killed."""
+    started: list[Agent] = []
+    yield started
+    for agent in started:
+        agent.close()
+
+
+@pytest.fixture
+def run_id() -> str:
+    return f"job-{uuid.uuid4().hex[:12]}"
+
+
+def start(agents: list[Agent], tmp_path: Path, name: str, **options: object) -> Agent:
+    agent = Agent(tmp_path, name, **options)  # type: ignore[arg-type]
+    agents.append(agent)
+    return agent
+
+
+def finished(agent: Agent, timeout: float = 90) -> None:
+    code = agent.wait(timeout)
+    assert code == 0, f"agent {agent.name} exited {code}:\n{agent.log()[-6000:]}"
+
+
+@pytest.mark.timeout(150)
+def test_two_nodes_two_workers_each(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    a, b = (
+        start(
+            agents,
+            tmp_path,
+            name,
+            endpoint=etcd_server.endpoint,
+            run_id=run_id,
+            nnodes="2",
+            nproc=2,
+        )
+        for name in ("a", "b")
+    )
+    finished(a)
+    finished(b)
+    lines = a.lines() + b.lines()
+    assert len(lines) == 4
+    assert {line["sum"] for line in lines} == {1.0 + 2.0 + 3.0 + 4.0}
+    assert sorted(line["RANK"] for line in lines) == ["0", "1", "2", "3"]
+    assert {line["WORLD_SIZE"] for line in lines} == {"4"}
+    assert {line["GROUP_WORLD_SIZE"] for line in lines} == {"2"}
+    for agent in (a, b):  # one group rank per agent, and its workers' ranks follow it
+        ranks = {line["GROUP_RANK"] for line in agent.lines()}
+        assert len(ranks) == 1
+        group = int(ranks.pop())
+        assert sorted(int(line["RANK"]) for line in agent.lines()) == [2 * group, 2 * group + 1]
+    assert {line["GROUP_RANK"] for line in lines} == {"0", "1"}
+    assert {(line["MASTER_ADDR"], line["MASTER_PORT"]) for line in lines} == {
+        ("127.0.0.1", lines[0]["MASTER_PORT"])
+    }
+    assert {line["TORCHELASTIC_USE_AGENT_STORE"] for line in lines} == {"False"}
+    assert {line["TORCHELASTIC_RUN_ID"] for line in lines} == {run_id}
+    assert run_keys(etcd_server.endpoint, run_id) == []  # the last node left no key
+
+
+@pytest.mark.timeout(150)
+def test_scale_down_after_a_sigkill(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    options: dict[str, object] = {
+        "endpoint": etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "1:2",
+        "max_restarts": 3,
+        "steps": 16,
+        "pause": 0.25,
+        "min_world": 0,
+    }
+    a = start(agents, tmp_path, "a", **options)
+    b = start(agents, tmp_path, "b", **options)
+    both = lambda: all(any(line["WORLD_SIZE"] == "2" for line in agent.lines()) for agent in (a, b))
+    wait_for(both, 90, "both workers run in a world of 2", a, b)
+    b.kill()
+    killed = time.monotonic()
+    finished(a)
+    last = a.lines()[-1]
+    assert last["done"]
+    assert last["WORLD_SIZE"] == "1"
+    assert last["sum"] == 1.0
+    assert int(last["TORCHELASTIC_RESTART_COUNT"]) <= 1
+    assert time.monotonic() - killed < 60
+
+
+@pytest.mark.timeout(150)
+def test_scale_up_when_a_second_node_comes(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    options: dict[str, object] = {
+        "endpoint": etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "1:2",
+        "max_restarts": 0,  # a membership change uses no restart
+        "steps": 8,
+        "pause": 0.1,
+        "min_world": 2,
+    }
+    a = start(agents, tmp_path, "a", **options)
+    alone = lambda: any(line["WORLD_SIZE"] == "1" for line in a.lines())
+    wait_for(alone, 90, "the first node's worker runs alone", a)
+    b = start(agents, tmp_path, "b", **options)
+    finished(a)
+    finished(b)
+    for agent in (a, b):
+        last = agent.lines()[-1]
+        assert last["done"]
+        assert last["WORLD_SIZE"] == "2"
+        assert last["sum"] == 3.0
+        assert last["TORCHELASTIC_RESTART_COUNT"] == "0"
+    assert a.lines()[-1]["MASTER_PORT"] == b.lines()[-1]["MASTER_PORT"]
+    assert a.lines()[0]["MASTER_PORT"] != a.lines()[-1]["MASTER_PORT"]  # a fresh round store
+
+
+@pytest.mark.timeout(150)
+def test_an_etcd_restart_mid_job_changes_nothing(
+    own_etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    options: dict[str, object] = {
+        "endpoint": own_etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "2",
+        "conf": "",  # torch's defaults
+        "steps": 30,
+        "pause": 0.2,
+    }
+    a = start(agents, tmp_path, "a", **options)
+    b = start(agents, tmp_path, "b", **options)
+    running = lambda: all(agent.lines() for agent in (a, b))
+    wait_for(running, 90, "both workers run", a, b)
+    own_etcd_server.kill()
+    time.sleep(0.5)
+    own_etcd_server.start()
+    finished(a)
+    finished(b)
+    lines = a.lines() + b.lines()
+    assert len(lines) == 60  # every step once: no restart, no second round
+    assert {line["TORCHELASTIC_RESTART_COUNT"] for line in lines} == {"0"}
+    assert len({line["MASTER_PORT"] for line in lines}) == 1
+    assert run_keys(own_etcd_server.endpoint, run_id) == []
+
+
+@pytest.mark.timeout(150)
+def test_a_cluster_leader_killed_during_the_rendezvous(
+    etcd_cluster: EtcdCluster, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    options: dict[str, object] = {
+        "endpoint": etcd_cluster.endpoint_list,
+        "run_id": run_id,
+        "nnodes": "2",
+        "conf": "keep_alive_interval=1,keep_alive_max_attempt=3",
+    }
+    a = start(agents, tmp_path, "a", **options)
+    joined = lambda: any("/members/" in key for key in run_keys(etcd_cluster.endpoint_list, run_id))
+    wait_for(joined, 90, "the first node joined", a)
+    leader = etcd_cluster.leader_index()
+    etcd_cluster.kill(leader)
+    b = start(agents, tmp_path, "b", **options)
+    finished(a)
+    finished(b)
+    assert {line["sum"] for line in a.lines() + b.lines()} == {3.0}
+
+
+def _auth_tls_server(tmp_path: Path) -> tuple[EtcdServer, Path]:
+    trustme = pytest.importorskip("trustme")
+    from etcd_server import EtcdServer
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = tmp_path / "tls"
+    files.mkdir()
+    cert.private_key_and_cert_chain_pem.write_to_path(str(files / "server.pem"))
+    cert.private_key_pem.write_to_path(str(files / "server.key"))
+    ca.cert_pem.write_to_path(str(files / "ca.pem"))
+    server = EtcdServer(
+        tmp_path / "etcd",
+        cert=files / "server.pem",
+        key=files / "server.key",
+        ca_file=files / "ca.pem",
+    )
+    (tmp_path / "etcd").mkdir()
+    server.start()
+    try:
+        verify = ssl.create_default_context(cafile=str(files / "ca.pem"))
+        with httpx.Client(base_url=server.url, verify=verify, timeout=5) as client:
+            for path, body in (
+                ("/v3/auth/user/add", {"name": "root", "password": "s3cret"}),
+                ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+                ("/v3/auth/enable", {}),
+            ):
+                assert client.post(path, json=body).status_code == 200
+    except BaseException:
+        server.stop()
+        raise
+    return server, files / "ca.pem"
+
+
+@pytest.mark.timeout(150)
+def test_tls_and_auth_through_the_conf_and_the_environment(
+    agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    server, ca = _auth_tls_server(tmp_path)
+    try:
+        common: dict[str, object] = {"endpoint": server.endpoint, "nnodes": "1"}
+        ok = start(
+            agents,
+            tmp_path,
+            "ok",
+            run_id=run_id,
+            conf=f"{FAST_CONF},cacert={ca},user=root",
+            env={"ANYRDZV_ETCD_PASSWORD": "s3cret"},
+            **common,
+        )
+        no_ca = start(
+            agents,
+            tmp_path,
+            "no_ca",
+            run_id=run_id + "-2",
+            conf="user=root",
+            env={"ANYRDZV_ETCD_PASSWORD": "s3cret"},
+            **common,
+        )
+        no_password = start(
+            agents,
+            tmp_path,
+            "no_password",
+            run_id=run_id + "-3",
+            conf=f"cacert={ca},user=root",
+            env={"ANYRDZV_ETCD_PASSWORD": ""},
+            **common,
+        )
+        wrong_password = start(
+            agents,
+            tmp_path,
+            "wrong_password",
+            run_id=run_id + "-4",
+            conf=f"cacert={ca},user=root,store_timeout=2",
+            env={"ANYRDZV_ETCD_PASSWORD": "wrong"},
+            **common,
+        )
+        finished(ok)
+        assert ok.lines()[-1]["done"]
+        for agent, expected in (
+            (no_ca, "RendezvousConnectionError"),
+            (no_password, "ANYRDZV_ETCD_PASSWORD is not set"),
+            (wrong_password, "RendezvousConnectionError"),
+        ):
+            assert agent.wait(60) != 0, agent.log()
+            assert expected in agent.log(), agent.log()[-4000:]
+        assert "TLS" in no_ca.log() or "certificate" in no_ca.log()
+        assert "password" in wrong_password.log().lower()
+        assert "s3cret" not in no_ca.log() + wrong_password.log()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(150)
+def test_bad_input_and_an_unreachable_endpoint_exit_non_zero_in_bounded_time(
+    agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    from etcd_server import free_port
+
+    port = free_port()
+    cases = {
+        "unreachable": (f"127.0.0.1:{port}", "store_timeout=1", "RendezvousConnectionError"),
+        "bad_conf": (f"127.0.0.1:{port}", "join_timeout=soon", "'join_timeout'"),
+        "bad_endpoint": ("127.0.0.1:notaport", "", "ValueError"),
+    }
+    started = {
+        name: start(agents, tmp_path, name, endpoint=endpoint, run_id=run_id, nnodes="1", conf=conf)
+        for name, (endpoint, conf, _) in cases.items()
+    }
+    for name, agent in started.items():
+        assert agent.wait(90) != 0, agent.log()
+        assert cases[name][2] in agent.log(), agent.log()[-4000:]
+        assert not agent.lines()  # no worker started
+    assert f"127.0.0.1:{port}" in started["unreachable"].log()
+
+
+@pytest.mark.timeout(150)
+def test_on_etcds_default_flags_torchs_etcd_v2_fails_where_ours_works(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    torchs = start(
+        agents,
+        tmp_path,
+        "etcd_v2",
+        endpoint=etcd_server.endpoint,
+        run_id=run_id + "-v2",
+        nnodes="1",
+        backend="etcd-v2",
+        conf="read_timeout=5",
+    )
+    ours = start(
+        agents,
+        tmp_path,
+        "ours",
+        endpoint=etcd_server.endpoint,
+        run_id=run_id,
+        nnodes="1",
+    )
+    finished(ours)
+    assert ours.lines()[-1]["done"]
+    assert torchs.wait(90) != 0
+    assert not torchs.lines()
+    assert httpx.get(f"{etcd_server.url}/v2/keys/").status_code == 404  # v2 is off
+
+
+def test_sigterm_during_the_first_rendezvous_ends_the_agent_at_once(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    agent = start(
+        agents,
+        tmp_path,
+        "waiting",
+        endpoint=etcd_server.endpoint,
+        run_id=run_id,
+        nnodes="2",  # waits for a second node that never comes
+    )
+    joined = lambda: any("/members/" in key for key in run_keys(etcd_server.endpoint, run_id))
+    wait_for(joined, 60, "the node joined", agent)
+    time.sleep(0.3)
+    agent.process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    assert agent.wait(20) != 0
+    assert time.monotonic() - sent < 10
