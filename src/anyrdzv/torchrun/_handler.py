@@ -148,6 +148,8 @@ class EtcdRendezvousHandler(RendezvousHandler):
 
     def _run(self, what: str, func: Callable[[], _T]) -> _T:
         with _torch_errors(f"node {self._node!r} of run {self._run_id!r}: {what}"):
+            if self._shut_down:
+                raise SessionClosed("the rendezvous handler has been shut down")
             return func()
 
     @property
