@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from etcd_server import EtcdServer
+from etcd_server import EtcdServer, plain_verify
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -71,8 +71,8 @@ class EtcdCluster:
         self.endpoints: list[str] = [m.endpoint for m in self.members]
         self.endpoint_list = ",".join(self.endpoints)
         self.stopped: set[int] = set()
-        self._verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        self._verify: ssl.SSLContext = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file else plain_verify()
         )
         self._member_ids: dict[str, int] = {}  # etcd's member id -> index; ids survive restarts
 

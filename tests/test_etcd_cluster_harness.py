@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from etcd_server import plain_verify
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
@@ -37,13 +39,17 @@ def put(cluster: EtcdCluster, i: int, key: str, value: str) -> None:
         f"{cluster.members[i].url}/v3/kv/put",
         json={"key": _b64(key), "value": _b64(value)},
         timeout=10,
+        verify=plain_verify(),
     )
     assert response.status_code == 200, response.text
 
 
 def get(cluster: EtcdCluster, i: int, key: str) -> str | None:
     response = httpx.post(
-        f"{cluster.members[i].url}/v3/kv/range", json={"key": _b64(key)}, timeout=10
+        f"{cluster.members[i].url}/v3/kv/range",
+        json={"key": _b64(key)},
+        timeout=10,
+        verify=plain_verify(),
     )
     assert response.status_code == 200, response.text
     kvs = response.json().get("kvs", [])
@@ -98,7 +104,7 @@ def test_a_stopped_follower_hangs_and_continues(cluster: EtcdCluster) -> None:
     cluster.stop(follower)
     assert cluster.status(follower) is None
     with pytest.raises(httpx.TimeoutException):  # it takes the connection, and says nothing
-        httpx.get(f"{cluster.members[follower].url}/health", timeout=0.5)
+        httpx.get(f"{cluster.members[follower].url}/health", timeout=0.5, verify=plain_verify())
     assert cluster.leader_index() == leader
     put(cluster, leader, "/while-stopped", "yes")
     cluster.cont(follower)
