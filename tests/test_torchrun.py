@@ -101,7 +101,6 @@ def test_scale_down_after_a_sigkill(
         "max_restarts": 3,
         "steps": 16,
         "pause": 0.25,
-        "min_world": 0,
     }
     a = start(agents, tmp_path, "a", **options)
     b = start(agents, tmp_path, "b", **options)
@@ -119,6 +118,37 @@ def test_scale_down_after_a_sigkill(
 
 
 @pytest.mark.timeout(150)
+def test_a_lost_agent_restarts_its_peers_at_once_without_a_retry(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    """Only b's agent is SIGKILLed: its worker lives on as an orphan, so a's worker sees
+    no failed collective. a restarts for the lost participant (torch's handler would
+    notice nothing), without using a restart, and finishes alone."""
+    options: dict[str, object] = {
+        "endpoint": etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "1:2",
+        "max_restarts": 0,
+        "steps": 12,
+        "pause": 0.2,
+        "until_world": 1,  # in a world of 2 it steps on (up to 1,000 steps)
+    }
+    a = start(agents, tmp_path, "a", **options)
+    b = start(agents, tmp_path, "b", **options)
+    both = lambda: all(  # noqa: E731
+        any(line["WORLD_SIZE"] == "2" for line in agent.lines()) for agent in (a, b)
+    )
+    wait_for(both, 90, "both workers run in a world of 2", a, b)
+    b.process.kill()  # the agent alone
+    b.process.wait(10)
+    finished(a, 60)
+    last = a.lines()[-1]
+    assert last["done"]
+    assert last["WORLD_SIZE"] == "1"
+    assert last["TORCHELASTIC_RESTART_COUNT"] == "0"
+
+
+@pytest.mark.timeout(150)
 def test_scale_up_when_a_second_node_comes(
     etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
 ) -> None:
@@ -129,7 +159,7 @@ def test_scale_up_when_a_second_node_comes(
         "max_restarts": 0,  # a membership change uses no restart
         "steps": 8,
         "pause": 0.1,
-        "min_world": 2,
+        "until_world": 2,
     }
     a = start(agents, tmp_path, "a", **options)
     alone = lambda: any(line["WORLD_SIZE"] == "1" for line in a.lines())

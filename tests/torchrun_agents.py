@@ -35,7 +35,7 @@ class Agent:
         max_restarts: int = 0,
         steps: int = 1,
         pause: float = 0.0,
-        min_world: int = 0,
+        until_world: int = 0,
         env: dict[str, str] | None = None,
         extra: list[str] | None = None,
         worker: list[str] | None = None,
@@ -66,8 +66,8 @@ class Agent:
             str(steps),
             "--pause",
             str(pause),
-            "--min-world",
-            str(min_world),
+            "--until-world",
+            str(until_world),
         ]
         environment = {
             **os.environ,

@@ -2,8 +2,8 @@
 
 Each step all-reduces ``rank + 1`` and appends one JSON line to ``$RESULTS``: the step,
 the sum, and the environment torchrun gave the worker. ``--steps N --pause S`` runs N
-steps S seconds apart, and ``--min-world W`` goes on stepping (up to 1,000 steps) while
-the world has fewer than W workers, so that an agent restarts it; the last line of a run
+steps S seconds apart, and ``--until-world W`` goes on stepping (up to 1,000 steps) unless
+the world has W workers, so that an agent restarts it; the last line of a run
 that finished has ``"done": true``.
 """
 
@@ -35,13 +35,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.0)
-    parser.add_argument("--min-world", type=int, default=0)
+    parser.add_argument("--until-world", type=int, default=0)
     args = parser.parse_args()
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     env = {name: os.environ.get(name) for name in ENV}
     with open(os.environ["RESULTS"], "a", encoding="utf-8") as results:
-        steps = args.steps if world >= args.min_world else 1_000
+        steps = args.steps if args.until_world in (0, world) else 1_000
         for step in range(steps):
             tensor = torch.tensor([float(rank + 1)])
             dist.all_reduce(tensor)
