@@ -135,7 +135,7 @@ def test_a_lost_agent_restarts_its_peers_at_once_without_a_retry(
     }
     a = start(agents, tmp_path, "a", **options)
     b = start(agents, tmp_path, "b", **options)
-    both = lambda: all(  # noqa: E731
+    both = lambda: all(
         any(line["WORLD_SIZE"] == "2" for line in agent.lines()) for agent in (a, b)
     )
     wait_for(both, 90, "both workers run in a world of 2", a, b)
