@@ -7,9 +7,8 @@ import logging
 import math
 import os
 import socket
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, final
 
 import anyio
@@ -17,18 +16,22 @@ import anyio.abc
 import anyio.lowlevel
 
 from . import _rendezvous_state as rules
+from . import _run_view
 from ._config import parse_rendezvous_config
 from ._delay import backoff, delay
-from ._exceptions import LeaseExpired, StoreCompacted, StoreConnectionError, StoreError
+from ._exceptions import LeaseExpired, StoreConnectionError, StoreError
 from ._heartbeat import MIN_INTERVAL, Heartbeat
 from ._keys import DEFAULT_PREFIX, check_name, check_prefix
-from ._store import EventType, LeaseStore, check_store
-from ._txn import Compare, Delete
+from ._store import LeaseStore, check_store
+from ._txn import Compare, Delete, Get, GetResult, Put
 from ._util import echo, type_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterator, Mapping
+    from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
     from types import TracebackType
+
+    from ._store import CasResult, KeyValue, Lease, WatchStream
+    from ._txn import TxnOp, TxnResult
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,117 @@ def _default_node() -> str:
     return f"{host}_{os.getpid()}_{next(_local_ids)}"
 
 
+#: How many times a node tries to claim its name when the store fails mid-request.
+_CLAIM_TRIES = 3
+
+
+@final
+class _ClaimingStore:
+    """The store as a node's :class:`Heartbeat` sees it: the heartbeat's put of the
+    node's key is a put-if-absent, so that a second live node with the same name is
+    refused, and the first one's key and lease are left alone.
+
+    Everything else goes to the store as it is.
+    """
+
+    def __init__(self, store: LeaseStore, key: str, run_id: str, node: str) -> None:
+        self._store = store
+        self._key = key
+        self._run_id = run_id
+        self._node = node
+        #: the revision at which the node's key was put, once it is
+        self.revision = 0
+
+    def _taken(self, holder: int | None) -> RendezvousError:
+        lease = "no lease" if holder is None else f"lease {holder}"
+        return RendezvousError(
+            f"node {self._node!r} of run {self._run_id!r} is taken: a live node holds "
+            f"its key {self._key!r} ({lease}); node names must be unique per run"
+        )
+
+    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
+        if key != self._key or lease is None:
+            return await self._store.put(key, value, lease=lease)
+        for attempt in range(1, _CLAIM_TRIES + 1):
+            try:
+                result = await self._store.txn(
+                    [Compare.create_revision(key, "==", 0)],
+                    [Put(key, value, lease=lease)],
+                    [Get(key)],
+                )
+            except StoreConnectionError:
+                # The txn is not retried by the store: see whether it went through.
+                if attempt == _CLAIM_TRIES:
+                    raise
+                kv = await self._store.get(key)
+                if kv is None:
+                    continue
+                if kv.lease != lease.id:
+                    raise self._taken(kv.lease) from None
+                self.revision = kv.mod_revision
+                return kv.mod_revision
+            if result.succeeded:
+                self.revision = result.revision
+                return result.revision
+            found = result.results[0]
+            holder = found.kvs[0].lease if isinstance(found, GetResult) and found.kvs else None
+            raise self._taken(holder)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def grant(self, ttl: int) -> Lease:
+        return await self._store.grant(ttl)
+
+    async def keep_alive(self, lease: Lease) -> int:
+        return await self._store.keep_alive(lease)
+
+    async def revoke(self, lease: Lease) -> None:
+        await self._store.revoke(lease)
+
+    async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
+        return await self._store.get_prefix(prefix)
+
+    def watch_prefix(
+        self,
+        prefix: str,
+        *,
+        start_revision: int,
+        on_open: Callable[[], object] | None = None,
+    ) -> WatchStream:
+        return self._store.watch_prefix(prefix, start_revision=start_revision, on_open=on_open)
+
+    async def get(self, key: str) -> KeyValue | None:
+        return await self._store.get(key)
+
+    async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
+        return await self._store.get_prefix_kv(prefix)
+
+    async def delete(self, key: str) -> bool:
+        return await self._store.delete(key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return await self._store.delete_prefix(prefix)
+
+    async def compare_and_swap(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_mod_revision: int,
+        lease: Lease | None = None,
+    ) -> CasResult:
+        return await self._store.compare_and_swap(
+            key, value, expected_mod_revision=expected_mod_revision, lease=lease
+        )
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[TxnOp] = (),
+        failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        return await self._store.txn(compare, success, failure)
+
+
 @final
 class Rendezvous:
     """An elastic rendezvous of the nodes of a run, with torchrun's semantics.
@@ -117,14 +231,20 @@ class Rendezvous:
     sorted node names. A node that comes after its round completed waits for the next.
 
     Each node keeps a lease (:class:`Heartbeat`, TTL ``keep_alive_interval ×
-    keep_alive_max_attempt``) and one watch on the run's keys; it decides from what the
-    watch showed, and writes the shared state only by compare-and-swap. When the last
-    node leaves, the run's keys are deleted.
+    keep_alive_max_attempt``); it decides from what a watch of the run's keys showed, and
+    writes the shared state only by compare-and-swap. The nodes of a run on one store
+    object in one thread share that watch and its decoded view, so a thousand nodes in
+    one process cost one watch, not a thousand. When the last node leaves, the run's keys
+    are deleted, the adapters' subtree :attr:`data_prefix` with them.
+
+    A node entering with the name of a live node of the run is refused with a
+    :class:`RendezvousError`; the live node is left alone. The name of a node whose
+    lease has expired is free again.
 
     :param store: the store
     :param run_id: the run; non-empty, no ``/``
-    :param node: this node's name, unique in the run; by default one unique to this
-        process and this object
+    :param node: this node's name, unique among the run's live nodes; by default one
+        unique to this process and this object
     :param min_nodes: the fewest nodes of a round, at least 1
     :param max_nodes: the most nodes of a round, at least ``min_nodes``
     :param join_timeout: how long :meth:`next_rendezvous` may wait, in seconds
@@ -193,8 +313,11 @@ class Rendezvous:
         self._state_key = self._run_prefix + rules.STATE
         self._join_key = self._run_prefix + rules.JOIN + self.node
         member = rules.Member(self.min_nodes, self.max_nodes, payload)
+        self._claim = _ClaimingStore(
+            store, self._run_prefix + rules.MEMBERS + self.node, self.run_id, self.node
+        )
         self._heartbeat = Heartbeat(
-            store,
+            self._claim,
             self.run_id,
             self.node,
             interval=self.keep_alive_interval,
@@ -202,15 +325,40 @@ class Rendezvous:
             payload=rules.encode_member(member),
             prefix=prefix,
         )
-        self._view = rules.View(None, {}, {})
-        self._errors: dict[str, str] = {}  # key -> why its value is malformed
-        self._revision = 0  # of the last event the view holds
-        self._version = 0  # bumped on every change of the view
-        self._changed = anyio.Event()
-        self._min_reached: tuple[int, float] | None = None  # (round, local time)
+        self._shared: _run_view.RunView | None = None  # while entered
+        self._host_token: int | None = None  # this node's, as a host of the watch
         self._handed_out: int | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
+
+    @property
+    def data_prefix(self) -> str:
+        """The run's subtree reserved for adapters, ``<prefix>/<run_id>/store/``.
+
+        The rendezvous never reads its keys, and deletes them with the run's state when
+        the run's last node leaves (or when a stale run is reset): an adapter such as
+        the torchrun backend keeps its own keys there and need not clean them up.
+
+        .. versionadded:: 0.2
+        """
+        return self._run_prefix + rules.DATA
+
+    @property
+    def _run(self) -> _run_view.RunView:
+        shared = self._shared
+        if shared is None:
+            raise RuntimeError("use the Rendezvous in `async with` first")
+        return shared
+
+    @property
+    def _view(self) -> rules.View:
+        """The run's keys as the shared watch saw them."""
+        return self._run.view
+
+    @property
+    def _errors(self) -> dict[str, str]:
+        """For each key of the run whose value is malformed, why."""
+        return self._run.errors
 
     @classmethod
     def from_conf(
@@ -273,9 +421,16 @@ class Rendezvous:
         if self._stack is not None:
             raise RuntimeError("this Rendezvous is already entered")
         async with AsyncExitStack() as stack:
+            shared = _run_view.acquire(self._store, self.run_id, self._run_prefix)
+            # Exits run in reverse: the node's task group closes, its lease is revoked,
+            # and then it lets go of the shared view, cleaning up if it was the last.
+            stack.push_async_callback(self._leave_run, shared)
             await stack.enter_async_context(self._heartbeat)
             task_group = await stack.enter_async_context(anyio.create_task_group())
-            await task_group.start(self._watch)
+            token = await shared.attach(task_group)
+            stack.callback(shared.detach, token)
+            self._shared, self._host_token = shared, token
+            await shared.until_revision(self._claim.revision)
             await self._reset_if_stale()
             self._task_group = task_group
             self._stack = stack.pop_all()
@@ -292,157 +447,70 @@ class Rendezvous:
         if stack is None or task_group is None:
             raise RuntimeError("Rendezvous.__aexit__ without a matching __aenter__")
         self._stack = self._task_group = None
+        # Withdrawn before the cancel: a watch this node hosts moves to another node.
+        if self._shared is not None and self._host_token is not None:
+            self._shared.detach(self._host_token)
         task_group.cancel_scope.cancel()
-        try:
-            return await stack.__aexit__(exc_type, exc_value, traceback)
-        finally:
+        return await stack.__aexit__(exc_type, exc_value, traceback)
+
+    async def _leave_run(self, shared: _run_view.RunView) -> None:
+        """Let go of the shared view once the lease is revoked; the last node of the run
+        in this thread then deletes the run's keys if no node is left anywhere."""
+        self._shared = self._host_token = None
+        self._handed_out = None
+        if shared.release():
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout):
                 await self._clean_up()
-            self._handed_out = None
 
     async def _reset_if_stale(self) -> None:
         """Drop a state that no live node holds: its run ended without cleaning up (its
-        last node was killed), and a rerun starts afresh."""
-        current = self._view.state
-        if current is None or set(self._view.members) - {self.node}:
+        last node was killed), and a rerun starts afresh. The adapters' subtree goes
+        with it."""
+        view = self._run.view
+        current = view.state
+        if current is None or len(view.members) > (self.node in view.members):
             return
         try:
             result = await self._store.txn(
                 [Compare.mod_revision(self._state_key, "==", current[1])],
-                [Delete(self._state_key)],
+                [Delete(self._state_key), Delete(self.data_prefix, prefix=True)],
             )
         except StoreError as exc:
             logger.warning("run %r: could not drop a stale state: %s", self.run_id, exc)
             return
         if result.succeeded:
             logger.debug("run %r: dropped the state of a run no node holds", self.run_id)
-            await self._until_revision(result.revision)
+            await self._run.until_revision(result.revision)
 
     async def _clean_up(self) -> None:
-        """Delete the run's state if this node was its last: the rest of its keys live
-        under the nodes' leases."""
+        """Delete the run's state and the adapters' subtree, in one txn, if no node of
+        the run is left: the rest of its keys live under the nodes' leases."""
         try:
             members, _ = await self._store.get_prefix_kv(self._run_prefix + rules.MEMBERS)
             if members:
                 return
             state = await self._store.get(self._state_key)
-            if state is None:
-                return
             result = await self._store.txn(
-                [Compare.mod_revision(self._state_key, "==", state.mod_revision)],
-                [Delete(self._state_key)],
+                [
+                    Compare.mod_revision(
+                        self._state_key, "==", 0 if state is None else state.mod_revision
+                    )
+                ],
+                [Delete(self._state_key), Delete(self.data_prefix, prefix=True)],
             )
             if result.succeeded:
                 logger.debug(
-                    "node %r was the last of run %r: deleted its state", self.node, self.run_id
+                    "node %r was the last of run %r: deleted its keys", self.node, self.run_id
                 )
         except StoreError as exc:
             logger.warning("could not delete the state of run %r: %s", self.run_id, exc)
 
     # -- the watched view --------------------------------------------------------------
 
-    def _notify(self) -> None:
-        self._version += 1
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def _snapshot(self) -> int:
-        kvs, revision = await self._store.get_prefix_kv(self._run_prefix)
-        self._view = rules.View(None, {}, {})
-        self._errors.clear()
-        for kv in kvs:
-            self._apply(kv.key, kv.value, kv.mod_revision)
-        self._revision = revision
-        self._after_change()
-        return revision
-
-    def _apply(self, key: str, value: bytes | None, revision: int) -> None:
-        """Apply a put (``value``) or a delete (``None``) of ``key`` to the view."""
-        name = key[len(self._run_prefix) :]
-        view = self._view
-        self._errors.pop(key, None)
-        # The view's dicts change in place: decide() reads it between two events only.
-        try:
-            if name == rules.STATE:
-                state = None if value is None else (rules.decode_state(value), revision)
-                view.state = state
-            elif name.startswith(rules.MEMBERS) and "/" not in name[len(rules.MEMBERS) :]:
-                member = None if value is None else rules.decode_member(value)
-                view.set_member(name[len(rules.MEMBERS) :], member)
-            elif name.startswith(rules.JOIN) and "/" not in name[len(rules.JOIN) :]:
-                join = None if value is None else (rules.decode_join(value), revision)
-                view.set_join(name[len(rules.JOIN) :], join)
-            else:
-                logger.warning(
-                    "run %r: skipping key %s, which no node writes", self.run_id, echo(key)
-                )
-        except ValueError as exc:
-            logger.warning(
-                "run %r: key %s holds a malformed value: %s", self.run_id, echo(key), exc
-            )
-            self._errors[key] = f"key {echo(key)} holds a malformed value ({exc}): {echo(value)}"
-
-    def _after_change(self) -> None:
-        view = self._view
-        if view.state is not None and not view.state[0].complete:
-            state = view.state[0]
-            if view.count_joined(state.round) >= state.min_nodes:
-                if self._min_reached is None or self._min_reached[0] != state.round:
-                    self._min_reached = (state.round, anyio.current_time())
-            else:
-                self._min_reached = None
-        else:
-            self._min_reached = None
-        self._notify()
-
-    async def _watch(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        revision = await self._snapshot()
-        task_status.started()
-        retry: Iterator[float] | None = None
-        while True:
-            try:
-                stream = self._store.watch_prefix(self._run_prefix, start_revision=revision + 1)
-                async with aclosing(stream) as events:
-                    async for event in events:
-                        retry = None
-                        value = event.value if event.type is EventType.PUT else None
-                        self._apply(event.key, value, event.revision)
-                        revision = self._revision = max(self._revision, event.revision)
-                        self._after_change()
-                raise StoreConnectionError("the watch stream ended")
-            except (StoreConnectionError, StoreCompacted) as exc:
-                retry = retry or backoff(0.05, 2.0)
-                pause = next(retry)
-                logger.warning(
-                    "run %r: the watch failed (%s); reading the run afresh in %.2f s",
-                    self.run_id,
-                    exc,
-                    pause,
-                )
-                await delay(pause)
-                try:
-                    revision = await self._snapshot()
-                except StoreError as error:
-                    logger.warning("run %r: reading the run failed: %s", self.run_id, error)
-
     def _check_errors(self) -> None:
-        if self._errors:
-            raise RendezvousError(f"run {self.run_id!r}: " + "; ".join(self._errors.values()))
-
-    async def _until_changed(self, version: int, until: float | None = None) -> None:
-        """Wait until the view is past ``version``, or the local time ``until``."""
-        while self._version <= version:
-            changed = self._changed
-            if until is None:
-                await changed.wait()
-            else:
-                with anyio.move_on_after(until - anyio.current_time()):
-                    await changed.wait()
-                return
-
-    async def _until_revision(self, revision: int) -> None:
-        while self._revision < revision:
-            await self._changed.wait()
+        errors = self._run.errors
+        if errors:
+            raise RendezvousError(f"run {self.run_id!r}: " + "; ".join(errors.values()))
 
     def _check_entered(self) -> None:
         if self._task_group is None:
@@ -451,13 +519,14 @@ class Rendezvous:
     # -- the rendezvous ----------------------------------------------------------------
 
     def _info(self, state: rules.RunState) -> RendezvousInfo:
+        ranks, payloads = self._run.info_of(state)
         return RendezvousInfo(
             self.run_id,
             state.round,
-            state.participants.index(self.node),
+            ranks[self.node],
             len(state.participants),
             state.participants,
-            MappingProxyType(dict(state.payloads)),
+            payloads,
         )
 
     async def next_rendezvous(self) -> RendezvousInfo:
@@ -499,11 +568,12 @@ class Rendezvous:
 
     async def _next(self) -> RendezvousInfo:
         retry: Iterator[float] | None = None
+        shared = self._run
         while True:
             self._check_errors()
-            version = self._version
-            min_reached = self._min_reached
-            view = self._view
+            version = shared.version
+            min_reached = shared.min_reached
+            view = shared.view
             try:
                 action = rules.decide(
                     view,
@@ -549,29 +619,45 @@ class Rendezvous:
             return self._info(action.state)
         if isinstance(action, rules.Closed):
             raise RendezvousClosed(f"run {self.run_id!r} is closed")
+        shared = self._run
         if isinstance(action, rules.Wait):
-            await self._until_changed(version, action.until)
+            await shared.until_changed(version, action.until)
             return None
         if isinstance(action, rules.Join):
             revision = await self._store.put(
                 self._join_key, rules.encode_join(action.round), lease=self._heartbeat.lease
             )
             logger.debug("node %r joins round %d of run %r", self.node, action.round, self.run_id)
-            await self._until_revision(revision)
+            await shared.until_revision(revision)
             return None
         if isinstance(action, rules.Create):
             new, expected, why = action.state, 0, "the run starts"
         else:
             new, expected, why = action.state, action.expected, action.why
-        result = await self._store.compare_and_swap(
-            self._state_key, rules.encode_state(new), expected_mod_revision=expected
-        )
-        if result.succeeded:
-            assert result.kv is not None
-            logger.debug("run %r: %s", self.run_id, why)
-            await self._until_revision(result.kv.mod_revision)
-        else:
-            await self._until_changed(version)
+        # The nodes of this process decide alike from one view: one of them swaps, and
+        # the others wait for the view to show the outcome, rather than all swapping
+        # and all but one failing.
+        pending = shared.swaps.get(expected)
+        if pending is not None:
+            await pending.wait()
+            return None
+        done = shared.swaps[expected] = anyio.Event()
+        try:
+            result = await self._store.compare_and_swap(
+                self._state_key, rules.encode_state(new), expected_mod_revision=expected
+            )
+            if result.succeeded:
+                assert result.kv is not None
+                logger.debug("run %r: %s", self.run_id, why)
+                await shared.until_revision(result.kv.mod_revision)
+            elif result.kv is not None:
+                await shared.until_revision(result.kv.mod_revision)
+            else:
+                await shared.until_changed(version)
+        finally:
+            if shared.swaps.get(expected) is done:
+                del shared.swaps[expected]
+            done.set()
         return None
 
     async def num_nodes_waiting(self) -> int:
@@ -580,13 +666,13 @@ class Rendezvous:
         the store."""
         self._check_entered()
         await anyio.lowlevel.checkpoint()
-        return self._view.waiting()
+        return self._run.view.waiting()
 
     async def is_closed(self) -> bool:
         """Whether the run is closed, from the watched state."""
         self._check_entered()
         await anyio.lowlevel.checkpoint()
-        state = self._view.state
+        state = self._run.view.state
         return state is not None and state[0].closed
 
     async def set_closed(self) -> None:
@@ -598,12 +684,13 @@ class Rendezvous:
         """
         self._check_entered()
         await anyio.lowlevel.checkpoint()
+        shared = self._run
         try:
             with anyio.fail_after(self.close_timeout):
                 while True:
                     self._check_errors()
-                    version = self._version
-                    current = self._view.state
+                    version = shared.version
+                    current = shared.view.state
                     if current is not None and current[0].closed:
                         return
                     if current is None:
@@ -627,9 +714,9 @@ class Rendezvous:
                     if result.succeeded:
                         assert result.kv is not None
                         logger.debug("node %r closed run %r", self.node, self.run_id)
-                        await self._until_revision(result.kv.mod_revision)
+                        await shared.until_revision(result.kv.mod_revision)
                         return
-                    await self._until_changed(version)
+                    await shared.until_changed(version)
         except TimeoutError:
             raise RendezvousTimeout(
                 f"run {self.run_id!r} could not be closed within close_timeout="
@@ -645,20 +732,21 @@ class Rendezvous:
         ``contextlib.aclosing`` if you stop early.
         """
         self._check_entered()
+        shared = self._run
         seen: set[str] = set()
         held: int | None = None
         while True:
-            version = self._version
+            version = shared.version
             if held != self._handed_out:
                 held, seen = self._handed_out, set()
-            for change in self._reasons(held):
+            for change in self._reasons(shared.view, held):
                 if change not in seen:
                     seen.add(change)
                     yield change
-            await self._until_changed(version)
+            await shared.until_changed(version)
 
-    def _reasons(self, held: int | None) -> list[Change]:
-        current = self._view.state
+    def _reasons(self, view: rules.View, held: int | None) -> list[Change]:
+        current = view.state
         if current is None:
             return []
         state = current[0]
@@ -670,8 +758,8 @@ class Rendezvous:
         if state.round > held:
             reasons.append("new_round")
         elif state.round == held:
-            if any(name not in self._view.members for name in state.participants):
+            if any(name not in view.members for name in state.participants):
                 reasons.append("lost")
-            if self._view.waiting():
+            if view.waiting():
                 reasons.append("waiting")
         return reasons

@@ -12,6 +12,9 @@ The keys of run ``R`` under the prefix ``P``:
 - ``P/R/state``: no lease; JSON ``{"round": r, "complete": bool, "closed": bool,
   "min_nodes": m, "max_nodes": M, "participants": [...], "payloads": {node: b64},
   "previous": [...] | null}``. Every write of it is a compare-and-swap.
+- ``P/R/store/…``: reserved for adapters (the torchrun backend keeps torch's ``Store``
+  keys there). The rendezvous never reads it, and deletes it with the state when the
+  run's last node leaves.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 STATE = "state"
 MEMBERS = "members/"
 JOIN = "join/"
+#: The subtree of a run that adapters own: nodes skip its keys.
+DATA = "store/"
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,9 @@ class View:
     members: dict[str, Member]
     joins: dict[str, tuple[int, int]]
     _counts: Counter[int] = field(default_factory=Counter, init=False, repr=False)
+    # joined() of each round asked since the last change: the nodes of a process that
+    # wake together at a round's end sort its joins once, not once each.
+    _joined: dict[int, list[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name, (wanted, _) in self.joins.items():
@@ -208,6 +216,7 @@ class View:
 
     def set_member(self, name: str, member: Member | None) -> None:
         """Put (or with ``None`` drop) a live node."""
+        self._joined.clear()
         self._count(name, -1)
         self.members.pop(name, None)
         if member is not None:
@@ -216,6 +225,7 @@ class View:
 
     def set_join(self, name: str, join: tuple[int, int] | None) -> None:
         """Put (or with ``None`` drop) a node's wish: ``(round, mod_revision)``."""
+        self._joined.clear()
         self._count(name, -1)
         self.joins.pop(name, None)
         if join is not None:
@@ -227,13 +237,20 @@ class View:
         return self._counts[round]
 
     def joined(self, round: int) -> list[str]:
-        """The live nodes that want to be in ``round``, earliest first."""
+        """The live nodes that want to be in ``round``, earliest first (do not change the
+        list: it is kept until the next change of the view)."""
+        cached = self._joined.get(round)
+        if cached is not None:
+            return cached
+        if not self._counts[round]:
+            return []
         found = [
             (revision, name)
             for name, (wanted, revision) in self.joins.items()
             if wanted == round and name in self.members
         ]
-        return [name for _, name in sorted(found)]
+        names = self._joined[round] = [name for _, name in sorted(found)]
+        return names
 
     def live_participants(self) -> list[str]:
         """The participants of the state's round whose lease is alive."""
@@ -247,11 +264,25 @@ class View:
         if self.state is None:
             return 0
         state = self.state[0]
-        if not state.complete:
+        if not state.complete or not self._counts[state.round + 1]:
             return 0
-        if len(self.live_participants()) >= state.max_nodes:
+        live = self.live_participants()
+        if len(live) >= state.max_nodes:
             return 0
-        return sum(1 for name in self.joined(state.round + 1) if name not in state.participants)
+        # The live nodes that joined the next round, less the participants among them.
+        joins = self.joins
+        back = sum(1 for name in live if joins.get(name, (-1, 0))[0] == state.round + 1)
+        return self._counts[state.round + 1] - back
+
+
+def previous_back(view: View, state: RunState) -> bool:
+    """Whether every live node of the round before ``state``'s has joined it (D6)."""
+    if state.previous is None:
+        return False
+    joins, members = view.joins, view.members
+    return all(
+        joins.get(name, (-1, 0))[0] == state.round for name in state.previous if name in members
+    )
 
 
 # The answers of decide().
@@ -355,9 +386,7 @@ def decide(
     if count >= max_nodes:
         chosen, why = joined[:max_nodes], "max_nodes joined"
     elif count >= min_nodes:
-        if state.previous is not None and all(
-            name in joined for name in state.previous if name in view.members
-        ):
+        if state.previous is not None and previous_back(view, state):
             chosen, why = joined, "every live node of the last round, and every waiting node"
         elif min_reached_at is not None and now >= min_reached_at + last_call_timeout:
             chosen, why = joined, "the last call passed"
