@@ -51,6 +51,7 @@ print("ready", flush=True)
 sys.stdin.readline()
 info = handler.next_rendezvous()
 print(json.dumps({"done": time.time(), "rank": info.rank}), flush=True)
+sys.stdin.readline()  # c10d's host must outlive the other node's rendezvous
 handler.shutdown()
 """
 
@@ -83,6 +84,10 @@ def latency(backend: str, etcd: EtcdServer) -> float:
     for proc in procs:
         assert proc.stdout is not None
         done.append(json.loads(proc.stdout.readline())["done"])
+    for proc in reversed(procs):  # the host last
+        assert proc.stdin is not None
+        proc.stdin.write("exit\n")
+        proc.stdin.flush()
         proc.wait(60)
     return float(max(done) - go)
 
