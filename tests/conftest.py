@@ -64,6 +64,25 @@ def _every_async_test_leaks_no_task(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("no_leaked_tasks")
 
 
+# -- scheduling under pytest-xdist ---------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``-n``, hand tests to the workers one at a time (``--maxschedchunk 1``,
+    unless the command line says otherwise): xdist's load scheduler otherwise gives each
+    worker a quarter of its share up front, in collection order, and one worker can be
+    left running that chunk's scenario tests while the other idles."""
+    if getattr(config.option, "maxschedchunk", "") is None:  # xdist's option, not given
+        config.option.maxschedchunk = 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests marked ``slow`` (seconds each: clusters, SIGKILLs, lease expiry)
+    first, in their collected order, so that under ``-n`` the quick tests fill in behind
+    them and no worker finishes with a long one alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # -- etcd ---------------------------------------------------------------------------------
 
 

@@ -837,6 +837,7 @@ class TestTlsFiles:
         assert_one_line_error(proc, 2, "--cacert '': no such file")
 
 
+@pytest.mark.slow
 class TestDoctorEtcd:
     """``anyrdzv doctor --etcd LIST`` on a real 3-member cluster."""
 

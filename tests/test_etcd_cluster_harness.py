@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
     from etcd_cluster import EtcdCluster
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:

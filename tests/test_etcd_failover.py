@@ -175,6 +175,7 @@ class TestUnaryFailover:
 
 
 class TestNonIdempotent:
+    @pytest.mark.slow
     async def test_a_stalled_compare_and_swap_is_not_sent_twice(self) -> None:
         def answers_b(request: Request) -> Answer:
             if request.path == RANGE:
@@ -325,6 +326,7 @@ class TestKeepAliveRace:
 
 
 class TestNoMemberAnswers:
+    @pytest.mark.slow
     async def test_every_member_refusing_fails_within_the_timeout(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:

@@ -242,6 +242,7 @@ class TestNotEtcd:
 
 
 class TestUnavailable:
+    @pytest.mark.slow
     async def test_a_heartbeat_retries_no_leader_until_the_lease_runs_out(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -324,6 +325,7 @@ class TestAuthToken:
         assert all("authorization" not in r.headers for r in logins)
         assert any("logging in again" in r.getMessage() for r in caplog.records)
 
+    @pytest.mark.slow
     async def test_expired_token_on_real_etcd(self, tmp_path: Path) -> None:
         from conftest import _need_etcd
 
@@ -360,6 +362,7 @@ class TestAuthToken:
             server.stop()
 
 
+@pytest.mark.slow
 class TestGracefulRestart:
     async def test_watch_and_heartbeat_ride_out_a_graceful_restart(
         self, own_etcd_server: EtcdServer
@@ -394,6 +397,7 @@ class TestGracefulRestart:
 
 
 class TestJoinBurst:
+    @pytest.mark.slow
     async def test_a_thousand_heartbeats_enter_at_once_at_timeout_2(
         self, etcd_server: EtcdServer, key_prefix: str
     ) -> None:

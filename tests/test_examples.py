@@ -84,6 +84,7 @@ def test_heartbeat_loop_stops_cleanly_on_ctrl_c(backend: str) -> None:
     assert "interrupted: stopped cleanly" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_async_launcher(backend: str) -> None:
     proc = run_example(
@@ -142,6 +143,7 @@ def test_trio_agent() -> None:
     assert "done: " in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_membership_in_process(backend: str) -> None:
     proc = run_example(
@@ -171,6 +173,7 @@ def test_membership_in_process(backend: str) -> None:
     assert "member-0 itself learned: heartbeat lost" in proc.stdout
 
 
+@pytest.mark.slow
 def test_membership_on_etcd_with_member_processes(etcd_server: Any) -> None:
     proc = run_example(
         "membership.py",
@@ -230,6 +233,7 @@ def check_elastic_timeline(stdout: str) -> None:
     assert "after the kill: changes() fired on every survivor within " in stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_elastic_agent_in_process(backend: str) -> None:
     started = time.monotonic()
@@ -242,6 +246,7 @@ def test_elastic_agent_in_process(backend: str) -> None:
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.slow
 def test_elastic_agent_on_etcd_with_node_processes(etcd_server: Any) -> None:
     proc = run_example(
         "elastic_agent.py",

@@ -283,6 +283,7 @@ class TestArguments:
 # -- point 5: what a keep-alive failure does ------------------------------------------------
 
 
+@pytest.mark.slow
 class TestRetries:
     async def test_a_short_run_of_connection_errors_is_retried(
         self, caplog: pytest.LogCaptureFixture
@@ -538,6 +539,7 @@ class TestMisuse:
             assert await listed(store.inner) == {"m"}
 
 
+@pytest.mark.slow
 class TestSlowJoin:
     async def test_the_lease_is_renewed_while_the_put_waits(self) -> None:
         """A put queued behind a burst of joins for longer than the TTL still joins."""

@@ -96,6 +96,7 @@ class TestForeignKeys:
         assert len(skipped) >= 3
 
 
+@pytest.mark.slow
 class TestOutages:
     async def test_two_short_outages_far_apart_do_not_end_the_watch(
         self, etcd_server: EtcdServer, key_prefix: str, caplog: pytest.LogCaptureFixture

@@ -163,6 +163,7 @@ class FlakyStore:
         return await self.inner.keep_alive(lease)
 
 
+@pytest.mark.slow
 class TestOutage:
     async def test_short_outage_is_retried(self) -> None:
         store = FlakyStore()
@@ -251,6 +252,7 @@ class TestWatchResume:
         assert revisions == sorted(revisions)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 class TestRealEtcd:
     async def test_sigkilled_member_is_seen_leaving_within_ttl_plus_1s(

@@ -112,6 +112,7 @@ class TestLeases:
         for lease in leases:
             await store.revoke(lease)
 
+    @pytest.mark.slow
     async def test_lease_expires_and_its_keys_vanish(
         self, store: LeaseStore, key_prefix: str
     ) -> None:
@@ -125,6 +126,7 @@ class TestLeases:
         with pytest.raises(LeaseExpired):
             await store.keep_alive(lease)
 
+    @pytest.mark.slow
     async def test_keep_alive_extends_the_lease(self, store: LeaseStore, key_prefix: str) -> None:
         lease = await store.grant(2)
         await store.put(f"{key_prefix}/kept", b"x", lease=lease)
@@ -205,6 +207,7 @@ class TestWatch:
         rest = await collect(store, f"{key_prefix}/", seen[0].revision + 1, 2)
         assert [e.value for e in rest] == [b"2", b"3"]
 
+    @pytest.mark.slow
     async def test_watch_sees_lease_expiry(self, store: LeaseStore, key_prefix: str) -> None:
         _, start = await store.get_prefix(f"{key_prefix}/")
         lease = await store.grant(2)
@@ -936,6 +939,7 @@ def _with_lease_ids(answer: object, ids: dict[int, int]) -> object:
     return answer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(3))
 async def test_memory_store_answers_as_etcd_does(own_etcd_server: object, seed: int) -> None:
     """The same random operations on MemoryStore and on a fresh etcd get the same answers,

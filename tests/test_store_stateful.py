@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
+import pytest
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
@@ -427,6 +428,7 @@ STATEFUL_SETTINGS = settings(
 )
 
 
+@pytest.mark.slow
 def test_memory_store_and_etcd_answer_alike(
     own_etcd_server: EtcdServer, anyio_backend: tuple[str, dict[str, Any]]
 ) -> None:

@@ -40,6 +40,7 @@ async def test_takes_the_lease_id(store: LeaseStore) -> None:
     await store.revoke(lease)
 
 
+@pytest.mark.slow
 async def test_keep_alive_restores_it(store: LeaseStore) -> None:
     lease = await store.grant(3)
     await anyio.sleep(1.1)
@@ -62,6 +63,7 @@ async def test_unknown_lease_is_none(store: LeaseStore) -> None:
     assert await _ttl(store)(0x7EADBEEF12345) is None
 
 
+@pytest.mark.slow
 async def test_expired_lease_is_none(store: LeaseStore) -> None:
     lease = await store.grant(1)  # etcd may raise it to its minimum TTL
     await anyio.sleep(lease.ttl + 1.5)
