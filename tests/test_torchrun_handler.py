@@ -196,16 +196,18 @@ def test_a_signal_interrupts_next_rendezvous_at_once(
     def interrupt(signum: int, frame: object) -> None:
         raise Interrupted
 
-    previous = signal.signal(signal.SIGALRM, interrupt)
+    # SIGUSR1 from a timer thread: pytest-timeout owns SIGALRM.
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR1))
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        timer.start()
         started = time.monotonic()
         with pytest.raises(Interrupted):
             handler.next_rendezvous()  # waits for a second node that never comes
         assert time.monotonic() - started < 2.5
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
     assert handler.is_closed() is False  # the loop is free: the call's task was cancelled
     assert handler.shutdown() is True
 

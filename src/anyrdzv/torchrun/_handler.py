@@ -123,7 +123,7 @@ class EtcdRendezvousHandler(RendezvousHandler):
         self._store = TorchStore(
             self._loop,
             self._session.store,
-            getattr(self._session.rendezvous, "data_prefix", f"/anyrdzv/{params.run_id}/store/"),
+            self._session.rendezvous.data_prefix,
             timeout=timedelta(seconds=300),
         )
         self._shut_down = False
