@@ -11,10 +11,13 @@ own etcd on free loopback ports. Three measurements, each backend in turn, in on
 2. **Node loss.** Two real ``torchrun`` agents, ``--nnodes=1:2 --max-restarts=3``, one
    gloo worker each, torch's default conf. Once both workers run in a world of 2, one
    agent is SIGKILLed with its worker: the time until the survivor's restarted worker
-   runs in a world of 1.
+   runs in a world of 1. For c10d the survivor is the agent that hosts the TCPStore
+   (it starts first), as in torch's own experiments: killing the host ends the job.
 3. **Scale-up.** One agent runs alone under ``--nnodes=1:2``; a second one starts: the
    time from its start until both workers run in a world of 2. It includes the new
-   agent's start-up (its ``import torch``), given beside it.
+   agent's start-up and the restarted workers' (each an ``import torch``, timed
+   beside it); for anyrdzv-etcd, etcd also shows when the new node joined and when
+   the 2-node round completed.
 
 Results: ``docs/benchmarks.md``.
 """
@@ -22,8 +25,10 @@ Results: ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +37,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -121,6 +128,9 @@ def agents_run(
 
     run_id = f"loss-{uuid.uuid4().hex[:8]}"
     a = Agent(workdir / "loss", "a", run_id=run_id, **common)
+    if backend == "c10d":  # a hosts the TCPStore, so that the node killed is not its host
+        host, port = endpoint.rsplit(":", 1)
+        wait(lambda: listening(host, int(port)), timeout)
     b = Agent(workdir / "loss", "b", run_id=run_id, **common)
     try:
         both = wait(lambda: world_of(a, "2") and world_of(b, "2"), timeout)
@@ -145,6 +155,12 @@ def agents_run(
             row["scale_up"] = None
         else:
             late = new = Agent(workdir / "up", "b", run_id=run_id, **common)
+            if backend == "anyrdzv-etcd":  # the rendezvous itself, as etcd shows it
+                joined = wait(lambda: len(run_keys(endpoint, run_id, "members/")) == 2, timeout)
+                formed = wait(lambda: round_of_two(endpoint, run_id), timeout)
+                if joined is not None and formed is not None:
+                    row["scale_up_joined"] = joined - new.started
+                    row["scale_up_rendezvous"] = formed - joined
             up = wait(lambda: world_of(a, "2") and world_of(new, "2"), timeout)
             row["scale_up"] = None if up is None else up - new.started
     finally:
@@ -152,6 +168,38 @@ def agents_run(
         if late is not None:
             late.close()
     return row
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _range(endpoint: str, key: str, prefix: bool) -> list[dict[str, Any]]:
+    body: dict[str, str] = {"key": base64.b64encode(key.encode()).decode()}
+    if prefix:
+        end = key[:-1] + chr(ord(key[-1]) + 1)
+        body["range_end"] = base64.b64encode(end.encode()).decode()
+    answer = httpx.post(f"http://{endpoint}/v3/kv/range", json=body, timeout=5).json()
+    kvs: list[dict[str, Any]] = answer.get("kvs", [])
+    return kvs
+
+
+def run_keys(endpoint: str, run_id: str, under: str) -> list[dict[str, Any]]:
+    """The keys of the run under ``under``, read straight from etcd's gateway."""
+    return _range(endpoint, f"/anyrdzv/{run_id}/{under}", prefix=True)
+
+
+def round_of_two(endpoint: str, run_id: str) -> bool:
+    """Whether the run's state shows a complete round after the first, of two nodes."""
+    kvs = _range(endpoint, f"/anyrdzv/{run_id}/state", prefix=False)
+    if not kvs:
+        return False
+    state = json.loads(base64.b64decode(kvs[0]["value"]))
+    return bool(state["round"] >= 1 and state["complete"] and len(state["participants"]) == 2)
 
 
 def import_time() -> float:
@@ -205,6 +253,14 @@ def main() -> None:
                 else f"{value:.1f} s"
             )
         print(f"| {backend} | " + " | ".join(cells) + " |")
+    for backend in args.backends:
+        row = results[backend]
+        if "scale_up_rendezvous" in row:
+            print(
+                f"\n{backend} scale-up: the new node joined {row['scale_up_joined']:.1f} s after "
+                f"its start (its import of torch), and the 2-node round completed "
+                f"{row['scale_up_rendezvous']:.2f} s after it joined."
+            )
     if args.save:
         args.save.write_text(json.dumps(results, indent=2))
 
