@@ -3,6 +3,7 @@ token, timeouts and retries, and watch streams with a liveness bound."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import ssl as _ssl
@@ -156,6 +157,14 @@ class WatchConnection:
         return None
 
 
+@functools.cache
+def _plain_http_context() -> _ssl.SSLContext:
+    """The context of a client that only speaks plain HTTP (every member is ``http://``;
+    an ``https://`` member brings its own context): made once, since httpx would load
+    certifi's whole bundle for each new client, 0.15 s here, for a context never used."""
+    return _ssl.create_default_context()
+
+
 @final
 class Gateway:
     """The JSON gateways of an etcd cluster's members, reached over HTTP(S).
@@ -244,7 +253,7 @@ class Gateway:
             member.login = anyio.Lock()
             member.token = None
         self._client = httpx.AsyncClient(
-            verify=self._ssl if self._ssl is not None else True,
+            verify=self._ssl if self._ssl is not None else _plain_http_context(),
             timeout=httpx.Timeout(self.timeout),
             # Each watch holds a connection; the requests beside them are few (above).
             limits=httpx.Limits(
