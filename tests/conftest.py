@@ -152,9 +152,27 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[LeaseStore]:
 # -- torch --------------------------------------------------------------------------------
 
 
+_torch_error: BaseException | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Import torch once, here, if a collected test needs it: not inside a test, where
+    an import of seconds under load counts against the test's timeout, and a timeout
+    that interrupts it leaves torch half-imported for every later test of the process.
+    """
+    global _torch_error  # the one import's outcome, for need_torch
+    if any("torch_installed" in getattr(item, "fixturenames", ()) for item in session.items):
+        try:
+            import torch.distributed  # noqa: F401
+        except ImportError as exc:
+            _torch_error = exc
+
+
 def need_torch() -> None:
     """Skip without torch; but under CI=true, where .ci/run installs it, fail instead."""
     try:
+        if _torch_error is not None:
+            raise _torch_error
         import torch.distributed  # noqa: F401
     except ImportError as exc:
         message = f"torch is not installed (pip install torch==2.13.0): {exc}"
