@@ -7,8 +7,11 @@ and prints two tables:
 1. N ``Rendezvous`` nodes in one process, ``min_nodes = max_nodes = N`` (so the round
    completes at max, with no last call), ``keep_alive_interval`` 5 s: the time from the
    start (before the first node enters) until every ``next_rendezvous()`` has
-   returned; the store calls per node (keep-alives and watches apart), counted by
-   wrapping the store; this process's CPU, and etcd's. When torch is importable, the
+   returned; the time from the completing condition (the store's answer to the last
+   write of a join key: the N-th join is in by then) until every node holds its
+   ``RendezvousInfo`` (the issue's bound: 100 ms on MemoryStore, 300 ms on local etcd);
+   the store calls per node (keep-alives and watches apart), counted by wrapping the
+   store; this process's CPU, and etcd's. When torch is importable, the
    same for torch's ``DynamicRendezvousHandler`` on a c10d TCPStore, with N threads in a
    child process (its CPU is that process's: the threads and the TCPStore server).
 2. Node loss: 3 node processes on etcd with ``keep_alive_interval=1,
@@ -60,17 +63,38 @@ def cpu_seconds(pid: int) -> float:
 
 class CountingStore:
     """Delegates to a store, counting its calls by method name; ``watch_prefix`` (which
-    opens a stream) is counted when it is called."""
+    opens a stream) is counted when it is called. It also notes when the store last
+    acknowledged a write of a join key (``put``, or a ``txn`` that puts one): with
+    ``min_nodes = max_nodes``, the last join is the completing condition."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
         self.calls: dict[str, int] = {}
+        self.last_join: float | None = None
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.store, name)
         if not callable(attribute) or name.startswith("_"):
             return attribute
         calls = self.calls
+
+        if name in ("put", "txn"):
+
+            async def write(*args: Any, **kwargs: Any) -> Any:
+                calls[name] = calls.get(name, 0) + 1
+                result = await attribute(*args, **kwargs)
+                if name == "put":
+                    joins = "/join/" in args[0]
+                else:
+                    ops = args[1] if len(args) > 1 else kwargs.get("success", ())
+                    joins = result.succeeded and any(
+                        "/join/" in getattr(op, "key", "") for op in ops
+                    )
+                if joins:
+                    self.last_join = time.perf_counter()
+                return result
+
+            return write
 
         def call(*args: Any, **kwargs: Any) -> Any:
             calls[name] = calls.get(name, 0) + 1
@@ -116,6 +140,8 @@ async def scale(
             while len(ranked) < n:  # noqa: ASYNC110 - benchmark bookkeeping
                 await anyio.sleep(0.005)
         row["seconds"] = max(ranked) - start if ranked and not scope.cancel_called else None
+        done = ranked and not scope.cancel_called and counted.last_join is not None
+        row["completion"] = max(ranked) - counted.last_join if done else None
         row["cpu"] = time.process_time() - cpu0
         row["etcd_cpu"] = cpu_seconds(etcd_pid) - etcd0 if etcd_pid and etcd0 is not None else None
         row["ranked"] = len(ranked)
@@ -391,6 +417,7 @@ def print_scale(
         "store",
         "nodes",
         "start → all ranked s",
+        "last join → all ranked ms",
         "requests / node",
         "keep-alives / node",
         "watches / node",
@@ -405,8 +432,10 @@ def print_scale(
         requests, keep_alives, watches = per_node(row)
         torch_row = torch_rows.get(row["nodes"])
         etcd_cpu = "-" if row["etcd_cpu"] is None else f"{row['etcd_cpu']:.2f}"
+        completion = row.get("completion")
+        completion_ms = "-" if completion is None else f"{completion * 1000:.0f}"
         print(
-            f"| {name} | {row['nodes']:,} | {_seconds(row)} | {requests:.1f} | "
+            f"| {name} | {row['nodes']:,} | {_seconds(row)} | {completion_ms} | {requests:.1f} | "
             f"{keep_alives:.2f} | {watches:.2f} | {row['cpu']:.2f} | {etcd_cpu} | "
             f"{_seconds(torch_row)} | "
             f"{'-' if torch_row is None else format(torch_row['cpu'], '.1f')} |"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import random
 import signal
@@ -135,6 +136,35 @@ class CountingStore:
         return sum(count for name, count in self.calls.items() if name != "keep_alive")
 
 
+async def last_join_to_all_ranked(store: LeaseStore, run_id: str) -> float:
+    """Four nodes, min = max = 4: three join and wait; then the time from the fourth's
+    call (its join completes the round) until every node holds its info."""
+    held: list[float] = []
+
+    async def wait(rdzv: Rendezvous) -> None:
+        await rdzv.next_rendezvous()
+        held.append(anyio.current_time())
+
+    async with AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(
+                make(store, run_id, f"n{i}", min_nodes=4, max_nodes=4, last_call_timeout=30)
+            )
+            for i in range(4)
+        ]
+        async with anyio.create_task_group() as tg:
+            for rdzv in nodes[:3]:
+                tg.start_soon(wait, rdzv)
+            with anyio.fail_after(10):
+                # Polled: no event tells the test that a join key is in.
+                while len((await store.get_prefix_kv(f"{PREFIX}/{run_id}/{rules.JOIN}"))[0]) < 3:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            start = anyio.current_time()
+            await wait(nodes[3])
+    assert len(held) == 4
+    return max(held) - start
+
+
 class TestCompletion:
     async def test_max_nodes_completes_at_once(self, store: LeaseStore, run_id: str) -> None:
         async with AsyncExitStack() as stack:
@@ -152,6 +182,18 @@ class TestCompletion:
         assert info.participants == ("n0", "n1", "n2")
         assert info.payloads == {"n0": b"n0", "n1": b"n1", "n2": b"n2"}
         assert {name: i.rank for name, i in infos.items()} == {"n0": 0, "n1": 1, "n2": 2}
+
+    async def test_a_round_completes_within_the_bound_of_its_last_join(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        """Event-driven: from the last node's call (its join is the completing
+        condition) until every node holds its info, within 100 ms on MemoryStore and
+        300 ms on etcd. The median of five runs is held to it, so that one run slowed by
+        a loaded machine does not fail the test; a node polling every second could not
+        pass it."""
+        bound = 0.1 if isinstance(store, MemoryStore) else 0.3
+        times = sorted([await last_join_to_all_ranked(store, f"{run_id}-{i}") for i in range(5)])
+        assert times[2] < bound, f"last join to all ranked, s: {times}"
 
     async def test_min_nodes_complete_after_the_last_call(
         self, store: LeaseStore, run_id: str
@@ -490,6 +532,157 @@ class TestStore:
             assert counting.requests() == before
 
 
+class TestNodeNames:
+    async def test_a_live_nodes_name_is_refused(self, store: LeaseStore, run_id: str) -> None:
+        key = f"{PREFIX}/{run_id}/members/a"
+        async with make(store, run_id, "a") as a:
+            before = await store.get(key)
+            assert before is not None
+            with pytest.raises(RendezvousError, match=f"node 'a' of run '{run_id}' is taken"):
+                async with make(store, run_id, "a"):
+                    pytest.fail("a second node 'a' entered")
+            # The first node's key and lease are as they were, and it still meets others.
+            after = await store.get(key)
+            assert after is not None
+            assert (after.lease, after.create_revision) == (before.lease, before.create_revision)
+            async with make(store, run_id, "b") as b:
+                assert check_agreement(await all_next(a, b)).participants == ("a", "b")
+        assert await run_keys(store, run_id) == []
+
+    async def test_a_dead_nodes_name_is_free(self, store: LeaseStore, run_id: str) -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(doomed, make(store, run_id, "a"))
+            await kill(store, run_id, "a")
+        async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+            assert check_agreement(await all_next(a, b)).participants == ("a", "b")
+
+    async def test_two_live_nodes_of_one_name_at_once(self, store: LeaseStore, run_id: str) -> None:
+        outcomes: list[str] = []
+        entered = anyio.Event()
+
+        async def enter(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            task_status.started()
+            try:
+                async with make(store, run_id, "a"):
+                    outcomes.append("in")
+                    await entered.wait()
+            except RendezvousError as exc:
+                outcomes.append("refused" if "is taken" in str(exc) else repr(exc))
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(enter)
+            await tg.start(enter)
+            await eventually(lambda: len(outcomes) == 2)
+            entered.set()
+        assert sorted(outcomes) == ["in", "refused"]
+        assert await run_keys(store, run_id) == []
+
+
+class TestSharedWatch:
+    async def test_the_nodes_of_a_process_share_one_watch_and_one_swap(self, run_id: str) -> None:
+        counting = CountingStore(MemoryStore())
+        store: Any = counting
+        async with AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(
+                    make(store, run_id, f"n{i}", min_nodes=8, max_nodes=8)
+                )
+                for i in range(8)
+            ]
+            check_agreement(await all_next(*nodes))
+            assert counting.calls["watch_prefix"] == 1
+            assert counting.calls["get_prefix_kv"] == 1
+            # One creates the state and one completes the round: nobody's swap fails.
+            assert counting.calls["compare_and_swap"] == 2
+
+    async def test_the_watch_moves_when_its_host_leaves(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with make(store, run_id, "b") as b, make(store, run_id, "c") as c:
+            async with make(store, run_id, "a", min_nodes=2) as a:
+                check_agreement(await all_next(a, b, c))
+            # b and c go on, on the watch now hosted by one of them.
+            infos = await all_next(b, c)
+            assert check_agreement(infos).participants == ("b", "c")
+            async with make(store, run_id, "d") as d:
+                infos = await all_next(b, c, d)
+            assert check_agreement(infos).participants == ("b", "c", "d")
+
+    async def test_the_watch_moves_when_its_host_is_killed(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with anyio.create_task_group() as tg:
+            a = await tg.start(doomed, make(store, run_id, "a"))  # the first: it hosts
+            async with make(store, run_id, "b") as b, make(store, run_id, "c") as c:
+                check_agreement(await all_next(a, b, c))
+                await kill(store, run_id, "a")
+                infos = await all_next(b, c)
+        assert check_agreement(infos).participants == ("b", "c")
+
+    async def test_stores_do_not_share(self, run_id: str) -> None:
+        one, two = MemoryStore(), MemoryStore()
+        async with (
+            make(one, run_id, "a", min_nodes=1, max_nodes=1) as a,
+            make(two, run_id, "a", min_nodes=1, max_nodes=1) as other,
+        ):
+            assert a._run is not other._run
+            assert (await a.next_rendezvous()).participants == ("a",)
+            assert (await other.next_rendezvous()).participants == ("a",)
+
+
+class TestDataSubtree:
+    async def test_data_prefix(self, store: LeaseStore, run_id: str) -> None:
+        rdzv = make(store, run_id, "a")
+        assert rdzv.data_prefix == f"{PREFIX}/{run_id}/store/"
+        custom = Rendezvous(store, run_id, min_nodes=1, max_nodes=1, prefix="/x/y")
+        assert custom.data_prefix == f"/x/y/{run_id}/store/"
+
+    async def test_its_keys_are_skipped_silently(
+        self, store: LeaseStore, run_id: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+            check_agreement(await all_next(a, b))
+            version = a._run.version
+            with caplog.at_level(logging.DEBUG, logger="anyrdzv"):
+                revision = 0
+                for key in ("x", "a/b/c", "members/a", "state"):
+                    revision = await store.put(a.data_prefix + key, b"\x80 not json")
+                await a._run.until_revision(revision)
+            assert not a._errors
+            assert a._run.version == version  # no node woke for them
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert check_agreement(await all_next(a, b)).round == 1
+
+    async def test_the_last_node_deletes_it(self, store: LeaseStore, run_id: str) -> None:
+        async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+            check_agreement(await all_next(a, b))
+            await store.put(a.data_prefix + "k", b"v")
+            await store.put(a.data_prefix + "deep/k", b"v")
+        assert await run_keys(store, run_id) == []
+
+    async def test_it_goes_without_a_state_too(self, store: LeaseStore, run_id: str) -> None:
+        async with make(store, run_id, "a") as a:
+            await store.put(a.data_prefix + "k", b"v")
+        assert await run_keys(store, run_id) == []
+
+    async def test_a_stale_run_drops_it(self, store: LeaseStore, run_id: str) -> None:
+        async with make(store, run_id, "a") as a:
+            await a.set_closed()
+            state = await store.get(f"{PREFIX}/{run_id}/state")
+        assert state is not None
+        # The run's last node was killed: its state and its adapter's keys are left.
+        await store.put(state.key, state.value)
+        await store.put(f"{PREFIX}/{run_id}/store/k", b"v")
+        async with make(store, run_id, "a") as a:
+            assert not await a.is_closed()
+            assert await store.get(a.data_prefix + "k") is None
+            await store.put(a.data_prefix + "mine", b"v")
+            async with make(store, run_id, "b") as b:
+                check_agreement(await all_next(a, b))
+                assert await store.get(a.data_prefix + "mine") is not None
+        assert await run_keys(store, run_id) == []
+
+
 class TestArguments:
     @pytest.mark.parametrize(
         ("kwargs", "error", "match"),
@@ -572,6 +765,24 @@ class TestArguments:
             await rdzv.next_rendezvous()
 
 
+def lost_as_it_left(exc: BaseException) -> bool:
+    """Whether ``exc`` is a group of a lost heartbeat and cancellations, no more."""
+    leaves: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        one = todo.pop()
+        inner: tuple[BaseException, ...] | None = getattr(one, "exceptions", None)
+        if inner is None:
+            leaves.append(one)
+        else:
+            todo.extend(inner)
+    cancelled = anyio.get_cancelled_exc_class()
+    return any(isinstance(e, HeartbeatLost) for e in leaves) and all(
+        isinstance(e, (HeartbeatLost, cancelled)) for e in leaves
+    )
+
+
+@pytest.mark.slow
 class TestRandomized:
     async def test_invariants_hold_over_random_joins_leaves_kills_and_closes(self) -> None:
         rng = random.Random(20261128)
@@ -632,8 +843,14 @@ class TestRandomized:
                     scope = scopes[name] = anyio.CancelScope()
 
                     async def hold(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-                        with scope:
-                            await node(name, run_id, rounds, closed_at, task_status=task_status)
+                        try:
+                            with scope:
+                                await node(name, run_id, rounds, closed_at, task_status=task_status)
+                        except BaseException as exc:
+                            # Told to leave while its lost heartbeat was on its way up:
+                            # the two come out together.
+                            if not (scope.cancel_called and lost_as_it_left(exc)):
+                                raise
 
                     await tg.start(hold)
 
@@ -717,8 +934,7 @@ from contextlib import aclosing
 import anyio
 from anyrdzv import EtcdStore, Rendezvous
 
-async def main(endpoint, run_id, node):
-    conf = "keep_alive_interval=1,keep_alive_max_attempt=2,last_call_timeout=1,join_timeout=60"
+async def main(endpoint, run_id, node, conf):
     async with EtcdStore(endpoint) as store, Rendezvous.from_conf(
         store, run_id, conf, min_nodes=2, max_nodes=3, node=node
     ) as rdzv:
@@ -731,17 +947,31 @@ async def main(endpoint, run_id, node):
                     break
 
 try:
-    anyio.run(main, *sys.argv[1:4], backend=sys.argv[4])
+    anyio.run(main, *sys.argv[1:5], backend=sys.argv[5])
 except KeyboardInterrupt:
     pass  # SIGINT: the node has left cleanly
 """
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+#: --rdzv-conf, and the issue's bound on the time from the SIGKILL to the next round
+NODE_LOSS_CONFS = {
+    "fast": ("keep_alive_interval=1,keep_alive_max_attempt=2,last_call_timeout=1", 4.0),
+    # torch's defaults (keep-alive 5 s, 3 attempts, last call 30 s): the TTL, 15 s, + 2 s
+    "default": ("", 15.0 + 2.0),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("conf", "backend"), [("fast", "asyncio"), ("fast", "trio"), ("default", "asyncio")]
+)
 def test_node_processes_on_etcd_survive_a_sigkill(
-    etcd_server: Any, backend: str, run_id: str
+    etcd_server: Any, conf: str, backend: str, run_id: str
 ) -> None:
-    """Three node processes; one is SIGKILLed; the two others run the next round."""
+    """Three node processes; one is SIGKILLed; the two others run the next round within
+    the issue's bound: 4 s with the fast conf, the TTL + 2 s with torch's defaults (D6:
+    no last call once both survivors are back)."""
+    rdzv_conf, bound = NODE_LOSS_CONFS[conf]
     lines: queue.Queue[tuple[int, object, float]] = queue.Queue()
     procs: list[subprocess.Popen[str]] = []
     readers: list[threading.Thread] = []
@@ -770,6 +1000,7 @@ def test_node_processes_on_etcd_survive_a_sigkill(
                     etcd_server.endpoint,
                     run_id,
                     f"node-{index}",
+                    rdzv_conf,
                     backend,
                 ],
                 stdout=subprocess.PIPE,
@@ -781,10 +1012,9 @@ def test_node_processes_on_etcd_survive_a_sigkill(
         until(lambda got: all(got.get(i) == [0, i, 3] for i in range(3)), 30)
         killed_at = time.monotonic()
         procs[2].send_signal(signal.SIGKILL)
-        running_at = until(lambda got: all(got.get(i) == [1, i, 2] for i in range(2)), 15)
-        # The TTL is 2 s; the issue asks for the next round within 4 s of the kill.
+        running_at = until(lambda got: all(got.get(i) == [1, i, 2] for i in range(2)), bound + 10)
         print(f"the survivors ran round 1 {running_at - killed_at:.2f} s after the SIGKILL")
-        assert running_at - killed_at < 8
+        assert running_at - killed_at < bound
         for proc in procs[:2]:
             proc.send_signal(signal.SIGINT)  # leaves cleanly: the last one deletes the state
         for proc in procs:

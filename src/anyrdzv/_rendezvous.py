@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from ._store import CasResult, KeyValue, Lease, WatchStream
     from ._txn import TxnOp, TxnResult
+    from ._write_batch import WriteBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class _ClaimingStore:
         self._node = node
         #: the revision at which the node's key was put, once it is
         self.revision = 0
+        #: the batcher the put goes through, if any
+        self.batcher: WriteBatcher | None = None
 
     def _taken(self, holder: int | None) -> RendezvousError:
         lease = "no lease" if holder is None else f"lease {holder}"
@@ -135,6 +138,11 @@ class _ClaimingStore:
     async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
         if key != self._key or lease is None:
             return await self._store.put(key, value, lease=lease)
+        if self.batcher is not None:
+            revision = await self.batcher.put(Put(key, value, lease=lease), absent=True)
+            if revision is not None:
+                self.revision = revision
+                return revision
         for attempt in range(1, _CLAIM_TRIES + 1):
             try:
                 result = await self._store.txn(
@@ -157,8 +165,12 @@ class _ClaimingStore:
                 self.revision = result.revision
                 return result.revision
             found = result.results[0]
-            holder = found.kvs[0].lease if isinstance(found, GetResult) and found.kvs else None
-            raise self._taken(holder)
+            kv = found.kvs[0] if isinstance(found, GetResult) and found.kvs else None
+            if kv is not None and kv.lease == lease.id:
+                # A batch with this put went through, though its sender was cancelled.
+                self.revision = kv.mod_revision
+                return kv.mod_revision
+            raise self._taken(None if kv is None else kv.lease)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def grant(self, ttl: int) -> Lease:
@@ -425,6 +437,9 @@ class Rendezvous:
             # Exits run in reverse: the node's task group closes, its lease is revoked,
             # and then it lets go of the shared view, cleaning up if it was the last.
             stack.push_async_callback(self._leave_run, shared)
+            # Read before the heartbeat's grant, so as not to queue behind other nodes'.
+            await shared.read()
+            self._claim.batcher = shared.batcher
             await stack.enter_async_context(self._heartbeat)
             task_group = await stack.enter_async_context(anyio.create_task_group())
             token = await shared.attach(task_group)
@@ -574,6 +589,15 @@ class Rendezvous:
             version = shared.version
             min_reached = shared.min_reached
             view = shared.view
+            if view.state is not None and not view.state[0].complete:
+                # Another node of this process swaps the open round (it completes it,
+                # most likely): every node would decide the same, at a cost that grows
+                # with the round; wait for the outcome instead. Not in a complete round:
+                # a participant may still be owed it.
+                pending = shared.swaps.get(view.state[1])
+                if pending is not None:
+                    await pending.wait()
+                    continue
             try:
                 action = rules.decide(
                     view,
@@ -624,8 +648,12 @@ class Rendezvous:
             await shared.until_changed(version, action.until)
             return None
         if isinstance(action, rules.Join):
-            revision = await self._store.put(
-                self._join_key, rules.encode_join(action.round), lease=self._heartbeat.lease
+            value, lease = rules.encode_join(action.round), self._heartbeat.lease
+            joined = await shared.batcher.put(Put(self._join_key, value, lease=lease))
+            revision = (
+                await self._store.put(self._join_key, value, lease=lease)
+                if joined is None
+                else joined
             )
             logger.debug("node %r joins round %d of run %r", self.node, action.round, self.run_id)
             await shared.until_revision(revision)

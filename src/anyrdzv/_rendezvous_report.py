@@ -83,6 +83,9 @@ class RunReport:
         the live participants reach ``max_nodes``)
     :ivar others: every other node with a key: not in the round, not waiting for the
         next (a join key of another round, or a heartbeat with no join key)
+    :ivar data_keys: how many keys the run has under its adapters' subtree,
+        ``<prefix>/<run_id>/store/`` (the torchrun backend's store): not the
+        rendezvous's, and never malformed
     """
 
     run_id: str
@@ -95,6 +98,7 @@ class RunReport:
     waiting: tuple[NodeReport, ...]
     num_nodes_waiting: int
     others: tuple[NodeReport, ...]
+    data_keys: int = 0
 
 
 def run_prefix(run_id: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -152,7 +156,9 @@ async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
     """
     start = run_prefix(run_id, prefix)
     kvs, revision = await store.get_prefix_kv(start)
-    view, leases = _view(kvs, start)
+    data = start + rules.DATA
+    data_keys = sum(1 for kv in kvs if kv.key.startswith(data))
+    view, leases = _view([kv for kv in kvs if not kv.key.startswith(data)], start)
     ttls: dict[str, int | None] = {}
     limiter = anyio.CapacityLimiter(_TTL_REQUESTS)
 
@@ -195,6 +201,7 @@ async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
         waiting=tuple(report(n) for n in waiting),
         num_nodes_waiting=counted,
         others=tuple(report(n) for n in others),
+        data_keys=data_keys,
     )
 
 

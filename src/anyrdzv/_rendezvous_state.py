@@ -361,7 +361,7 @@ def decide(
         )
     wanted = view.joins.get(me, (None, 0))[0]
     if state.complete:
-        if me in state.participants and handed_out != state.round and wanted == state.round:
+        if wanted == state.round and handed_out != state.round and me in state.participants:
             return Done(state)
         live = view.live_participants()
         if me in state.participants or not live:

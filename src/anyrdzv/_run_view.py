@@ -32,6 +32,7 @@ from ._delay import backoff, delay
 from ._exceptions import StoreCompacted, StoreConnectionError, StoreError
 from ._store import EventType, LeaseStore
 from ._util import echo
+from ._write_batch import WriteBatcher
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -93,6 +94,8 @@ class RunView:
         self.min_reached: tuple[int, float] | None = None
         self.held = 0
         self.swaps: dict[int, anyio.Event] = {}
+        #: the puts of the nodes' keys go through it
+        self.batcher = WriteBatcher(store)
         self._wake = anyio.Event()
         self._signature: tuple[object, ...] = ()
         self._lost = 0  # bumped when a participant of the state's round comes or goes
@@ -103,15 +106,35 @@ class RunView:
         self._hosts: dict[int, anyio.abc.TaskGroup] = {}  # the entered nodes' task groups
         self._watcher: int | None = None  # the host whose task group runs the watch
         self._ready = anyio.Event()  # set once the first read of the run is in
+        self._reading: anyio.Event | None = None  # set when a read in flight ends
         self._infos: tuple[rules.RunState, Mapping[str, int], Mapping[str, bytes]] | None = None
 
     # -- the nodes ---------------------------------------------------------------------
 
-    async def attach(self, task_group: anyio.abc.TaskGroup) -> int:
-        """Offer ``task_group`` (an entered node's) to host the watch, and wait until the
-        view has read the run; return the node's token for :meth:`detach`.
+    async def read(self) -> None:
+        """Read the run, unless a node of this view has: one read, however many nodes
+        enter at once.
 
-        :raises StoreError: if this node reads the run first, and that fails
+        :raises StoreError: if this node's read fails
+        """
+        while not self._ready.is_set():
+            reading = self._reading
+            if reading is not None:
+                await reading.wait()  # if that read failed, this node reads
+                continue
+            reading = self._reading = anyio.Event()
+            try:
+                await self._snapshot()
+                self._ready.set()
+            finally:
+                self._reading = None
+                reading.set()
+
+    async def attach(self, task_group: anyio.abc.TaskGroup) -> int:
+        """Offer ``task_group`` (an entered node's) to host the watch, which starts in
+        it if none runs; return the node's token for :meth:`detach`.
+
+        :raises StoreError: if the run was never read (:meth:`read`), and reading fails
         """
         token = next(_tokens)
         self._hosts[token] = task_group
@@ -120,7 +143,7 @@ class RunView:
                 self._watcher = token
                 await task_group.start(self._watch, token)
             else:
-                await self._ready.wait()
+                await self.read()
         except BaseException:
             self.detach(token)
             raise
@@ -273,9 +296,7 @@ class RunView:
         self, token: int, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         try:
-            if not self._ready.is_set():
-                await self._snapshot()
-                self._ready.set()
+            await self.read()
             task_status.started()
             await self._follow()
         finally:
