@@ -156,15 +156,15 @@ _torch_error: BaseException | None = None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Import torch once, here, if a collected test needs it: not inside a test, where
-    an import of seconds under load counts against the test's timeout, and a timeout
-    that interrupts it leaves torch half-imported for every later test of the process.
+    """Import torch once, here, if a collected test needs it, and not inside a test: an
+    import that fails part-way (a timeout under load; a warning made an error, as torch
+    without numpy warns) leaves torch half-imported for every later test of the process.
     """
     global _torch_error  # the one import's outcome, for need_torch
     if any("torch_installed" in getattr(item, "fixturenames", ()) for item in session.items):
         try:
             import torch.distributed  # noqa: F401
-        except ImportError as exc:
+        except Exception as exc:  # noqa: BLE001 - need_torch reports it, in the test
             _torch_error = exc
 
 
@@ -179,6 +179,8 @@ def need_torch() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}: CI must run the torchrun tests")
         pytest.skip(message)
+    except Exception as exc:  # noqa: BLE001 - a broken torch is a failure, not a skip
+        pytest.fail(f"importing torch failed: {exc!r}")
 
 
 @pytest.fixture
