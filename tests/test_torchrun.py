@@ -6,10 +6,12 @@ so they are few, marked slow, and run in parallel under pytest-xdist.
 
 from __future__ import annotations
 
+import re
 import signal
 import ssl
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -19,7 +21,6 @@ from torchrun_agents import FAST_CONF, Agent, run_keys, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from etcd_cluster import EtcdCluster
     from etcd_server import EtcdServer
@@ -91,6 +92,43 @@ def test_two_nodes_two_workers_each(
 
 
 @pytest.mark.timeout(150)
+def test_the_readme_example(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    """The README's two-node job: examples/torchrun_allreduce.py, torch's default conf."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "torchrun_allreduce.py"
+    a, b = (
+        start(
+            agents,
+            tmp_path,
+            name,
+            endpoint=etcd_server.endpoint,
+            run_id=run_id,
+            nnodes="2",
+            nproc=2,
+            conf="",
+            worker=[str(example)],
+        )
+        for name in ("a", "b")
+    )
+    finished(a)
+    finished(b)
+    printed = [
+        line.split("]:", 1)[-1].strip()
+        for line in (a.log() + b.log()).splitlines()
+        if "all_reduce sum" in line
+    ]
+    found = re.search(r"master 127\.0\.0\.1:(\d+)\)", printed[0]) if printed else None
+    assert found is not None, f"no worker printed its line:\n{a.log()[-3000:]}"
+    assert sorted(printed) == [
+        f"rank {rank} of 4 (node {rank // 2} of 2, master 127.0.0.1:{found[1]}): "
+        "all_reduce sum 10, expected 10"
+        for rank in range(4)
+    ]
+    assert run_keys(etcd_server.endpoint, run_id) == []
+
+
+@pytest.mark.timeout(150)
 def test_scale_down_after_a_sigkill(
     etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
 ) -> None:
@@ -135,9 +173,7 @@ def test_a_lost_agent_restarts_its_peers_at_once_without_a_retry(
     }
     a = start(agents, tmp_path, "a", **options)
     b = start(agents, tmp_path, "b", **options)
-    both = lambda: all(
-        any(line["WORLD_SIZE"] == "2" for line in agent.lines()) for agent in (a, b)
-    )
+    both = lambda: all(any(line["WORLD_SIZE"] == "2" for line in agent.lines()) for agent in (a, b))
     wait_for(both, 90, "both workers run in a world of 2", a, b)
     b.process.kill()  # the agent alone
     b.process.wait(10)
