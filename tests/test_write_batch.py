@@ -211,3 +211,41 @@ async def test_a_cancelled_sender_passes_the_turn(prefix: str) -> None:
     assert set(got) == {"a", "b"}
     assert all(isinstance(revision, int) for revision in got.values())
     assert await store.get(prefix + "sender") is None
+
+
+async def test_a_caller_cancelled_as_it_gets_the_turn_passes_it_on(prefix: str) -> None:
+    """The turn to send reaches a waiting caller that is cancelled before it runs: it
+    hands the turn to the next, and the batcher goes on."""
+    store = MemoryStore()
+    gate = anyio.Event()
+    scopes: dict[str, anyio.CancelScope] = {}
+
+    class Slow(Counting):
+        async def put(self, key: str, value: bytes, **kwargs: Any) -> int:
+            if key.endswith("first"):
+                await gate.wait()
+            revision = await super().put(key, value, **kwargs)
+            if key.endswith("first"):
+                scopes["second"].cancel()  # before the turn reaches it, and before it runs
+            return revision
+
+    batcher = WriteBatcher(Slow(store))  # type: ignore[arg-type]
+    got: dict[str, int | None] = {}
+
+    async def put(key: str) -> None:
+        with anyio.CancelScope() as scope:
+            scopes[key] = scope
+            got[key] = await batcher.put(Put(prefix + key, b"1"))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(put, "first")
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(put, "second")
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(put, "third")
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+    assert set(got) == {"first", "third"}
+    assert await store.get(prefix + "second") is None
+    assert await store.get(prefix + "third") is not None

@@ -75,10 +75,10 @@ class WriteBatcher:
             try:
                 await me.event.wait()
             except BaseException:
-                if me.state == "queued":
+                if me.state in ("queued", "turn"):
                     self._queue.remove(me)
-                elif me.state == "turn":
-                    self._pass_turn()
+                if me.state == "turn":
+                    self._pass_turn()  # to the next in the queue, which would wait forever
                 raise
             if me.state == "done":
                 return me.revision
