@@ -53,24 +53,33 @@ def finished(agent: Agent, timeout: float = 90) -> None:
     assert code == 0, f"agent {agent.name} exited {code}:\n{agent.log()[-6000:]}"
 
 
-@pytest.mark.timeout(150)
-def test_two_nodes_two_workers_each(
-    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
-) -> None:
+def two_nodes_of_two(
+    agents: list[Agent], tmp_path: Path, etcd: EtcdServer, run_id: str, **options: object
+) -> tuple[Agent, Agent]:
+    """Agents a and b, two workers each, under ``--nnodes=2``; once both have finished."""
     a, b = (
         start(
             agents,
             tmp_path,
             name,
-            endpoint=etcd_server.endpoint,
+            endpoint=etcd.endpoint,
             run_id=run_id,
             nnodes="2",
             nproc=2,
+            **options,
         )
         for name in ("a", "b")
     )
     finished(a)
     finished(b)
+    return a, b
+
+
+@pytest.mark.timeout(150)
+def test_two_nodes_two_workers_each(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    a, b = two_nodes_of_two(agents, tmp_path, etcd_server, run_id)
     lines = a.lines() + b.lines()
     assert len(lines) == 4
     assert {line["sum"] for line in lines} == {1.0 + 2.0 + 3.0 + 4.0}
@@ -97,22 +106,7 @@ def test_the_readme_example(
 ) -> None:
     """The README's two-node job: examples/torchrun_allreduce.py, torch's default conf."""
     example = Path(__file__).resolve().parent.parent / "examples" / "torchrun_allreduce.py"
-    a, b = (
-        start(
-            agents,
-            tmp_path,
-            name,
-            endpoint=etcd_server.endpoint,
-            run_id=run_id,
-            nnodes="2",
-            nproc=2,
-            conf="",
-            worker=[str(example)],
-        )
-        for name in ("a", "b")
-    )
-    finished(a)
-    finished(b)
+    a, b = two_nodes_of_two(agents, tmp_path, etcd_server, run_id, conf="", worker=[str(example)])
     printed = [
         line.split("]:", 1)[-1].strip()
         for line in (a.log() + b.log()).splitlines()
