@@ -6,12 +6,12 @@ No torch here: the Session is plain anyrdzv, on MemoryStore and etcd, on every b
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
-from anyrdzv import MemoryStore, Rendezvous, StoreConnectionError
+from anyrdzv import EtcdStore, HeartbeatLost, MemoryStore, Rendezvous, StoreConnectionError
 from anyrdzv.torchrun._session import Session, SessionClosed, SessionLost
 
 if TYPE_CHECKING:
@@ -155,3 +155,34 @@ async def test_an_unreachable_store_fails_the_start(anyio_backend: object) -> No
     with anyio.fail_after(10), pytest.RaisesGroup(StoreConnectionError):
         async with anyio.create_task_group() as tg:
             await tg.start(session.run)
+
+
+@pytest.mark.slow
+async def test_every_call_after_etcd_dies_is_session_lost(
+    own_etcd_server: Any, key_prefix: str
+) -> None:
+    """etcd is SIGKILLed: the heartbeat is lost and the rendezvous ends, which takes a
+    while against a dead store (its lease revoke waits out the store's timeout). Every
+    call, from the kill on, either answers or raises SessionLost; none sees the
+    rendezvous half-gone."""
+    run_id = key_prefix.strip("/")
+    async with (
+        EtcdStore(own_etcd_server.endpoint, timeout=2) as store,
+        anyio.create_task_group() as tg,
+    ):
+        a = await started(tg, session_on(store, run_id, "a"))
+        await a.next_rendezvous()
+        own_etcd_server.kill()
+        outcomes: list[str] = []
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    await a.is_closed()
+                except SessionLost as exc:
+                    outcomes.append("lost")
+                    if isinstance(exc.__cause__, HeartbeatLost):
+                        break  # the rendezvous has left, and the cause is known
+                await anyio.sleep(0.02)
+        assert set(outcomes) == {"lost"}
+        assert len(outcomes) > 1  # calls came while it was leaving, too
+        await a.close(close_run=False)

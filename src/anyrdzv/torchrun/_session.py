@@ -80,6 +80,7 @@ class Session:
         self._stop: anyio.Event | None = None
         self._done: anyio.Event | None = None
         self._failure: BaseException | None = None
+        self._ending = False  # the rendezvous is leaving, or has left
         self._closed = False
         self._calls: set[anyio.CancelScope] = set()
         self._follower: anyio.CancelScope | None = None
@@ -113,7 +114,15 @@ class Session:
                         self._rendezvous, self._task_group = rendezvous, task_group
                         entered = True
                         task_status.started(self)
-                        await self._stop.wait()
+                        try:
+                            await self._stop.wait()
+                        finally:
+                            # Stopped, or the rendezvous failed and is leaving, which
+                            # can take the store's timeout against a dead store: from
+                            # here on no call can be served by it.
+                            self._ending = True
+                            for scope in list(self._calls):
+                                scope.cancel()
                         task_group.cancel_scope.cancel()
                 except Exception as exc:
                     if not entered:
@@ -136,6 +145,10 @@ class Session:
             raise SessionClosed("the rendezvous handler has been shut down")
         if self._failure is not None:
             raise SessionLost(f"{self._failure}") from self._failure
+        if self._ending:
+            raise SessionLost(
+                "the rendezvous of this node is ending: its heartbeat or its store failed"
+            )
 
     async def _call(self, func: Callable[[Rendezvous], Awaitable[_T]]) -> _T:
         self._check()
@@ -211,7 +224,7 @@ class Session:
         if self._closed:
             return
         try:
-            if close_run and self._failure is None:
+            if close_run and self._failure is None and not self._ending:
                 await self.set_closed()
         finally:
             self._closed = True
