@@ -249,3 +249,23 @@ async def test_a_caller_cancelled_as_it_gets_the_turn_passes_it_on(prefix: str) 
     assert set(got) == {"first", "third"}
     assert await store.get(prefix + "second") is None
     assert await store.get(prefix + "third") is not None
+
+
+async def test_a_gone_lease_sends_its_whole_batch_back(store: LeaseStore, prefix: str) -> None:
+    """The store itself refuses the batch (a put under a revoked lease fails the txn):
+    nothing of it is written, each caller is told to write alone, and alone the others'
+    puts go through."""
+    gone = await store.grant(5)
+    await store.revoke(gone)
+    batcher = WriteBatcher(store)
+    puts = [
+        (Put(prefix + "x", b"x"), True),
+        (Put(prefix + "dead", b"d", lease=gone), False),
+        (Put(prefix + "y", b"y"), False),
+    ]
+    got = await put_all(batcher, puts)
+    assert got == {prefix + "x": None, prefix + "dead": None, prefix + "y": None}
+    kvs, _ = await store.get_prefix_kv(prefix)
+    assert kvs == []
+    assert isinstance(await batcher.put(Put(prefix + "x", b"x"), absent=True), int)
+    assert isinstance(await batcher.put(Put(prefix + "y", b"y")), int)
