@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -33,7 +33,7 @@ from anyrdzv import (
 from anyrdzv import _rendezvous_state as rules
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 pytestmark = pytest.mark.anyio
 
@@ -393,7 +393,68 @@ class TestClose:
             check_agreement(await all_next(a, b))
 
 
+async def changes_latencies(store: LeaseStore, run_id: str) -> dict[str, float]:
+    """a, b and c hold round 0 (max_nodes 4, after the last call); a follows changes().
+    Then, one at a time: d arrives, c is killed, b asks for a new round, a closes the
+    run; the time from each cause until a's changes() yields its reason."""
+    yielded: dict[str, float] = {}
+    async with AsyncExitStack() as stack:
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        a = await stack.enter_async_context(make(store, run_id, "a", max_nodes=4))
+        b = await stack.enter_async_context(make(store, run_id, "b", max_nodes=4))
+        c_gone = anyio.Event()
+
+        async def hold_c(*, task_status: anyio.abc.TaskStatus[Rendezvous]) -> None:
+            try:
+                await doomed(make(store, run_id, "c", max_nodes=4), task_status=task_status)
+            finally:
+                c_gone.set()
+
+        c = await tg.start(hold_c)
+        d = await stack.enter_async_context(make(store, run_id, "d", max_nodes=4))
+        check_agreement(await all_next(a, b, c))
+
+        async def follow() -> None:
+            async with aclosing(a.changes()) as changes:
+                async for change in changes:
+                    yielded[change] = anyio.current_time()
+
+        async def until(change: str, cause: Callable[[], Awaitable[object]]) -> float:
+            await anyio.wait_all_tasks_blocked()
+            start = anyio.current_time()
+            await cause()
+            await eventually(lambda: change in yielded)
+            return yielded[change] - start
+
+        async def until_closed(call: Callable[[], Awaitable[object]]) -> None:
+            with pytest.raises(RendezvousClosed):
+                await call()
+
+        async def in_background(call: Callable[[], Awaitable[object]]) -> None:
+            tg.start_soon(until_closed, call)  # it waits on, until a closes the run
+
+        tg.start_soon(follow)
+        latencies = {"waiting": await until("waiting", lambda: in_background(d.next_rendezvous))}
+        latencies["lost"] = await until("lost", lambda: kill(store, run_id, "c"))
+        await c_gone.wait()
+        latencies["new_round"] = await until("new_round", lambda: in_background(b.next_rendezvous))
+        latencies["closed"] = await until("closed", a.set_closed)
+        tg.cancel_scope.cancel()
+    return latencies
+
+
 class TestChanges:
+    async def test_changes_yield_within_the_bound_of_their_cause(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        """Each reason is yielded within 100 ms (MemoryStore) or 300 ms (etcd) of its
+        cause: the median of five runs is held to it."""
+        bound = 0.1 if isinstance(store, MemoryStore) else 0.3
+        runs = [await changes_latencies(store, f"{run_id}-{i}") for i in range(5)]
+        for change in ("waiting", "lost", "new_round", "closed"):
+            times = sorted(run[change] for run in runs)
+            assert times[2] < bound, f"{change}: cause to changes() yielding it, s: {times}"
+
     async def test_changes_on_waiting_lost_new_round_and_closed(
         self, store: LeaseStore, run_id: str
     ) -> None:
