@@ -52,11 +52,20 @@ def _data_root() -> Path | None:
     return _TMPFS
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free loopback port that this process has not handed out before: the kernel may
+    give the same free port twice before etcd binds it (a 3-member cluster once got
+    one port for two of its members' URLs)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def etcd_binary() -> str | None:
