@@ -843,6 +843,10 @@ def lost_as_it_left(exc: BaseException) -> bool:
     )
 
 
+#: the random moves of each of the randomized test's three runs
+STEPS = 800
+
+
 @pytest.mark.slow
 class TestRandomized:
     async def test_invariants_hold_over_random_joins_leaves_kills_and_closes(self) -> None:
@@ -869,6 +873,7 @@ class TestRandomized:
                 last_call_timeout=0.05,
                 join_timeout=30,
             )
+            previous = -1
             try:
                 async with rdzv:
                     task_status.started()
@@ -886,6 +891,8 @@ class TestRandomized:
                             info.participants.index(p) for p in info.participants
                         ) == list(range(info.world_size))
                         assert info.participants[info.rank] == name
+                        assert info.round > previous  # one round at a time, onwards
+                        previous = info.round
                         assert rounds.setdefault(info.round, info.participants) == info.participants
                         assert not closed_at or info.round < closed_at[0]
                         completed += 1
@@ -898,6 +905,7 @@ class TestRandomized:
             rounds: dict[int, tuple[str, ...]] = {}
             closed_at: list[int] = []
             scopes: dict[str, anyio.CancelScope] = {}
+            gone: set[str] = set()  # nodes that have left or died
             async with anyio.create_task_group() as tg:
 
                 async def start(name: str) -> None:
@@ -912,17 +920,23 @@ class TestRandomized:
                             # the two come out together.
                             if not (scope.cancel_called and lost_as_it_left(exc)):
                                 raise
+                        finally:
+                            gone.add(name)
 
                     await tg.start(hold)
 
                 # The anchor never leaves nor dies, so the run's rounds count on: a run
                 # whose every node is gone starts afresh, from round 0.
                 await start("anchor")
-                for step in range(60):
-                    others = [n for n, s in scopes.items() if n != "anchor" and not s.cancel_called]
+                for step in range(STEPS):
+                    others = [
+                        n
+                        for n, s in scopes.items()
+                        if n != "anchor" and not s.cancel_called and n not in gone
+                    ]
                     move = rng.random()
                     if move < 0.45 or not others:
-                        await start(f"n{step:03d}")
+                        await start(f"n{step:04d}")
                     elif move < 0.7:
                         scopes[rng.choice(others)].cancel()  # leaves
                     else:
@@ -930,7 +944,9 @@ class TestRandomized:
                         kv = await store.get(f"{PREFIX}/{run_id}/members/{victim}")
                         if kv is not None and kv.lease is not None:
                             await store.revoke(Lease(kv.lease, 1))  # dies
-                    await anyio.sleep(rng.uniform(0, 0.05))
+                    # Mostly a bare checkpoint, so that moves pile up on each other; now
+                    # and then long enough for a last call to run out.
+                    await anyio.sleep(rng.uniform(0, 0.06) if rng.random() < 0.1 else 0)
                 async with make(
                     store, run_id, "closer", min_nodes=min_nodes, max_nodes=max_nodes
                 ) as closer:
@@ -944,10 +960,11 @@ class TestRandomized:
             assert len(rounds) >= 3
             assert await run_keys(store, run_id) == []
 
-        with anyio.fail_after(20):
+        with anyio.fail_after(90):
             for run in range(3):
                 await one_run(f"random-{run}")
-        assert completed > 20
+        print(f"{3 * STEPS} moves, {completed} rounds held")
+        assert completed > 100
 
 
 class TestStateValues:
