@@ -58,8 +58,7 @@ class WriteBatcher:
         self._store = store
         self._queue: deque[_Write] = deque()
         self._sending = False  # a caller sends a batch, or has the turn to
-        #: how many txns of more than one put were sent, and how many puts they held
-        self.batches = 0
+        #: how many puts went out in txns of more than one put
         self.batched = 0
 
     async def put(self, put: Put, *, absent: bool = False) -> int | None:
@@ -139,7 +138,6 @@ class WriteBatcher:
             )
             if result.succeeded:
                 revision = result.revision
-                self.batches += 1
                 self.batched += len(batch)
         except Exception as exc:  # noqa: BLE001 - each caller writes alone, and sees its own error
             logger.debug("a batch of %d puts failed; each is sent alone: %s", len(batch), exc)

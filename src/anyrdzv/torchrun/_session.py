@@ -137,8 +137,6 @@ class Session:
         lost = _find(exc, HeartbeatLost)
         self._failure = lost or exc
         logger.warning("the rendezvous of this node ended: %r", self._failure)
-        for scope in list(self._calls):
-            scope.cancel()
 
     def _check(self) -> None:
         if self._closed:
@@ -224,7 +222,7 @@ class Session:
         if self._closed:
             return
         try:
-            if close_run and self._failure is None and not self._ending:
+            if close_run and not self._ending:  # ending comes before any failure
                 await self.set_closed()
         finally:
             self._closed = True
