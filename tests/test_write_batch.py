@@ -10,7 +10,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from anyrdzv import LeaseStore, MemoryStore, StoreConnectionError
+from anyrdzv import EtcdStore, LeaseStore, MemoryStore, StoreConnectionError
 from anyrdzv._txn import MAX_TXN_OPS, Put
 from anyrdzv._write_batch import WriteBatcher
 
@@ -269,3 +269,20 @@ async def test_a_gone_lease_sends_its_whole_batch_back(store: LeaseStore, prefix
     assert kvs == []
     assert isinstance(await batcher.put(Put(prefix + "x", b"x"), absent=True), int)
     assert isinstance(await batcher.put(Put(prefix + "y", b"y")), int)
+
+
+async def test_a_dead_etcd_sends_a_batch_back_and_fails_a_lone_put(
+    own_etcd_server: Any, prefix: str
+) -> None:
+    """etcd SIGKILLed: a batch's txn fails after the store's timeout, and each of its
+    callers is told to write alone; a lone put raises the store's error to its caller."""
+    async with EtcdStore(own_etcd_server.endpoint, timeout=1) as store:
+        batcher = WriteBatcher(store)
+        own_etcd_server.kill()
+        with anyio.fail_after(10):
+            got = await put_all(batcher, [(Put(f"{prefix}{i}", b"v"), i == 0) for i in range(4)])
+            assert got == {f"{prefix}{i}": None for i in range(4)}
+            with pytest.raises(StoreConnectionError):
+                await batcher.put(Put(prefix + "lone", b"1"))
+        own_etcd_server.start()
+        assert isinstance(await batcher.put(Put(prefix + "after", b"1")), int)
