@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "anyrdzv"
-ALLOWED = {"_wakeup.py", "_clock.py"}
+ALLOWED = {"_core/_wakeup.py", "_core/_clock.py"}
 BACKENDS = {"asyncio", "trio", "uvloop"}
 
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 import anyrdzv
 from anyrdzv import EtcdStore, Heartbeat
-from anyrdzv._cli import PASSWORD_VARIABLE, build_parser, log_level, main
+from anyrdzv._cli._main import PASSWORD_VARIABLE, build_parser, log_level, main
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -262,7 +262,7 @@ class TestLogLevel:
     # the CLI configures logging with basicConfig, which leaves pytest's logging alone.
     _LOGGING_PROGRAM = """
 import logging, sys
-import anyrdzv._cli as cli
+import anyrdzv._cli._main as cli
 def command(args, out):
     for level in (logging.DEBUG, logging.INFO, logging.WARNING):
         logging.getLogger("anyrdzv.x").log(level, "record at %s", logging.getLevelName(level))
@@ -379,7 +379,7 @@ class TestMembersFailures:
         async def bad_members(*args: object, **kwargs: object) -> object:
             raise ValueError("bad member data\nsecond line")
 
-        monkeypatch.setattr("anyrdzv._cli.members", bad_members)
+        monkeypatch.setattr("anyrdzv._cli._main.members", bad_members)
         assert main(members_args(etcd_endpoint, key_prefix)) == 1
         captured = capsys.readouterr()
         assert captured.err == "anyrdzv members: error: ValueError: bad member data\\nsecond line\n"
@@ -400,7 +400,7 @@ class TestMembersFailures:
             async with anyio.create_task_group() as group:  # raises an ExceptionGroup
                 group.start_soon(fail)
 
-        monkeypatch.setattr("anyrdzv._cli.watch_members", failing_watch)
+        monkeypatch.setattr("anyrdzv._cli._main.watch_members", failing_watch)
         assert main([*members_args(etcd_endpoint, key_prefix), "--watch", "--json"]) == 1
         captured = capsys.readouterr()
         assert json.loads(captured.out)["members"] == {"n": "p"}
@@ -417,14 +417,14 @@ class TestMembersFailures:
         async def tls_fault(*args: object, **kwargs: object) -> object:
             raise ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] bad certificate")
 
-        monkeypatch.setattr("anyrdzv._cli.members", tls_fault)
-        with caplog.at_level(logging.DEBUG, logger="anyrdzv._cli"):
+        monkeypatch.setattr("anyrdzv._cli._main.members", tls_fault)
+        with caplog.at_level(logging.DEBUG, logger="anyrdzv._cli._main"):
             assert main(members_args(etcd_endpoint, key_prefix)) == 1
         assert capsys.readouterr().err == (
             "anyrdzv members: error: SSLError: [SSL: SSLV3_ALERT_BAD_CERTIFICATE] bad certificate\n"
         )
         # -vv shows the traceback too.
-        [record] = [r for r in caplog.records if r.name == "anyrdzv._cli"]
+        [record] = [r for r in caplog.records if r.name == "anyrdzv._cli._main"]
         assert record.levelno == logging.DEBUG
         assert record.exc_info is not None
 
@@ -434,7 +434,7 @@ class TestMembersFailures:
         async def buggy_members(*args: object, **kwargs: object) -> object:
             raise ZeroDivisionError("a bug")
 
-        monkeypatch.setattr("anyrdzv._cli.members", buggy_members)
+        monkeypatch.setattr("anyrdzv._cli._main.members", buggy_members)
         with pytest.raises(ZeroDivisionError):
             main(members_args(etcd_endpoint, key_prefix))
 

@@ -15,9 +15,9 @@ import anyio
 import pytest
 
 from anyrdzv import EtcdStore, Rendezvous, RendezvousClosed, RendezvousInfo
-from anyrdzv import _rendezvous_state as rules
-from anyrdzv._cli import PASSWORD_VARIABLE
-from anyrdzv._rendezvous_report import RunReport, read_run
+from anyrdzv._cli._main import PASSWORD_VARIABLE
+from anyrdzv._rendezvous import _rules as rules
+from anyrdzv._rendezvous._report import RunReport, read_run
 
 if TYPE_CHECKING:
     from collections.abc import Callable

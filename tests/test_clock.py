@@ -6,7 +6,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from anyrdzv._clock import current_clock, in_trio
+from anyrdzv._core._clock import current_clock, in_trio
 
 CLOCK_SLACK = 0.002  # uvloop's clock counts whole milliseconds
 

@@ -127,10 +127,10 @@ class TestBackoff:
     @pytest.mark.parametrize(
         ("kwargs", "message"),
         [
-            ({"initial": 0, "maximum": 1}, "initial must be a positive finite number, got 0"),
-            ({"initial": -1, "maximum": 1}, "initial must be a positive finite number, got -1"),
-            ({"initial": math.nan, "maximum": 1}, "initial must be a positive finite number"),
-            ({"initial": 1, "maximum": math.inf}, "maximum must be a positive finite number"),
+            ({"initial": 0, "maximum": 1}, "initial must be positive and finite, got 0"),
+            ({"initial": -1, "maximum": 1}, "initial must be positive and finite, got -1"),
+            ({"initial": math.nan, "maximum": 1}, "initial must be positive and finite"),
+            ({"initial": 1, "maximum": math.inf}, "maximum must be finite, got inf"),
             ({"initial": 2, "maximum": 1}, r"maximum must be at least initial \(2\), got 1"),
             (
                 {"initial": 1, "maximum": 2, "multiplier": 0.5},

@@ -25,7 +25,7 @@ from anyrdzv import (
 from anyrdzv._etcd import _wire
 
 if TYPE_CHECKING:
-    from anyrdzv._txn import TxnOp
+    from anyrdzv._stores._txn import TxnOp
 
 _TXN_OPS: tuple[TxnOp, ...] = (Get("/k"), Put("/k", b"v"), Delete("/k", prefix=True))
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.anyio
 
-LOGGER = "anyrdzv._heartbeat"
+LOGGER = "anyrdzv._membership._heartbeat"
 
 
 @pytest.fixture

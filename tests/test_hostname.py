@@ -25,7 +25,7 @@ import pytest
 
 import anyrdzv
 from anyrdzv import HostMatch, LocalIdentity, explain_machine_hostname, matches_machine_hostname
-from anyrdzv._hostname import HostMatcher, IdentityCache
+from anyrdzv._core._hostname import HostMatcher, IdentityCache
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

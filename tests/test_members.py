@@ -82,7 +82,7 @@ class TestForeignKeys:
         await store.put("/anyrdzv/g/members/a/nested", b"?")
         await store.put("/anyrdzv/g/members/", b"?")
         await store.put("/anyrdzv/g/members/ok", b"A")
-        with caplog.at_level(logging.WARNING, logger="anyrdzv._members"):
+        with caplog.at_level(logging.WARNING, logger="anyrdzv._membership._members"):
             assert (await members(store, "g")).members == {"ok": b"A"}
             follower = Follower(store, "/anyrdzv", 5)
             async with anyio.create_task_group() as tg:
@@ -111,7 +111,7 @@ class TestOutages:
             follower = Follower(through_proxy, key_prefix, retry_for=2)
             tg.start_soon(follower.run)
             await follower.ready.wait()
-            with caplog.at_level(logging.WARNING, logger="anyrdzv._members"):
+            with caplog.at_level(logging.WARNING, logger="anyrdzv._membership._members"):
                 for outage in (1.0, 0.5):  # 3 s apart: more than retry_for
                     proxy.refusing = True
                     proxy.cut()

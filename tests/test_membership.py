@@ -331,7 +331,7 @@ class TestRealEtcd:
     async def test_bad_arguments(self) -> None:
         with pytest.raises(ValueError, match="The port number of the rendezvous endpoint"):
             EtcdStore("h:99999")
-        with pytest.raises(ValueError, match="timeout must be a positive finite number"):
+        with pytest.raises(ValueError, match="timeout must be positive and finite, got 0"):
             EtcdStore(timeout=0)
         with pytest.raises(ValueError, match="username and password go together"):
             EtcdStore(username="root")

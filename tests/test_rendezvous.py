@@ -30,7 +30,7 @@ from anyrdzv import (
     RendezvousInfo,
     RendezvousTimeout,
 )
-from anyrdzv import _rendezvous_state as rules
+from anyrdzv._rendezvous import _rules as rules
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

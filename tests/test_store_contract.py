@@ -32,13 +32,13 @@ from anyrdzv import (
     StoreEvent,
     TxnResult,
 )
-from anyrdzv._store import MAX_VALUE_BYTES, KeyValueStore
-from anyrdzv._txn import MAX_TXN_OPS, TXN_ITEM_BYTES
+from anyrdzv._stores._model import MAX_VALUE_BYTES
+from anyrdzv._stores._txn import MAX_TXN_OPS, TXN_ITEM_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from anyrdzv._txn import CompareOp, CompareTarget, TxnOp
+    from anyrdzv._stores._txn import CompareOp, CompareTarget, TxnOp
 
 pytestmark = pytest.mark.anyio
 
@@ -139,7 +139,7 @@ class TestLeases:
 
     @pytest.mark.parametrize("ttl", [0, -1])
     async def test_bad_ttl(self, store: LeaseStore, ttl: int) -> None:
-        with pytest.raises(ValueError, match="ttl must be at least 1 second"):
+        with pytest.raises(ValueError, match="ttl must be at least 1, got"):
             await store.grant(ttl)
 
     async def test_ttl_type(self, store: LeaseStore) -> None:
@@ -217,11 +217,11 @@ class TestWatch:
 
 
 class TestGet:
-    async def test_absent_key_is_none(self, store: KeyValueStore, key_prefix: str) -> None:
+    async def test_absent_key_is_none(self, store: LeaseStore, key_prefix: str) -> None:
         assert await store.get(f"{key_prefix}/nothing") is None
 
     async def test_version_counts_puts_and_create_revision_stays(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         key = f"{key_prefix}/k"
         first = await store.put(key, b"1")
@@ -230,7 +230,7 @@ class TestGet:
         last = await store.put(key, b"3")
         assert await store.get(key) == KeyValue(key, b"3", first, last, 3, None)
 
-    async def test_lease_id_or_none(self, store: KeyValueStore, key_prefix: str) -> None:
+    async def test_lease_id_or_none(self, store: LeaseStore, key_prefix: str) -> None:
         lease = await store.grant(10)
         revision = await store.put(f"{key_prefix}/leased", b"x", lease=lease)
         kv = await store.get(f"{key_prefix}/leased")
@@ -245,7 +245,7 @@ class TestGet:
         )
 
     async def test_a_key_deleted_and_put_again_is_new(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         key = f"{key_prefix}/k"
         await store.put(key, b"1")
@@ -254,11 +254,11 @@ class TestGet:
         again = await store.put(key, b"3")
         assert await store.get(key) == KeyValue(key, b"3", again, again, 1, None)
 
-    async def test_bad_key(self, store: KeyValueStore) -> None:
+    async def test_bad_key(self, store: LeaseStore) -> None:
         with pytest.raises(TypeError, match="key must be a str"):
             await store.get(b"k")  # type: ignore[arg-type]
 
-    async def test_no_store_takes_an_empty_key(self, store: KeyValueStore) -> None:
+    async def test_no_store_takes_an_empty_key(self, store: LeaseStore) -> None:
         with pytest.raises(ValueError, match="key must not be empty"):
             await store.get("")
         with pytest.raises(ValueError, match="key must not be empty"):
@@ -271,7 +271,7 @@ class TestGet:
 
 class TestGetPrefixKv:
     async def test_sorted_by_key_with_the_read_revision(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         keys = [f"{key_prefix}/{name}" for name in ("z", "a", "\u00e9", "\u4e00", "m")]
         revisions = {key: await store.put(key, key.encode()) for key in keys}
@@ -286,14 +286,12 @@ class TestGetPrefixKv:
         values, _ = await store.get_prefix(f"{key_prefix}/")
         assert values == {kv.key: kv.value for kv in kvs}
 
-    async def test_empty(self, store: KeyValueStore, key_prefix: str) -> None:
+    async def test_empty(self, store: LeaseStore, key_prefix: str) -> None:
         kvs, revision = await store.get_prefix_kv(f"{key_prefix}/")
         assert kvs == []
         assert revision >= 1
 
-    async def test_the_empty_prefix_is_every_key(
-        self, store: KeyValueStore, key_prefix: str
-    ) -> None:
+    async def test_the_empty_prefix_is_every_key(self, store: LeaseStore, key_prefix: str) -> None:
         revision = await store.put(f"{key_prefix}/k", b"1")
         kvs, _ = await store.get_prefix_kv("")
         assert KeyValue(f"{key_prefix}/k", b"1", revision, revision, 1, None) in kvs
@@ -301,14 +299,14 @@ class TestGetPrefixKv:
         values, _ = await store.get_prefix("")
         assert values[f"{key_prefix}/k"] == b"1"
 
-    async def test_bad_prefix(self, store: KeyValueStore) -> None:
+    async def test_bad_prefix(self, store: LeaseStore) -> None:
         with pytest.raises(TypeError, match="prefix must be a str"):
             await store.get_prefix_kv(None)  # type: ignore[arg-type]
 
 
 class TestDelete:
     async def test_delete_reports_whether_the_key_existed(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         key = f"{key_prefix}/k"
         put = await store.put(key, b"1")
@@ -322,16 +320,14 @@ class TestDelete:
         ]
 
     async def test_deleting_an_absent_key_leaves_the_revision(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         before = await store.put(f"{key_prefix}/a", b"1")
         assert await store.delete(f"{key_prefix}/absent") is False
         after = await store.put(f"{key_prefix}/b", b"1")
         assert after == before + 1
 
-    async def test_a_deleted_key_leaves_its_lease(
-        self, store: KeyValueStore, key_prefix: str
-    ) -> None:
+    async def test_a_deleted_key_leaves_its_lease(self, store: LeaseStore, key_prefix: str) -> None:
         key = f"{key_prefix}/k"
         lease = await store.grant(10)
         await store.put(key, b"leased", lease=lease)
@@ -342,14 +338,14 @@ class TestDelete:
         assert kv is not None
         assert (kv.value, kv.version, kv.lease) == (b"plain", 1, None)
 
-    async def test_bad_key(self, store: KeyValueStore) -> None:
+    async def test_bad_key(self, store: LeaseStore) -> None:
         with pytest.raises(TypeError, match="key must be a str"):
             await store.delete(1)  # type: ignore[arg-type]
 
 
 class TestDeletePrefix:
     async def test_counts_and_deletes_at_one_revision(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         lease = await store.grant(10)
         for name in ("c", "a", "b"):
@@ -372,7 +368,7 @@ class TestDeletePrefix:
 
 
 class TestCompareAndSwap:
-    async def test_create_if_absent(self, store: KeyValueStore, key_prefix: str) -> None:
+    async def test_create_if_absent(self, store: LeaseStore, key_prefix: str) -> None:
         key = f"{key_prefix}/k"
         created = await store.compare_and_swap(key, b"1", expected_mod_revision=0)
         assert isinstance(created, CasResult)
@@ -384,7 +380,7 @@ class TestCompareAndSwap:
         assert again == CasResult(False, created.kv)
         assert await store.get(key) == created.kv
 
-    async def test_success_returns_the_new_kv(self, store: KeyValueStore, key_prefix: str) -> None:
+    async def test_success_returns_the_new_kv(self, store: LeaseStore, key_prefix: str) -> None:
         key = f"{key_prefix}/k"
         first = await store.put(key, b"1")
         swapped = await store.compare_and_swap(key, b"2", expected_mod_revision=first)
@@ -397,7 +393,7 @@ class TestCompareAndSwap:
         assert after == swapped.kv.mod_revision + 1  # the swap took exactly one revision
 
     async def test_a_stale_token_fails_and_returns_the_current_kv(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         key = f"{key_prefix}/k"
         first = await store.put(key, b"1")
@@ -407,7 +403,7 @@ class TestCompareAndSwap:
         assert await store.get(key) == current.kv
 
     async def test_a_token_for_an_absent_key_fails_with_none(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         key = f"{key_prefix}/k"
         revision = await store.put(key, b"1")
@@ -416,7 +412,7 @@ class TestCompareAndSwap:
         assert result == CasResult(False, None)
         assert await store.get(key) is None
 
-    async def test_under_a_lease(self, store: KeyValueStore, key_prefix: str) -> None:
+    async def test_under_a_lease(self, store: LeaseStore, key_prefix: str) -> None:
         key = f"{key_prefix}/k"
         lease = await store.grant(10)
         result = await store.compare_and_swap(key, b"1", expected_mod_revision=0, lease=lease)
@@ -426,7 +422,7 @@ class TestCompareAndSwap:
         assert await store.get(key) is None
 
     async def test_a_gone_lease_raises_and_writes_nothing(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         lease = await store.grant(10)
         await store.revoke(lease)
@@ -445,7 +441,7 @@ class TestCompareAndSwap:
         assert (await store.get_prefix_kv(f"{key_prefix}/"))[1] == revision
 
     async def test_a_gone_lease_on_a_failed_comparison_is_just_a_failure(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         # As etcd: the lease is checked only in the branch that runs.
         lease = await store.grant(10)
@@ -457,7 +453,7 @@ class TestCompareAndSwap:
         assert result == CasResult(False, await store.get(f"{key_prefix}/k"))
 
     async def test_concurrent_increments_lose_no_update(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         key = f"{key_prefix}/counter"
         successes = 0
@@ -501,7 +497,7 @@ class TestCompareAndSwap:
     )
     async def test_bad_token(
         self,
-        store: KeyValueStore,
+        store: LeaseStore,
         key_prefix: str,
         token: object,
         error: type[Exception],
@@ -515,7 +511,7 @@ class TestCompareAndSwap:
             )
         assert await store.get(f"{key_prefix}/k") is None
 
-    async def test_bad_key_and_value(self, store: KeyValueStore) -> None:
+    async def test_bad_key_and_value(self, store: LeaseStore) -> None:
         with pytest.raises(TypeError, match="key must be a str"):
             await store.compare_and_swap(b"k", b"v", expected_mod_revision=0)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="value must be bytes"):
@@ -523,9 +519,7 @@ class TestCompareAndSwap:
 
 
 class TestValueSize:
-    async def test_the_largest_value_is_written(
-        self, store: KeyValueStore, key_prefix: str
-    ) -> None:
+    async def test_the_largest_value_is_written(self, store: LeaseStore, key_prefix: str) -> None:
         key = f"{key_prefix}/big"
         value = b"x" * (MAX_VALUE_BYTES - len(key))
         await store.put(key, value)
@@ -538,7 +532,7 @@ class TestValueSize:
         assert swapped.succeeded
 
     async def test_a_larger_value_is_refused_up_front(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         key = f"{key_prefix}/big"
         value = b"x" * (MAX_VALUE_BYTES - len(key) + 1)
@@ -550,7 +544,7 @@ class TestValueSize:
         assert await store.get(key) is None
 
     async def test_a_wide_key_counts_its_utf8_bytes(
-        self, store: KeyValueStore, key_prefix: str
+        self, store: LeaseStore, key_prefix: str
     ) -> None:
         key = f"{key_prefix}/\u4e00"  # three bytes in UTF-8
         value = b"x" * (MAX_VALUE_BYTES - len(key))
@@ -893,7 +887,7 @@ class TestWatchEventFields:
 
 
 async def _one_op(
-    store: KeyValueStore, rng: random.Random, leases: list[Lease], keys: list[str]
+    store: LeaseStore, rng: random.Random, leases: list[Lease], keys: list[str]
 ) -> object:
     """One random operation, drawn from ``rng``; its answer, or the error's type."""
     kind = rng.choice(["put", "put", "cas", "cas", "get", "range", "delete", "prefix", "lease"])

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
     from anyio.from_thread import BlockingPortal
 
-    from anyrdzv._txn import CompareOp, CompareTarget, TxnOp, TxnOpResult
+    from anyrdzv._stores._txn import CompareOp, CompareTarget, TxnOp, TxnOpResult
     from etcd_server import EtcdServer
 
 T = TypeVar("T")

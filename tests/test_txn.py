@@ -22,13 +22,13 @@ from anyrdzv import (
     PutResult,
     TxnResult,
 )
-from anyrdzv._store import MAX_VALUE_BYTES
-from anyrdzv._txn import MAX_TXN_OPS, TXN_ITEM_BYTES, check_txn
+from anyrdzv._stores._model import MAX_VALUE_BYTES
+from anyrdzv._stores._txn import MAX_TXN_OPS, TXN_ITEM_BYTES, check_txn
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from anyrdzv._txn import CompareOp, TxnOp
+    from anyrdzv._stores._txn import CompareOp, TxnOp
 
 OPS: list[CompareOp] = ["==", "!=", "<", ">"]
 PYTHON_OPS: dict[str, Callable[[Any, Any], bool]] = {

@@ -11,8 +11,8 @@ import anyio.abc
 import pytest
 
 from anyrdzv import EtcdStore, LeaseStore, MemoryStore, StoreConnectionError
-from anyrdzv._txn import MAX_TXN_OPS, Put
-from anyrdzv._write_batch import WriteBatcher
+from anyrdzv._rendezvous._write_batch import WriteBatcher
+from anyrdzv._stores._txn import MAX_TXN_OPS, Put
 
 pytestmark = pytest.mark.anyio
 

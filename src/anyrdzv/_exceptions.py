@@ -1,4 +1,4 @@
-"""The errors of the store layer: every failure a store reports is one of these."""
+"""Every public error of anyrdzv: the store layer's, the heartbeat's and the rendezvous's."""
 
 from __future__ import annotations
 
@@ -40,3 +40,38 @@ class StoreProtocolError(StoreError):
 
     .. versionadded:: 0.2
     """
+
+
+# -- membership ---------------------------------------------------------------------
+
+
+class HeartbeatLost(Exception):
+    """A member's lease is gone: the rest of the group now sees the member as left.
+
+    Its ``__cause__`` is the error that ended the heartbeat: the store's last error, or
+    a :class:`TimeoutError` if the store did not answer before the lease ran out.
+
+    :ivar group: the group
+    :ivar member: the member whose heartbeat was lost
+    """
+
+    def __init__(self, message: str, group: str, member: str) -> None:
+        super().__init__(message)
+        self.group = group
+        self.member = member
+
+
+# -- rendezvous -----------------------------------------------------------------------
+
+
+class RendezvousError(Exception):
+    """A rendezvous failed: the base class of :class:`RendezvousClosed` and
+    :class:`RendezvousTimeout`, and what a malformed or disagreeing run raises."""
+
+
+class RendezvousClosed(RendezvousError):
+    """The run is closed: no new round will complete."""
+
+
+class RendezvousTimeout(RendezvousError, TimeoutError):
+    """A round did not complete, or the run could not be closed, in time."""

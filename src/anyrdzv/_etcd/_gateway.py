@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 import anyio
 import httpx
 
-from .._delay import backoff
+from .._checks import MAX_ECHO, echo
+from .._core._delay import backoff
 from .._exceptions import StoreConnectionError, StoreError, StoreProtocolError
-from .._util import MAX_ECHO, echo
 from . import _wire
 from ._slots import Slots
 

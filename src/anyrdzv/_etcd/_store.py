@@ -12,20 +12,22 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import httpx
 
-from .._delay import backoff
-from .._endpoint import Endpoint, parse_rendezvous_endpoint
+from .._checks import check_positive, check_str, echo, type_name, wrong_type
+from .._core._delay import backoff
+from .._core._endpoint import Endpoint, parse_rendezvous_endpoint
 from .._exceptions import LeaseExpired, StoreCompacted, StoreConnectionError, StoreError
-from .._store import (
+from .._stores._model import (
     CasResult,
     KeyValue,
     Lease,
     StoreEvent,
     check_key,
+    check_lease_id,
     check_mod_revision,
     check_put,
     check_ttl,
 )
-from .._txn import (
+from .._stores._txn import (
     Compare,
     DeleteResult,
     Get,
@@ -37,7 +39,6 @@ from .._txn import (
     TxnResult,
     check_txn,
 )
-from .._util import check_positive_finite, check_str, echo, type_name
 from . import _wire
 from ._gateway import Gateway, WatchConnection
 from ._keepalive import KeepAliveBatcher
@@ -162,14 +163,10 @@ def parse_etcd_endpoints(
         for item in items:
             if not isinstance(item, str):
                 raise TypeError(
-                    f"endpoint must be a str or a sequence of str, got {type_name(item)} "
-                    f"{item!r:.200} in the sequence"
+                    f"{wrong_type('endpoint', item, 'a str or a sequence of str')} in the sequence"
                 )
     else:
-        raise TypeError(
-            f"endpoint must be a str or a sequence of str, got {type_name(endpoints)} "
-            f"{endpoints!r:.200}"
-        )
+        raise wrong_type("endpoint", endpoints, "a str or a sequence of str")
     parsed: list[tuple[Endpoint, str, _ssl.SSLContext | None]] = []
     seen: dict[tuple[str, int], str] = {}
     for index, item in enumerate(items):
@@ -247,9 +244,9 @@ class EtcdStore:
             check_str("password", password)
         if (username is None) != (password is None):
             raise ValueError("username and password go together: give both or neither")
-        self._timeout = check_positive_finite("timeout", timeout)
-        self._watch_idle = check_positive_finite("watch_idle", watch_idle)
-        check_positive_finite("member_timeout", member_timeout)
+        self._timeout = check_positive("timeout", timeout)
+        self._watch_idle = check_positive("watch_idle", watch_idle)
+        check_positive("member_timeout", member_timeout)
         context = ssl
         members: list[tuple[str, str]] = []
         for parsed, scheme, member_context in parsed_members:
@@ -733,9 +730,7 @@ class EtcdStore:
 
         .. versionadded:: 0.2
         """
-        if isinstance(lease, bool) or not isinstance(lease, Lease | int):
-            raise TypeError(f"lease must be a Lease or an int, got {type_name(lease)}")
-        lease_id = lease.id if isinstance(lease, Lease) else lease
+        lease_id = check_lease_id(lease)
         path = "/v3/lease/timetolive"
         try:
             body = await self._gateway.call(path, {"ID": str(lease_id)})

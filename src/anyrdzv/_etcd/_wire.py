@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._checks import MAX_ECHO, echo
 from .._exceptions import (
     LeaseExpired,
     StoreConnectionError,
@@ -24,9 +25,8 @@ from .._exceptions import (
     StorePermissionError,
     StoreProtocolError,
 )
-from .._store import EventType
-from .._txn import Compare, Delete, Get, Put, TxnOp
-from .._util import MAX_ECHO, echo
+from .._stores._model import EventType
+from .._stores._txn import Compare, Delete, Get, Put, TxnOp
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

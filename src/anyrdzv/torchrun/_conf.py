@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._tls import client_context
-from .._util import echo, type_name
+from .._checks import echo, is_number, type_name, wrong_type
+from .._etcd._tls import client_context
 from ._loop import BACKENDS
 
 if TYPE_CHECKING:
@@ -57,11 +57,8 @@ class BackendConf:
 
 
 def _text(key: str, value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise TypeError(
-            f"the rendezvous configuration option '{key}' must be a str, got "
-            f"{type_name(value)} {echo(value)}"
-        )
+    if not isinstance(value, str) and not is_number(value):
+        raise wrong_type(f"the rendezvous configuration option '{key}'", value, "a str")
     return str(value)
 
 

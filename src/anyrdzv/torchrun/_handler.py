@@ -25,9 +25,10 @@ from torch.distributed.elastic.rendezvous import (
     RendezvousTimeoutError,
 )
 
-from .. import _rendezvous
+from .. import _exceptions as ours
 from .._etcd._store import EtcdStore
 from .._exceptions import StoreError
+from .._rendezvous import _rendezvous
 from ._conf import read_conf
 from ._loop import LoopGone, LoopThread
 from ._session import Session, SessionClosed, SessionLost
@@ -36,7 +37,7 @@ from ._store import TorchStore
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from .._store import LeaseStore
+    from .._stores._protocol import LeaseStore
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,9 @@ def _torch_errors(what: str) -> Iterator[None]:
         yield
     except RendezvousError:
         raise
-    except _rendezvous.RendezvousClosed as exc:
+    except ours.RendezvousClosed as exc:
         raise RendezvousClosedError(str(exc)) from exc
-    except _rendezvous.RendezvousTimeout as exc:
+    except ours.RendezvousTimeout as exc:
         raise RendezvousTimeoutError(str(exc)) from exc
     except SessionLost as exc:
         raise RendezvousConnectionError(
@@ -66,7 +67,7 @@ def _torch_errors(what: str) -> Iterator[None]:
         raise RendezvousConnectionError(f"{what}: {exc}") from exc
     except SessionClosed as exc:
         raise RendezvousClosedError(f"{what}: {exc}") from exc
-    except _rendezvous.RendezvousError as exc:
+    except ours.RendezvousError as exc:
         raise RendezvousStateError(f"{what}: {exc}") from exc
 
 

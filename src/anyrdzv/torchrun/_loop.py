@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from .._checks import echo
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from concurrent.futures import Future
@@ -47,7 +49,7 @@ class LoopThread:
 
     def __init__(self, backend: str = "asyncio", *, name: str = "anyrdzv-loop") -> None:
         if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r:.200}")
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {echo(backend)}")
         self.backend = backend
         self._pid = os.getpid()
         self._portal: BlockingPortal | None = None

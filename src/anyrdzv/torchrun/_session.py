@@ -22,15 +22,13 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 import anyio.abc
 
-from .._exceptions import LeaseExpired
-from .._heartbeat import HeartbeatLost
-from .._rendezvous import RendezvousError
+from .._exceptions import HeartbeatLost, LeaseExpired, RendezvousError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .._rendezvous import Rendezvous, RendezvousInfo
-    from .._store import LeaseStore
+    from .._rendezvous._rendezvous import Rendezvous, RendezvousInfo
+    from .._stores._protocol import LeaseStore
 
 logger = logging.getLogger(__name__)
 

@@ -30,17 +30,18 @@ import anyio
 import torch.distributed as dist
 from torch._C._distributed_c10d import Store
 
-from .._delay import backoff
+from .._checks import check_int, check_str, cut, echo, type_name
+from .._core._delay import backoff
 from .._exceptions import StoreCompacted, StoreConnectionError, StoreError
-from .._store import MAX_VALUE_BYTES, EventType
-from .._txn import MAX_TXN_OPS, TXN_ITEM_BYTES, Compare, Get, GetResult, Put
-from .._util import check_str, cut, echo, type_name
+from .._stores._model import MAX_VALUE_BYTES, EventType
+from .._stores._txn import MAX_TXN_OPS, TXN_ITEM_BYTES, Compare, Get, GetResult, Put
 from ._loop import LoopGone, LoopThread
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from .._store import KeyValue, LeaseStore
+    from .._stores._model import KeyValue
+    from .._stores._protocol import LeaseStore
 
 __all__ = ("TorchStore",)
 
@@ -390,8 +391,7 @@ class TorchStore(Store):
         :raises torch.distributed.DistNetworkError: if the store failed
         """
         full = self._key(key)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"value must be an int, got {type_name(value)} {echo(value)}")
+        check_int("value", value)
         return self._call(f"add({echo(key)})", self._add, full, value)
 
     def append(self, key: str, value: str | bytes | bytearray | memoryview) -> None:

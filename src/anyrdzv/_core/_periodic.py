@@ -6,8 +6,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
+from .._checks import check_number, type_name
 from ._clock import Clock, current_clock
-from ._util import check_number, type_name
 
 Schedule = Literal["fixed-delay", "fixed-rate"]
 First = Literal["after-interval", "now"]
@@ -17,13 +17,10 @@ def check_interval(interval: object) -> float:
     """Return ``interval`` in seconds: a positive, finite number or ``timedelta``."""
     if isinstance(interval, datetime.timedelta):
         seconds = interval.total_seconds()
-    elif isinstance(interval, bool) or not isinstance(interval, int | float):
-        raise TypeError(
-            f"interval must be a number of seconds or a datetime.timedelta, "
-            f"got {type_name(interval)} {interval!r:.200}"
-        )
     else:
-        seconds = float(interval)
+        seconds = check_number(
+            "interval", interval, expected="a number of seconds or a datetime.timedelta"
+        )
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"interval must be positive and finite, got {interval!r}")
     return seconds

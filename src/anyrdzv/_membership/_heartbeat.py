@@ -9,23 +9,24 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.abc
 
-from ._delay import backoff, delay
-from ._keys import DEFAULT_PREFIX, check_name, members_prefix
-from ._periodic import check_interval, periodic
-from ._store import (
-    Lease,
+from .._checks import check_bytes, check_int, echo
+from .._core._delay import backoff, delay
+from .._core._periodic import check_interval, periodic
+from .._exceptions import (
+    HeartbeatLost,
     LeaseExpired,
-    LeaseStore,
     StoreConnectionError,
     StoreError,
     StorePermissionError,
-    check_store,
 )
-from ._util import type_name
+from .._stores._protocol import LeaseStore, check_store
+from ._keys import DEFAULT_PREFIX, check_name, members_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from types import TracebackType
+
+    from .._stores._model import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -42,27 +43,6 @@ REVOKE_TIMEOUT = 5.0
 #: that succeeds late proves that the lease never lapsed and the member never left; one
 #: that finds the lease gone, or no answer by then, is a lost heartbeat.
 RENEWAL_GRACE = 2.0
-
-
-def _show_int(value: int) -> str:
-    # str() of a huge int is slow, and refused past 4,300 digits.
-    return str(value) if value.bit_length() <= 64 else f"<an int of {value.bit_length()} bits>"
-
-
-class HeartbeatLost(Exception):
-    """A member's lease is gone: the rest of the group now sees the member as left.
-
-    Its ``__cause__`` is the error that ended the heartbeat: the store's last error, or
-    a :class:`TimeoutError` if the store did not answer before the lease ran out.
-
-    :ivar group: the group
-    :ivar member: the member whose heartbeat was lost
-    """
-
-    def __init__(self, message: str, group: str, member: str) -> None:
-        super().__init__(message)
-        self.group = group
-        self.member = member
 
 
 @final
@@ -125,19 +105,15 @@ class Heartbeat:
         self.interval: float = check_interval(interval)
         if self.interval < MIN_INTERVAL:
             raise ValueError(f"interval must be at least {MIN_INTERVAL} s, got {interval!r}")
-        if isinstance(max_missed, bool) or not isinstance(max_missed, int):
-            raise TypeError(f"max_missed must be an int, got {type_name(max_missed)}")
-        if max_missed < 1:
-            raise ValueError(f"max_missed must be at least 1, got {_show_int(max_missed)}")
+        check_int("max_missed", max_missed, least=1)
         # Compared before multiplying: an int too big for a float would overflow.
         if max_missed > MAX_TTL / self.interval or math.ceil(self.interval * max_missed) > MAX_TTL:
             raise ValueError(
                 f"the lease TTL, interval * max_missed, must be at most {MAX_TTL} s "
                 f"(etcd's maximum), got interval={interval!r} and "
-                f"max_missed={_show_int(max_missed)}"
+                f"max_missed={echo(max_missed)}"
             )
-        if not isinstance(payload, bytes):
-            raise TypeError(f"payload must be bytes, got {type_name(payload)}")
+        check_bytes("payload", payload)
         #: the lease TTL, ``ceil(interval * max_missed)`` seconds
         self.ttl: int = math.ceil(self.interval * max_missed)
         self._payload = payload

@@ -26,6 +26,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .._checks import is_int
+
 STATE = "state"
 MEMBERS = "members/"
 JOIN = "join/"
@@ -75,7 +77,7 @@ def _unb64(text: object, what: str) -> bytes:
 
 def _int(obj: dict[str, Any], name: str, least: int) -> int:
     value = obj.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    if not is_int(value) or value < least:
         raise ValueError(f"{name!r} must be an int of at least {least}")
     return value
 

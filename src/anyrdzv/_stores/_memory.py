@@ -9,31 +9,21 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from ._store import (
+from .._checks import check_int, check_str
+from .._exceptions import LeaseExpired, StoreCompacted, StoreConnectionError
+from ._model import (
     CasResult,
     EventType,
     KeyValue,
     Lease,
-    LeaseExpired,
-    StoreCompacted,
-    StoreConnectionError,
     StoreEvent,
     check_key,
+    check_lease_id,
     check_mod_revision,
     check_put,
     check_ttl,
 )
-from ._txn import (
-    DeleteResult,
-    Get,
-    GetResult,
-    Put,
-    PutResult,
-    TxnOpResult,
-    TxnResult,
-    check_txn,
-)
-from ._util import check_str
+from ._txn import DeleteResult, Get, GetResult, Put, PutResult, TxnOpResult, TxnResult, check_txn
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -76,11 +66,7 @@ class MemoryStore:
     """
 
     def __init__(self, *, history_limit: int = 100_000) -> None:
-        if isinstance(history_limit, bool) or not isinstance(history_limit, int):
-            raise TypeError("history_limit must be an int")
-        if history_limit < 1:
-            raise ValueError(f"history_limit must be at least 1, got {history_limit}")
-        self._history_limit = history_limit
+        self._history_limit = check_int("history_limit", history_limit, least=1)
         self._revision = 1
         self._data: dict[str, KeyValue] = {}
         self._leases: dict[int, _LeaseState] = {}
@@ -235,11 +221,10 @@ class MemoryStore:
 
         .. versionadded:: 0.2
         """
-        if isinstance(lease, bool) or not isinstance(lease, Lease | int):
-            raise TypeError(f"lease must be a Lease or an int, got {type(lease).__qualname__}")
+        lease_id = check_lease_id(lease)
         await anyio.lowlevel.checkpoint()
         self._expire()
-        state = self._leases.get(lease.id if isinstance(lease, Lease) else lease)
+        state = self._leases.get(lease_id)
         if state is None:
             return None
         return max(0, int(state.deadline - anyio.current_time()))

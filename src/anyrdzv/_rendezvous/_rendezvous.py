@@ -15,23 +15,31 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from . import _rendezvous_state as rules
+from .._checks import check_int, check_seconds, echo, type_name
+from .._core._config import parse_rendezvous_config
+from .._core._delay import backoff, delay
+from .._exceptions import (
+    LeaseExpired,
+    RendezvousClosed,
+    RendezvousError,
+    RendezvousTimeout,
+    StoreConnectionError,
+    StoreError,
+)
+from .._membership._heartbeat import MIN_INTERVAL, Heartbeat
+from .._membership._keys import DEFAULT_PREFIX, check_name, check_prefix
+from .._stores._protocol import LeaseStore, check_store
+from .._stores._txn import Compare, Delete, Get, GetResult, Put
+from . import _rules as rules
 from . import _run_view
-from ._config import parse_rendezvous_config
-from ._delay import backoff, delay
-from ._exceptions import LeaseExpired, StoreConnectionError, StoreError
-from ._heartbeat import MIN_INTERVAL, Heartbeat
-from ._keys import DEFAULT_PREFIX, check_name, check_prefix
-from ._store import LeaseStore, check_store
-from ._txn import Compare, Delete, Get, GetResult, Put
-from ._util import echo, type_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
     from types import TracebackType
 
-    from ._store import CasResult, KeyValue, Lease, WatchStream
-    from ._txn import TxnOp, TxnResult
+    from .._stores._model import CasResult, KeyValue, Lease
+    from .._stores._protocol import WatchStream
+    from .._stores._txn import TxnOp, TxnResult
     from ._write_batch import WriteBatcher
 
 logger = logging.getLogger(__name__)
@@ -49,19 +57,6 @@ _CONF_DEFAULTS: dict[str, float] = {
     "keep_alive_interval": 5.0,
     "keep_alive_max_attempt": 3,
 }
-
-
-class RendezvousError(Exception):
-    """A rendezvous failed: the base class of :class:`RendezvousClosed` and
-    :class:`RendezvousTimeout`, and what a malformed or disagreeing run raises."""
-
-
-class RendezvousClosed(RendezvousError):
-    """The run is closed: no new round will complete."""
-
-
-class RendezvousTimeout(RendezvousError, TimeoutError):
-    """A round did not complete, or the run could not be closed, in time."""
 
 
 @dataclass(frozen=True)
@@ -82,22 +77,6 @@ class RendezvousInfo:
     world_size: int
     participants: tuple[str, ...]
     payloads: Mapping[str, bytes]
-
-
-def _check_int(name: str, value: object, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type_name(value)} {echo(value)}")
-    if value < least:
-        raise ValueError(f"{name} must be at least {least}, got {echo(value)}")
-    return value
-
-
-def _check_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {type_name(value)} {echo(value)}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {echo(value)}")
-    return float(value)
 
 
 def _default_node() -> str:
@@ -299,24 +278,24 @@ class Rendezvous:
             raise TypeError(f"store must be a LeaseStore, got {type_name(store)} without {missing}")
         self.run_id: str = check_name("run_id", run_id)
         self.node: str = _default_node() if node is None else check_name("node", node)
-        self.min_nodes: int = _check_int("min_nodes", min_nodes, 1)
-        self.max_nodes: int = _check_int("max_nodes", max_nodes, 1)
+        self.min_nodes: int = check_int("min_nodes", min_nodes, least=1)
+        self.max_nodes: int = check_int("max_nodes", max_nodes, least=1)
         if self.min_nodes > self.max_nodes:
             raise ValueError(
                 f"min_nodes must be at most max_nodes, got min_nodes={min_nodes} "
                 f"and max_nodes={max_nodes}"
             )
-        self.join_timeout: float = _check_seconds("join_timeout", join_timeout)
-        self.last_call_timeout: float = _check_seconds("last_call_timeout", last_call_timeout)
-        self.close_timeout: float = _check_seconds("close_timeout", close_timeout)
-        self.keep_alive_interval: float = _check_seconds("keep_alive_interval", keep_alive_interval)
+        self.join_timeout: float = check_seconds("join_timeout", join_timeout)
+        self.last_call_timeout: float = check_seconds("last_call_timeout", last_call_timeout)
+        self.close_timeout: float = check_seconds("close_timeout", close_timeout)
+        self.keep_alive_interval: float = check_seconds("keep_alive_interval", keep_alive_interval)
         if self.keep_alive_interval < MIN_INTERVAL:
             raise ValueError(
                 f"keep_alive_interval must be at least {MIN_INTERVAL} s, "
                 f"got {echo(keep_alive_interval)}"
             )
-        self.keep_alive_max_attempt: int = _check_int(
-            "keep_alive_max_attempt", keep_alive_max_attempt, 1
+        self.keep_alive_max_attempt: int = check_int(
+            "keep_alive_max_attempt", keep_alive_max_attempt, least=1
         )
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, got {type_name(payload)} {echo(payload)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._util import check_str
+from .._checks import check_str, echo
 
 DEFAULT_PREFIX = "/anyrdzv"
 
@@ -13,7 +13,7 @@ def _check_utf8(name: str, value: str) -> str:
     except UnicodeEncodeError as exc:
         raise ValueError(
             f"{name} must be encodable as UTF-8 ({exc.reason} at index {exc.start}), "
-            f"got {value!r:.200}"
+            f"got {echo(value)}"
         ) from None
     return value
 
@@ -30,7 +30,7 @@ def check_name(name: str, value: object) -> str:
     """
     value = check_str(name, value)
     if not value or "/" in value:
-        raise ValueError(f"{name} must be non-empty and contain no '/', got {value!r:.200}")
+        raise ValueError(f"{name} must be non-empty and contain no '/', got {echo(value)}")
     return _check_utf8(name, value)
 
 

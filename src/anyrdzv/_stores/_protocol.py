@@ -1,193 +1,17 @@
+"""The :class:`LeaseStore` protocol: what every store implements, and what the layers
+above may call."""
+
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
-from ._exceptions import (
-    LeaseExpired,
-    StoreCompacted,
-    StoreConnectionError,
-    StoreError,
-    StorePermissionError,
-    StoreProtocolError,
-)
-from ._util import check_str, type_name
-
-# The errors live in _exceptions; these names stay importable from here too.
-__all__ = (
-    "MAX_VALUE_BYTES",
-    "CasResult",
-    "EventType",
-    "KeyValue",
-    "KeyValueStore",
-    "Lease",
-    "LeaseExpired",
-    "LeaseStore",
-    "StoreCompacted",
-    "StoreConnectionError",
-    "StoreError",
-    "StoreEvent",
-    "StorePermissionError",
-    "StoreProtocolError",
-    "WatchStream",
-    "check_key",
-    "check_mod_revision",
-    "check_put",
-    "check_store",
-    "check_ttl",
-)
+from .._checks import echo, type_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+    from ._model import CasResult, KeyValue, Lease, StoreEvent
     from ._txn import Compare, TxnOp, TxnResult
-
-
-def check_ttl(ttl: object) -> int:
-    """Return ``ttl`` if it is a whole number of seconds, at least 1."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        raise TypeError(f"ttl must be an int number of seconds, got {type(ttl).__qualname__}")
-    if ttl < 1:
-        raise ValueError(f"ttl must be at least 1 second, got {ttl}")
-    return ttl
-
-
-#: The most bytes a key and its value may hold together. etcd refuses a request over
-#: 1.5 MiB (its default ``--max-request-bytes``, 1,572,864) with "request is too large";
-#: 4 KiB are left for the rest of the request, so that every store refuses the same
-#: writes, up front, with the same error.
-MAX_VALUE_BYTES = 1_572_864 - 4096
-
-
-def check_key(key: object) -> str:
-    """Return ``key`` if it is a non-empty ``str``: etcd has no empty key.
-
-    .. versionadded:: 0.2
-    """
-    text = check_str("key", key)
-    if not text:
-        raise ValueError("key must not be empty")
-    return text
-
-
-def check_put(key: object, value: object) -> None:
-    """Check the arguments of :meth:`LeaseStore.put`: a non-empty ``str`` key and a ``bytes`` value,
-    together no larger than :data:`MAX_VALUE_BYTES`."""
-    text = check_key(key)
-    if not isinstance(value, bytes):
-        raise TypeError(f"value must be bytes, got {type(value).__qualname__}")
-    if len(value) + 4 * len(text) > MAX_VALUE_BYTES:  # UTF-8 takes at most 4 bytes a character
-        size = len(value) + len(text.encode("utf-8", "surrogatepass"))
-        if size > MAX_VALUE_BYTES:
-            raise ValueError(
-                f"value is too large: the key and value hold {size} bytes, and a store "
-                f"takes at most {MAX_VALUE_BYTES} (etcd refuses requests over 1.5 MiB)"
-            )
-
-
-def check_mod_revision(name: str, revision: object) -> int:
-    """Return ``revision`` if it is an ``int`` of at least 0 (``bool`` excluded)."""
-    if isinstance(revision, bool) or not isinstance(revision, int):
-        raise TypeError(f"{name} must be an int, got {type_name(revision)} {revision!r:.200}")
-    if revision < 0:
-        raise ValueError(f"{name} must be at least 0, got {revision}")
-    return revision
-
-
-class EventType(enum.Enum):
-    """What happened to a key."""
-
-    PUT = "PUT"
-    DELETE = "DELETE"
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A lease granted by a store. Keys put under it vanish when it expires.
-
-    :ivar id: the store's id for the lease
-    :ivar ttl: the time to live it was granted with, in seconds
-    """
-
-    id: int
-    ttl: int
-
-
-@dataclass(frozen=True)
-class KeyValue:
-    """A key, its value, and etcd's bookkeeping for it.
-
-    :ivar key: the key
-    :ivar value: its value
-    :ivar create_revision: the store revision at which the key was created (a key
-        deleted and put again is created anew)
-    :ivar mod_revision: the store revision of the key's last put: the token that
-        :meth:`LeaseStore.compare_and_swap` compares
-    :ivar version: how many puts the key has had since it was created (1 after the first)
-    :ivar lease: the id of the lease the key lives under, or ``None``
-
-    .. versionadded:: 0.2
-    """
-
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int | None
-
-
-@dataclass(frozen=True)
-class CasResult:
-    """What :meth:`LeaseStore.compare_and_swap` did.
-
-    :ivar succeeded: whether the key was written
-    :ivar kv: on success, the key as written (its ``mod_revision`` is the revision of the
-        write); on failure, the key as it is now, or ``None`` if it is absent
-
-    .. versionadded:: 0.2
-    """
-
-    succeeded: bool
-    kv: KeyValue | None
-
-
-@dataclass(frozen=True)
-class StoreEvent:
-    """A change to one key, as a watch reports it.
-
-    :ivar type: ``PUT`` or ``DELETE``
-    :ivar key: the key
-    :ivar value: the new value (empty for ``DELETE``)
-    :ivar revision: the store revision of the change: the key's new ``mod_revision``
-        (also :attr:`mod_revision`)
-    :ivar create_revision: for ``PUT``, the revision at which the key was created; 0 for
-        ``DELETE``, as etcd sends it
-    :ivar version: for ``PUT``, how many puts the key has had since it was created; 0
-        for ``DELETE``
-    :ivar lease: for ``PUT``, the id of the lease the key lives under, or ``None``;
-        ``None`` for ``DELETE``
-
-    .. versionchanged:: 0.2
-       ``create_revision``, ``version``, ``lease`` and :attr:`mod_revision`.
-    """
-
-    type: EventType
-    key: str
-    value: bytes
-    revision: int
-    create_revision: int = 0
-    version: int = 0
-    lease: int | None = None
-
-    @property
-    def mod_revision(self) -> int:
-        """The store revision of the change: the same as :attr:`revision`.
-
-        .. versionadded:: 0.2
-        """
-        return self.revision
 
 
 class WatchStream(Protocol):
@@ -341,10 +165,6 @@ class LeaseStore(Protocol):
         ...
 
 
-#: The same protocol as :class:`LeaseStore`, under the name it had while reading keys,
-#: deleting and comparing-and-swapping were apart from it.
-KeyValueStore = LeaseStore
-
 # What Heartbeat and the members functions call: check_store() checks these alone, so
 # that a store made for heartbeats (a test fake, say) needs nothing else.
 _LEASE_STORE_METHODS = ("grant", "keep_alive", "revoke", "put", "get_prefix", "watch_prefix")
@@ -371,6 +191,6 @@ def check_store(store: object) -> LeaseStore:
         )
         raise TypeError(
             f"store must be a LeaseStore such as MemoryStore or EtcdStore, "
-            f"got {type_name(store)} {store!r:.200}{lacks}"
+            f"got {type_name(store)} {echo(store)}{lacks}"
         )
     return cast("LeaseStore", store)

@@ -27,15 +27,17 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.abc
 
-from . import _rendezvous_state as rules
-from ._delay import backoff, delay
-from ._exceptions import StoreCompacted, StoreConnectionError, StoreError
-from ._store import EventType, LeaseStore
-from ._util import echo
+from .._checks import echo
+from .._core._delay import backoff, delay
+from .._exceptions import StoreCompacted, StoreConnectionError, StoreError
+from .._stores._model import EventType
+from . import _rules as rules
 from ._write_batch import WriteBatcher
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+
+    from .._stores._protocol import LeaseStore
 
 logger = logging.getLogger(__name__)
 

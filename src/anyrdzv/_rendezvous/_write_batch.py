@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Literal, final
 import anyio
 import anyio.lowlevel
 
-from ._store import MAX_VALUE_BYTES
-from ._txn import MAX_TXN_OPS, TXN_ITEM_BYTES, Compare, Put
+from .._stores._model import MAX_VALUE_BYTES
+from .._stores._txn import MAX_TXN_OPS, TXN_ITEM_BYTES, Compare, Put
 
 if TYPE_CHECKING:
-    from ._store import LeaseStore
+    from .._stores._protocol import LeaseStore
 
 logger = logging.getLogger(__name__)
 

@@ -5,17 +5,10 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING
 
+from .._checks import echo
+
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-_MAX_VALUE = 200
-
-
-def shown(value: str) -> str:
-    """Quote ``value`` for a message: escaped, and cut if long, with its length."""
-    if len(value) > _MAX_VALUE:
-        return f"{value[:_MAX_VALUE]!r}... ({len(value)} characters)"
-    return repr(value)
 
 
 def _read_error(option: str, path: str, exc: OSError) -> ValueError:
@@ -25,7 +18,7 @@ def _read_error(option: str, path: str, exc: OSError) -> ValueError:
         what = "it is a directory, not a file"
     else:
         what = f"cannot read it: {exc.strerror or exc}"
-    return ValueError(f"{option} {shown(path)}: {what}")
+    return ValueError(f"{option} {echo(path)}: {what}")
 
 
 def _read_pem(option: str, path: str) -> bytes:
@@ -69,27 +62,27 @@ def client_context(
         try:
             context = ssl.create_default_context(cafile=cacert)
         except ssl.SSLError:
-            raise ValueError(f"{ca_name} {shown(cacert)}: holds no PEM certificate") from None
+            raise ValueError(f"{ca_name} {echo(cacert)}: holds no PEM certificate") from None
         except OSError as exc:
             raise _read_error(ca_name, cacert, exc) from None
     if cert is not None:
         pem = _read_pem(cert_name, cert)
         if b"-----BEGIN CERTIFICATE-----" not in pem:
-            raise ValueError(f"{cert_name} {shown(cert)}: holds no PEM certificate")
+            raise ValueError(f"{cert_name} {echo(cert)}: holds no PEM certificate")
         if key is None:
             if b"PRIVATE KEY-----" not in pem:
                 raise ValueError(
-                    f"{cert_name} {shown(cert)}: holds no private key: give it with {key_name}"
+                    f"{cert_name} {echo(cert)}: holds no private key: give it with {key_name}"
                 )
         elif b"PRIVATE KEY-----" not in _read_pem(key_name, key):
-            raise ValueError(f"{key_name} {shown(key)}: holds no PEM private key")
+            raise ValueError(f"{key_name} {echo(key)}: holds no PEM private key")
         key_option, key_file = (cert_name, cert) if key is None else (key_name, key)
         asked: list[bool] = []
 
         def ask() -> str:
             asked.append(True)
             if passphrase is None:
-                raise ValueError(f"{key_option} {shown(key_file)}: the key is encrypted")
+                raise ValueError(f"{key_option} {echo(key_file)}: the key is encrypted")
             return passphrase()
 
         try:
@@ -97,11 +90,11 @@ def client_context(
         except OSError as exc:  # ssl.SSLError included
             if asked:
                 raise ValueError(
-                    f"{key_option} {shown(key_file)}: cannot decrypt the key: wrong passphrase?"
+                    f"{key_option} {echo(key_file)}: cannot decrypt the key: wrong passphrase?"
                 ) from None
-            files = f"{cert_name} {shown(cert)}"
+            files = f"{cert_name} {echo(cert)}"
             if key is not None:
-                files += f" with {key_name} {shown(key)}"
+                files += f" with {key_name} {echo(key)}"
             reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
             if reason == "KEY_VALUES_MISMATCH":
                 reason = "the key is not the certificate's"

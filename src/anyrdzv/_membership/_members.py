@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._delay import backoff, delay
-from ._exceptions import StoreCompacted, StoreConnectionError
+from .._checks import check_number, echo
+from .._core._delay import backoff, delay
+from .._exceptions import StoreCompacted, StoreConnectionError
+from .._stores._model import EventType
+from .._stores._protocol import LeaseStore, check_store
 from ._keys import DEFAULT_PREFIX, members_prefix
-from ._store import EventType, LeaseStore, check_store
-from ._util import check_number, echo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator

@@ -14,7 +14,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import ifaddr
 
-from ._util import check_number, check_str
+from .._checks import check_number, check_str
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -14,16 +14,17 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from . import _rendezvous_state as rules
-from ._delay import backoff, delay
-from ._exceptions import StoreCompacted, StoreConnectionError, StoreError
-from ._keys import DEFAULT_PREFIX, check_name, check_prefix
-from ._util import echo
+from .._checks import echo
+from .._core._delay import backoff, delay
+from .._exceptions import StoreCompacted, StoreConnectionError, StoreError
+from .._membership._keys import DEFAULT_PREFIX, check_name, check_prefix
+from . import _rules as rules
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator
 
-    from ._store import KeyValue, Lease, WatchStream
+    from .._stores._model import KeyValue, Lease
+    from .._stores._protocol import WatchStream
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import ipaddress
 import re
 from typing import NamedTuple
 
-from ._util import check_str, cut, type_name
+from .._checks import check_int, check_str, cut, wrong_type
 
 # Exactly what torch accepts as a port: 1 to 5 ASCII digits. ``fullmatch`` rather
 # than ``match(...$)`` so that a trailing newline is refused (D5).
@@ -26,11 +26,6 @@ _PORT_LIMIT = 65536
 # does not become a 100 KB message. Any real endpoint fits: a DNS name has at most
 # 253 characters, and the port and brackets add a few.
 _MAX_ECHO = 300
-
-
-def _echo(text: str) -> str:
-    """Return ``text`` for an error message: whole if short, else cut, with its length."""
-    return cut(text, _MAX_ECHO)
 
 
 class Endpoint(NamedTuple):
@@ -114,13 +109,8 @@ def parse_rendezvous_endpoint(endpoint: str | None, default_port: int) -> Endpoi
     :return: the host and port
     """
     if endpoint is not None and not isinstance(endpoint, str):
-        raise TypeError(
-            f"endpoint must be a str or None, got {type_name(endpoint)} {endpoint!r:.200}"
-        )
-    if isinstance(default_port, bool) or not isinstance(default_port, int):
-        raise TypeError(
-            f"default_port must be an int, got {type_name(default_port)} {default_port!r:.200}"
-        )
+        raise wrong_type("endpoint", endpoint, "a str or None")
+    check_int("default_port", default_port)
     if endpoint is None:
         return Endpoint("localhost", default_port)
     endpoint = endpoint.strip()
@@ -144,14 +134,14 @@ def parse_rendezvous_endpoint(endpoint: str | None, default_port: int) -> Endpoi
         parsed = try_parse_port(port_str)
         if parsed is None or parsed >= _PORT_LIMIT:
             raise ValueError(
-                f"The port number of the rendezvous endpoint '{_echo(endpoint)}' must be an "
+                f"The port number of the rendezvous endpoint '{cut(endpoint, _MAX_ECHO)}' must be an "
                 "integer between 0 and 65536."
             )
         port = parsed
 
     if not _is_valid_host(host):
         raise ValueError(
-            f"The hostname of the rendezvous endpoint '{_echo(endpoint)}' must be a "
+            f"The hostname of the rendezvous endpoint '{cut(endpoint, _MAX_ECHO)}' must be a "
             "dot-separated list of labels, an IPv4 address, or an IPv6 address."
         )
     return Endpoint(host, port)

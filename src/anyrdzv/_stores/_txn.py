@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, TypeVar
 
-from ._store import MAX_VALUE_BYTES, KeyValue, Lease, check_key, check_put
-from ._util import check_str, cut, echo, type_name
+from .._checks import check_int, check_str, cut, echo, is_int, type_name, wrong_type
+from ._model import MAX_VALUE_BYTES, KeyValue, Lease, check_key, check_lease_id, check_put
 
 __all__ = (
     "MAX_TXN_OPS",
@@ -71,17 +71,9 @@ def _utf8_size(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type_name(value)} {echo(value)}")
-    if value < 0:
-        raise ValueError(f"{name} must be at least 0, got {value}")
-    return value
-
-
 def _check_prefix_flag(prefix: object) -> bool:
     if not isinstance(prefix, bool):
-        raise TypeError(f"prefix must be a bool, got {type_name(prefix)} {echo(prefix)}")
+        raise wrong_type("prefix", prefix, "a bool")
     return prefix
 
 
@@ -139,7 +131,7 @@ class Compare:
                     f"value must be bytes, got {type_name(self.operand)} {echo(self.operand)}"
                 )
         else:
-            _check_int(self.target, self.operand)
+            check_int(self.target, self.operand, least=0)
 
     @classmethod
     def value(cls, key: str, op: CompareOp, value: bytes) -> Compare:
@@ -199,17 +191,9 @@ class Compare:
         :raises TypeError: if ``key`` is not a ``str``, or ``lease`` not one of those
         :raises ValueError: if ``key`` is empty, ``op`` unknown or the id negative
         """
-        if lease is None:
-            lease_id: object = 0
-        elif isinstance(lease, Lease):
-            lease_id = lease.id
-        elif isinstance(lease, bool) or not isinstance(lease, int):
-            raise TypeError(
-                f"lease must be a Lease, an int or None, got {type_name(lease)} {echo(lease)}"
-            )
-        else:
-            lease_id = lease
-        return cls(key, "lease", op, _check_int("lease", lease_id))
+        if lease is not None and not isinstance(lease, Lease) and not is_int(lease):
+            raise wrong_type("lease", lease, "a Lease, an int or None")
+        return cls(key, "lease", op, 0 if lease is None else check_lease_id(lease))
 
     @classmethod
     def absent(cls, key: str) -> Compare:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ._util import check_str
+from .._checks import check_str
 
 _FORMAT_ERROR = (
     "The rendezvous configuration string must be in format <key1>=<value1>,...,<keyN>=<valueN>."

@@ -14,26 +14,24 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import anyio
 
-# The public names, from the package: the command line is a user of the library, and
-# does not follow its modules about.
-from . import (
-    ClusterStatus,
-    EtcdStore,
-    MembersSnapshot,
-    MemberStatus,
-    StoreError,
-    __version__,
-    explain_machine_hostname,
-    local_identity,
-    members,
-    parse_rendezvous_config,
-    parse_rendezvous_endpoint,
-    try_parse_port,
-    watch_members,
+from .._checks import cut, echo
+from .._core._config import parse_rendezvous_config
+from .._core._endpoint import parse_rendezvous_endpoint, try_parse_port
+from .._core._hostname import explain_machine_hostname, local_identity
+from .._core._public import __version__
+from .._etcd._store import ClusterStatus, EtcdStore, MemberStatus
+from .._etcd._tls import client_context
+from .._exceptions import StoreError
+from .._membership._keys import members_prefix
+from .._membership._members import MembersSnapshot, members, watch_members
+from .._rendezvous._report import (
+    MalformedRun,
+    NodeReport,
+    RunReport,
+    read_run,
+    run_prefix,
+    watch_run,
 )
-from ._keys import members_prefix
-from ._rendezvous_report import MalformedRun, NodeReport, RunReport, read_run, run_prefix, watch_run
-from ._tls import client_context, shown
 
 if TYPE_CHECKING:
     import ssl
@@ -57,12 +55,8 @@ class UsageError(Exception):
 
 def _one_line(message: str, limit: int = _MAX_MESSAGE) -> str:
     """Return ``message`` on one line, control characters escaped, at most ``limit`` long."""
-    if len(message) > limit:
-        message = f"{message[:limit]}... ({len(message)} characters)"
+    message = cut(message, limit)
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-
-
-_shown = shown
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,16 +69,14 @@ class _Parser(argparse.ArgumentParser):
 def _port(text: str) -> int:
     port = try_parse_port(text.strip())
     if port is None or port > 65535:
-        raise argparse.ArgumentTypeError(
-            f"must be a port number from 0 to 65535, got {_shown(text)}"
-        )
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {echo(text)}")
     return port
 
 
 def _level(text: str) -> str:
     level = text.strip().upper()
     if level not in _LEVELS:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(_LEVELS)}, got {_shown(text)}")
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(_LEVELS)}, got {echo(text)}")
     return level
 
 
@@ -330,7 +322,7 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
         # Rather than OpenSSL's own prompt, which waits on /dev/tty even in a job.
         if sys.stdin is None or not sys.stdin.isatty():
             raise UsageError(
-                f"{key_option} {_shown(key_file)}: the key is encrypted, and stdin "
+                f"{key_option} {echo(key_file)}: the key is encrypted, and stdin "
                 "is not a terminal to ask for its passphrase"
             )
         try:
@@ -379,7 +371,7 @@ def _credentials(user: str | None, command: str) -> tuple[str | None, str | None
         except EOFError:
             raise UsageError("no password given") from None
     raise UsageError(
-        f"--user {_shown(name)} needs a password: set ${PASSWORD_VARIABLE}, "
+        f"--user {echo(name)} needs a password: set ${PASSWORD_VARIABLE}, "
         "or run on a terminal to be asked for it"
     )
 

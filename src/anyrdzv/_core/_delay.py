@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import anyio.lowlevel
 
-from ._util import check_number, check_positive_finite, type_name
+from .._checks import check_number, check_positive, type_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,11 +36,7 @@ def _pick_seconds(seconds: object, rng: random.Random | None) -> float:
         if math.isinf(low) or math.isinf(high):
             raise ValueError(f"seconds must be finite, got {seconds!r}")
         return (rng or random).uniform(low, high)
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(
-            f"seconds must be a number or a (min, max) tuple, got {type_name(seconds)} "
-            f"{seconds!r:.200}"
-        )
+    seconds = check_number("seconds", seconds, expected="a number or a (min, max) tuple")
     if math.isinf(seconds):
         raise ValueError(f"seconds must be finite, got {seconds!r}")
     return float(seconds)
@@ -97,8 +93,8 @@ def backoff(
     :raises ValueError: if an argument is out of range
     :return: an endless iterator of delays
     """
-    first = check_positive_finite("initial", initial)
-    cap = check_positive_finite("maximum", maximum)
+    first = check_positive("initial", initial)
+    cap = check_positive("maximum", maximum)
     if cap < first:
         raise ValueError(f"maximum must be at least initial ({initial!r}), got {maximum!r}")
     factor = check_number("multiplier", multiplier)

@@ -1,0 +1,15 @@
+"""Helpers for testing your own agents: stores that inject faults, and that count.
+
+Like :mod:`trio.testing`, this is public API, meant for the test suites of code built on
+anyrdzv.
+"""
+
+from .._core._public import fixup_module_metadata as _fixup_module_metadata
+from ._counting import CountingStore as CountingStore
+from ._faulty import FaultyStore as FaultyStore
+from ._wrapper import StoreWrapper as StoreWrapper
+
+__all__ = ("CountingStore", "FaultyStore", "StoreWrapper")
+
+_fixup_module_metadata(__name__, globals())
+del _fixup_module_metadata

@@ -1,0 +1,172 @@
+"""The layers of ``../shared/DESIGN.md`` hold in the import graph: a module imports only
+from layers below its own (or from its own folder), the pure modules import no event
+loop and do no I/O, and no import circle remains, ``TYPE_CHECKING`` imports included."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "anyrdzv"
+
+#: Each part of the package and its rank: a module may import from parts of a lower
+#: rank, and from its own part. Two parts of one rank may not import each other.
+RANKS = {
+    "_exceptions": 0,
+    "_checks": 0,
+    "_core": 1,
+    "_stores": 2,
+    "_etcd": 3,  # layer 2 too, above the store contract it implements
+    "_membership": 4,
+    "_rendezvous": 5,
+    "_cli": 6,
+    "torchrun": 6,
+    "testing": 6,
+    "__init__": 7,
+    "__main__": 8,
+}
+
+#: Layer 0 of each part: no I/O and no event loop.
+PURE = {
+    "_checks",
+    "_exceptions",
+    "_core._endpoint",
+    "_core._config",
+    "_stores._model",
+    "_stores._txn",
+    "_etcd._wire",
+    "_rendezvous._rules",
+}
+IMPURE_IMPORTS = {"anyio", "asyncio", "trio", "httpx", "socket", "ssl", "threading", "torch"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> tuple[set[str], set[str]]:
+    """The package's modules that ``path`` imports, at any depth, and the top-level
+    names of the outside modules it imports."""
+    name = module_name(path)
+    is_package = path.name == "__init__.py"
+    inside: set[str] = set()
+    outside: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "anyrdzv":
+                    inside.add(alias.name.removeprefix("anyrdzv").lstrip("."))
+                else:
+                    outside.add(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                module = node.module or ""
+                if module.split(".")[0] != "anyrdzv":
+                    outside.add(module.split(".")[0])
+                    continue
+                base = module.removeprefix("anyrdzv").lstrip(".")
+            else:
+                here = name.split(".") if is_package else name.split(".")[:-1]
+                if name == "__init__":
+                    here = []
+                here = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+                base = ".".join([*here, *([node.module] if node.module else [])])
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}".strip(".")
+                inside.add(candidate if _is_module(candidate) else base)
+    # The package itself (``from .. import X``) is its __init__: re-exports, above all.
+    return {module or "__init__" for module in inside}, outside
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def part_of(module: str) -> str:
+    return module.split(".")[0]
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+GRAPH = {module: imports_of(path)[0] for module, path in MODULES.items()}
+
+
+def test_the_walk_sees_the_package() -> None:
+    assert len(MODULES) > 30
+    assert set(map(part_of, MODULES)) <= set(RANKS), set(map(part_of, MODULES)) - set(RANKS)
+
+
+def upward(module: str, imported: set[str]) -> list[str]:
+    """What ``module`` imports from parts of its rank or above."""
+    mine = part_of(module)
+    return sorted(
+        other
+        for other in imported
+        if part_of(other) != mine and RANKS[part_of(other)] >= RANKS[mine]
+    )
+
+
+def test_the_rank_check_finds_an_upward_import() -> None:
+    assert upward("_stores._memory", {"_rendezvous._rules", "_core._delay"}) == [
+        "_rendezvous._rules"
+    ]
+    assert upward("_etcd._store", {"_stores._model"}) == []
+    assert upward("_cli._main", {"torchrun._conf"}) == ["torchrun._conf"]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_only_from_below(module: str) -> None:
+    found = upward(module, GRAPH[module])
+    assert not found, f"{module} imports from its own rank or above: {found}"
+
+
+@pytest.mark.parametrize("module", sorted(PURE))
+def test_pure_modules_do_no_io(module: str) -> None:
+    inside, outside = imports_of(MODULES[module])
+    assert not outside & IMPURE_IMPORTS, f"{module} imports {sorted(outside & IMPURE_IMPORTS)}"
+    impure = sorted(m for m in inside if m not in PURE)
+    assert not impure, f"the pure {module} imports {impure}"
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """An import circle of ``graph``, as the modules along it, or ``None``."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return None
+        path.append(module)
+        for imported in sorted(graph.get(module, ())):
+            # A package's __init__ importing its own modules is no circle.
+            if imported != module and not imported.startswith(f"{module}."):
+                circle = visit(imported)
+                if circle:
+                    return circle
+        path.pop()
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        circle = visit(module)
+        if circle:
+            return circle
+    return None
+
+
+def test_no_import_circle() -> None:
+    circle = find_circle(GRAPH)
+    assert circle is None, f"import circle: {' -> '.join(circle or [])}"
+
+
+def test_the_circle_check_finds_one() -> None:
+    graph = {"_stores._txn": {"_stores._model"}, "_stores._model": {"_stores._txn"}}
+    assert find_circle(graph) == ["_stores._model", "_stores._txn", "_stores._model"]
+    assert find_circle({"a": {"b"}, "b": set()}) is None
