@@ -44,7 +44,8 @@ import anyio.to_thread
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "examples"))
-from membership import start_member_process
+from etcd_cluster import EtcdCluster
+from etcd_server import EtcdServer
 
 from anyrdzv import (
     EtcdStore,
@@ -58,8 +59,7 @@ from anyrdzv import (
     StorePermissionError,
     watch_members,
 )
-from etcd_cluster import EtcdCluster
-from etcd_server import EtcdServer
+from membership import start_member_process
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -51,8 +51,9 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from anyrdzv import EtcdStore, MemoryStore, Rendezvous
 from etcd_server import EtcdServer
+
+from anyrdzv import EtcdStore, MemoryStore, Rendezvous
 
 
 def cpu_seconds(pid: int) -> float:

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
-    from etcd_cluster import EtcdCluster
-    from etcd_server import EtcdServer
+    from tests._support.etcd_cluster import EtcdCluster
+    from tests._support.etcd_server import EtcdServer
 
 _BACKENDS: list[Any] = [
     pytest.param(("asyncio", {}), id="asyncio"),
@@ -86,9 +86,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # -- etcd ---------------------------------------------------------------------------------
 
 
-def _need_etcd() -> None:
-    """Skip without etcd; but under CI=true, where .ci/run installs it, fail instead."""
-    from etcd_server import etcd_binary
+@pytest.fixture(scope="session")
+def need_etcd() -> None:
+    """Request this to skip a test without etcd; but under CI=true, where .ci/run
+    installs it, the test fails instead."""
+    from tests._support.etcd_server import etcd_binary
 
     if etcd_binary() is None:
         message = "etcd is not installed (apt-get install etcd-server)"
@@ -98,10 +100,9 @@ def _need_etcd() -> None:
 
 
 @pytest.fixture(scope="session")
-def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+def etcd_server(tmp_path_factory: pytest.TempPathFactory, need_etcd: None) -> Iterator[EtcdServer]:
     """A plain-HTTP etcd shared by the tests that only read and write their own keys."""
-    _need_etcd()
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
     server = EtcdServer(tmp_path_factory.mktemp("etcd"))
     server.start()
@@ -110,10 +111,9 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
 
 
 @pytest.fixture
-def own_etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
+def own_etcd_server(tmp_path: Path, need_etcd: None) -> Iterator[EtcdServer]:
     """An etcd for one test alone, which it may kill and restart."""
-    _need_etcd()
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
     server = EtcdServer(tmp_path)
     server.start()
@@ -122,10 +122,9 @@ def own_etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
 
 
 @pytest.fixture
-def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+def etcd_cluster(tmp_path: Path, need_etcd: None) -> Iterator[EtcdCluster]:
     """A 3-member etcd cluster on loopback for one test, which it may break."""
-    _need_etcd()
-    from etcd_cluster import EtcdCluster
+    from tests._support.etcd_cluster import EtcdCluster
 
     with EtcdCluster(tmp_path / "cluster") as cluster:
         cluster.start()

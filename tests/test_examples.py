@@ -6,12 +6,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from tests._support import EXAMPLES
+
 BACKENDS = ["asyncio", "uvloop", "trio"]
 
 

@@ -6,14 +6,12 @@ import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from anyrdzv import GetResult, MemoryStore
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from tests._support import README
 
 
 def test_readme_example_runs() -> None:

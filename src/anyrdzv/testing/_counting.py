@@ -10,7 +10,7 @@ from .._stores._txn import GetResult, TxnResult
 from ._wrapper import StoreWrapper
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
     from .._stores._model import StoreEvent
     from .._stores._protocol import LeaseStore
@@ -63,9 +63,9 @@ class CountingStore(StoreWrapper):
         #: how many calls each method has had
         self.calls: Counter[str] = Counter()
         #: how many watch events were delivered, over all watches
-        self.events = 0
+        self.events: int = 0
         #: the bytes of keys and values received: in read answers and watch events
-        self.bytes_received = 0
+        self.bytes_received: int = 0
 
     def requests(self, *, keep_alives: bool = False) -> int:
         """How many calls were made, with or without the lease renewals."""
@@ -79,7 +79,7 @@ class CountingStore(StoreWrapper):
 
     async def _events(
         self, prefix: str, stream: AsyncIterator[StoreEvent]
-    ) -> AsyncIterator[StoreEvent]:
+    ) -> AsyncGenerator[StoreEvent, None]:
         async for event in stream:
             self.events += 1
             self.bytes_received += len(event.key.encode("utf-8", "surrogatepass")) + len(

@@ -14,7 +14,7 @@ from .._exceptions import StoreConnectionError, StoreError
 from ._wrapper import StoreWrapper
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
     from .._stores._model import StoreEvent
     from .._stores._protocol import LeaseStore
@@ -151,7 +151,7 @@ class FaultyStore(StoreWrapper):
 
     async def _events(
         self, prefix: str, stream: AsyncIterator[StoreEvent]
-    ) -> AsyncIterator[StoreEvent]:
+    ) -> AsyncGenerator[StoreEvent, None]:
         generation = self._watch_generation
         iterator = stream.__aiter__()
         while True:

@@ -3,12 +3,13 @@ one hook, so that a subclass can count, fail or delay calls without restating th
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._stores._protocol import check_store
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 
     from .._stores._model import CasResult, KeyValue, Lease, StoreEvent
     from .._stores._protocol import LeaseStore
@@ -38,7 +39,7 @@ class StoreWrapper:
 
     async def _events(
         self, prefix: str, stream: AsyncIterator[StoreEvent]
-    ) -> AsyncIterator[StoreEvent]:
+    ) -> AsyncGenerator[StoreEvent, None]:
         """The events of one watch on ``prefix``: by default, the wrapped store's."""
         async for event in stream:
             yield event
@@ -110,20 +111,21 @@ class StoreWrapper:
         *,
         start_revision: int,
         on_open: Callable[[], object] | None = None,
-    ) -> AsyncIterator[StoreEvent]:
+    ) -> AsyncGenerator[StoreEvent, None]:
         """Watch a prefix (see :meth:`anyrdzv.LeaseStore.watch_prefix`); close the
         stream with ``contextlib.aclosing``."""
         return self._watch(prefix, start_revision, on_open)
 
     async def _watch(
         self, prefix: str, start_revision: int, on_open: Callable[[], object] | None
-    ) -> AsyncIterator[StoreEvent]:
+    ) -> AsyncGenerator[StoreEvent, None]:
         stream = await self._call(
             "watch_prefix", lambda: _opened(self.inner, prefix, start_revision, on_open)
         )
         try:
-            async for event in self._events(prefix, stream):
-                yield event
+            async with aclosing(self._events(prefix, stream)) as events:
+                async for event in events:
+                    yield event
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.abc
 
-from loopback import LoopbackServer
+from tests._support.loopback import LoopbackServer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
     from pathlib import Path
 
-    from etcd_cluster import EtcdCluster
-    from etcd_server import EtcdServer
+    from tests._support.etcd_cluster import EtcdCluster
+    from tests._support.etcd_server import EtcdServer
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -445,12 +445,10 @@ _PASSWORD = "s3cret"
 
 
 @pytest.fixture(scope="module")
-def auth_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+def auth_etcd(tmp_path_factory: pytest.TempPathFactory, need_etcd: None) -> Iterator[EtcdServer]:
     """An etcd with auth on, and the user root with password ``_PASSWORD``."""
-    from conftest import _need_etcd
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
-    _need_etcd()
     server = EtcdServer(tmp_path_factory.mktemp("etcd-auth"))
     server.start()
     server.enable_auth(_PASSWORD)
@@ -637,7 +635,7 @@ _PASSPHRASE = "open sesame"
 
 @pytest.fixture(scope="module")
 def mtls_etcd(
-    tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Path]
+    tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Path], need_etcd: None
 ) -> Iterator[EtcdServer]:
     """An etcd on HTTPS that wants a client certificate signed by the CA in ``pki``.
 
@@ -645,10 +643,7 @@ def mtls_etcd(
     from ETCD_* variables, which its process inherits. Its readiness check has no
     client certificate either, so this one polls with one.
     """
-    from conftest import _need_etcd
-    from etcd_server import EtcdServer
-
-    _need_etcd()
+    from tests._support.etcd_server import EtcdServer
 
     class MutualTlsEtcdServer(EtcdServer):
         def wait_ready(self, timeout: float) -> None:

@@ -144,7 +144,7 @@ async def test_a_pending_call_ends_when_the_heartbeat_is_lost(key_prefix: str) -
 
 async def test_an_unreachable_store_fails_the_start(anyio_backend: object) -> None:
     from anyrdzv import EtcdStore
-    from etcd_server import free_port
+    from tests._support.etcd_server import free_port
 
     store = EtcdStore(f"127.0.0.1:{free_port()}", timeout=0.5)
     session = Session(

@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from anyrdzv import EtcdStore, Lease, StoreConnectionError, StoreEvent
-from fake_gateway import Answer, FakeGateway, Request
+from tests._support.fake_gateway import Answer, FakeGateway, Request
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,11 +17,11 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.usefixtures("torch_installed")
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "anyrdzv"
+from tests._support import PACKAGE as SRC
 
 
 def test_the_core_never_imports_torch() -> None:
@@ -241,7 +240,7 @@ def test_a_handler_inherited_through_fork_fails_clearly(
 def test_bad_conf_and_an_unreachable_etcd(etcd_server: EtcdServer, handlers: list[Any]) -> None:
     from torch.distributed.elastic.rendezvous import RendezvousConnectionError
 
-    from etcd_server import free_port
+    from tests._support.etcd_server import free_port
 
     threads = threading.active_count()
     with pytest.raises(ValueError, match="'keep_alive_interval'"):

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from torch._C._distributed_c10d import Store
 
     from anyrdzv.torchrun._store import TorchStore
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.usefixtures("torch_installed")
 

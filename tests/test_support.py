@@ -10,23 +10,21 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from etcd_server import plain_verify
+from tests._support.etcd_server import plain_verify
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from etcd_cluster import EtcdCluster
+    from tests._support.etcd_cluster import EtcdCluster
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
-    from conftest import _need_etcd
-    from etcd_cluster import EtcdCluster
+def cluster(tmp_path: Path, need_etcd: None) -> Iterator[EtcdCluster]:
+    from tests._support.etcd_cluster import EtcdCluster
 
-    _need_etcd()
     with EtcdCluster(tmp_path) as cluster:
         cluster.start()
         yield cluster
@@ -129,11 +127,9 @@ def test_a_stopped_leader_is_replaced_and_follows_once_continued(cluster: EtcdCl
     assert cluster.leader_index() == new
 
 
-def test_close_ends_stopped_members_too(tmp_path: Path) -> None:
-    from conftest import _need_etcd
-    from etcd_cluster import EtcdCluster
+def test_close_ends_stopped_members_too(tmp_path: Path, need_etcd: None) -> None:
+    from tests._support.etcd_cluster import EtcdCluster
 
-    _need_etcd()
     cluster = EtcdCluster(tmp_path, size=3)
     cluster.start()
     pids = [cluster.pid(i) for i in range(3)]
@@ -146,10 +142,8 @@ def test_close_ends_stopped_members_too(tmp_path: Path) -> None:
             os.kill(pid, 0)  # reaped, not a zombie either
 
 
-def test_size_must_be_positive(tmp_path: Path) -> None:
-    from conftest import _need_etcd
-    from etcd_cluster import EtcdCluster
+def test_size_must_be_positive(tmp_path: Path, need_etcd: None) -> None:
+    from tests._support.etcd_cluster import EtcdCluster
 
-    _need_etcd()
     with pytest.raises(ValueError, match="size must be at least 1, got 0"):
         EtcdCluster(tmp_path, size=0)

@@ -5,7 +5,6 @@ import signal
 import ssl
 import sys
 from contextlib import aclosing
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,14 +25,15 @@ from anyrdzv import (
     members,
     watch_members,
 )
-from tcpproxy import TcpProxy
+from tests._support.tcpproxy import TcpProxy
 
 if TYPE_CHECKING:
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.anyio
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from tests._support import EXAMPLES
+
 sys.path.insert(0, str(EXAMPLES))
 from membership import start_member_process
 
@@ -307,7 +307,7 @@ class TestRealEtcd:
         assert watcher.kinds() == [("JOINED", "alive"), ("LEFT", "alive")]
 
     async def test_unreachable_store_fails_fast(self) -> None:
-        from etcd_server import free_port
+        from tests._support.etcd_server import free_port
 
         start = anyio.current_time()
         with pytest.raises(StoreConnectionError, match="cannot reach etcd at 127.0.0.1"):
@@ -341,11 +341,9 @@ class TestRealEtcd:
 
 
 @pytest.fixture(scope="module")
-def tls_etcd(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from conftest import _need_etcd
-    from etcd_server import EtcdServer
+def tls_etcd(tmp_path_factory: pytest.TempPathFactory, need_etcd: None) -> Any:
+    from tests._support.etcd_server import EtcdServer
 
-    _need_etcd()
     workdir = tmp_path_factory.mktemp("etcd-tls")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -360,11 +358,9 @@ def tls_etcd(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="module")
-def auth_etcd(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from conftest import _need_etcd
-    from etcd_server import EtcdServer
+def auth_etcd(tmp_path_factory: pytest.TempPathFactory, need_etcd: None) -> Any:
+    from tests._support.etcd_server import EtcdServer
 
-    _need_etcd()
     server = EtcdServer(tmp_path_factory.mktemp("etcd-auth"))
     server.start()
     server.enable_auth("s3cret")

@@ -7,7 +7,7 @@ from typing import final
 import anyio
 import anyio.abc
 
-from loopback import LoopbackServer
+from tests._support.loopback import LoopbackServer
 
 
 @final

@@ -938,7 +938,7 @@ def _with_lease_ids(answer: object, ids: dict[int, int]) -> object:
 async def test_memory_store_answers_as_etcd_does(own_etcd_server: object, seed: int) -> None:
     """The same random operations on MemoryStore and on a fresh etcd get the same answers,
     revisions, versions and lease ids (mapped) included."""
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
     assert isinstance(own_etcd_server, EtcdServer)
     keys = ["/d/a", "/d/b", "/d/a/x", "/d/c", "/e/a"]
@@ -967,7 +967,7 @@ async def test_compacted_history_memory() -> None:
 
 
 async def test_compacted_history_etcd(etcd_server: object, key_prefix: str) -> None:
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
     assert isinstance(etcd_server, EtcdServer)
     async with EtcdStore(etcd_server.endpoint) as store:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from etcd_server import EtcdServer, plain_verify
+from tests._support.etcd_server import EtcdServer, plain_verify
 
 if TYPE_CHECKING:
     from pathlib import Path

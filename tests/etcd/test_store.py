@@ -27,13 +27,13 @@ from anyrdzv import (
     watch_members,
 )
 from anyrdzv._etcd import _wire
-from fake_gateway import Answer, FakeGateway, Request
+from tests._support.fake_gateway import Answer, FakeGateway, Request
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.anyio
 
@@ -51,12 +51,10 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 
 @pytest.fixture(scope="module")
 def tls_server(
-    tmp_path_factory: pytest.TempPathFactory, tls_files: tuple[Path, Path, Path]
+    tmp_path_factory: pytest.TempPathFactory, tls_files: tuple[Path, Path, Path], need_etcd: None
 ) -> Iterator[EtcdServer]:
-    from conftest import _need_etcd
 
-    _need_etcd()
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
     cert, key, ca = tls_files
     server = EtcdServer(tmp_path_factory.mktemp("etcd-tls"), cert=cert, key=key, ca_file=ca)
@@ -326,11 +324,9 @@ class TestAuthToken:
         assert any("logging in again" in r.getMessage() for r in caplog.records)
 
     @pytest.mark.slow
-    async def test_expired_token_on_real_etcd(self, tmp_path: Path) -> None:
-        from conftest import _need_etcd
+    async def test_expired_token_on_real_etcd(self, tmp_path: Path, need_etcd: None) -> None:
 
-        _need_etcd()
-        from etcd_server import EtcdServer
+        from tests._support.etcd_server import EtcdServer
 
         server = EtcdServer(
             tmp_path, extra_args=["--auth-token", "simple", "--auth-token-ttl", "2"]

@@ -11,19 +11,20 @@ import signal
 import ssl
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from torchrun_agents import FAST_CONF, Agent, run_keys, wait_for
+from tests._support import EXAMPLES
+from tests._support.torchrun_agents import FAST_CONF, Agent, run_keys, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
-    from etcd_cluster import EtcdCluster
-    from etcd_server import EtcdServer
+    from tests._support.etcd_cluster import EtcdCluster
+    from tests._support.etcd_server import EtcdServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_installed")]
 
@@ -105,7 +106,7 @@ def test_the_readme_example(
     etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
 ) -> None:
     """The README's two-node job: examples/torchrun_allreduce.py, torch's default conf."""
-    example = Path(__file__).resolve().parent.parent / "examples" / "torchrun_allreduce.py"
+    example = EXAMPLES / "torchrun_allreduce.py"
     a, b = two_nodes_of_two(agents, tmp_path, etcd_server, run_id, conf="", worker=[str(example)])
     printed = [
         line.split("]:", 1)[-1].strip()
@@ -258,7 +259,7 @@ def test_a_cluster_leader_killed_during_the_rendezvous(
 
 def _auth_tls_server(tmp_path: Path) -> tuple[EtcdServer, Path]:
     trustme = pytest.importorskip("trustme")
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -353,7 +354,7 @@ def test_tls_and_auth_through_the_conf_and_the_environment(
 def test_bad_input_and_an_unreachable_endpoint_exit_non_zero_in_bounded_time(
     agents: list[Agent], tmp_path: Path, run_id: str
 ) -> None:
-    from etcd_server import free_port
+    from tests._support.etcd_server import free_port
 
     port = free_port()
     cases = {

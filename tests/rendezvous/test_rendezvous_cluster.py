@@ -12,7 +12,7 @@ import pytest
 from anyrdzv import EtcdStore, Rendezvous, RendezvousInfo
 
 if TYPE_CHECKING:
-    from etcd_cluster import EtcdCluster
+    from tests._support.etcd_cluster import EtcdCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

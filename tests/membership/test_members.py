@@ -21,10 +21,10 @@ from anyrdzv import (
     members,
     watch_members,
 )
-from tcpproxy import TcpProxy
+from tests._support.tcpproxy import TcpProxy
 
 if TYPE_CHECKING:
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.anyio
 

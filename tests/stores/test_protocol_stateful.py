@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from anyrdzv._stores._txn import CompareOp, CompareTarget, TxnOp, TxnOpResult
-    from etcd_server import EtcdServer
+    from tests._support.etcd_server import EtcdServer
 
 T = TypeVar("T")
 
