@@ -42,11 +42,8 @@ import anyio
 import anyio.to_thread
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
-from etcd_cluster import EtcdCluster
-from etcd_server import EtcdServer
-
 from anyrdzv import (
     EtcdStore,
     Heartbeat,
@@ -60,6 +57,8 @@ from anyrdzv import (
     watch_members,
 )
 from membership import start_member_process
+from tests._support.etcd_cluster import EtcdCluster
+from tests._support.etcd_server import EtcdServer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -49,11 +49,10 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from etcd_server import EtcdServer
+sys.path.insert(0, str(ROOT))
 
 from anyrdzv import EtcdStore, MemoryStore, Rendezvous
+from tests._support.etcd_server import EtcdServer
 
 
 def cpu_seconds(pid: int) -> float:

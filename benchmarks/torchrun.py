@@ -41,10 +41,10 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from etcd_server import EtcdServer, free_port
-from torchrun_agents import Agent
+from tests._support.etcd_server import EtcdServer, free_port
+from tests._support.torchrun_agents import Agent
 
 PROBE = """
 import json, sys, time
