@@ -308,17 +308,3 @@ def test_errors(args: list[str], status: int, message: str) -> None:
     assert proc.stderr.splitlines()[-1].startswith("anyrdzv rendezvous: error: ")
     if status == 1:
         assert len(proc.stderr.splitlines()) == 1
-
-
-@pytest.mark.anyio
-async def test_the_adapters_keys_are_counted_not_malformed(etcd_server: Any, run_id: str) -> None:
-    """read_run raises MalformedRun for a bad key of the rendezvous, not for these."""
-    async with (
-        EtcdStore(etcd_server.endpoint) as store,
-        Rendezvous(store, run_id, node="a", **OPTIONS) as a,
-    ):
-        await store.put(a.data_prefix + "k", b"\x80 not json")
-        await store.put(a.data_prefix + "members/x", b"not a member")
-        report = await read_run(store, run_id)
-        assert report.data_keys == 2
-        assert [n.node for n in report.others] == ["a"]  # a heartbeat, and no "x"
