@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -15,9 +13,15 @@ import anyio
 import pytest
 
 from anyrdzv import EtcdStore, Rendezvous, RendezvousClosed, RendezvousInfo
-from anyrdzv._cli._main import PASSWORD_VARIABLE
 from anyrdzv._rendezvous import _rules as rules
 from anyrdzv._rendezvous._report import RunReport, read_run
+from tests._support.cli import (
+    assert_one_line_error,
+    cli_command,
+    environment,
+    run_cli,
+    start_cli,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,34 +45,9 @@ def run_id() -> str:
     return f"run-{uuid.uuid4().hex[:12]}"
 
 
-def command(etcd: str, run_id: str, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "anyrdzv",
-        "rendezvous",
-        "--etcd",
-        etcd,
-        "--run-id",
-        run_id,
-        *args,
-    ]
-
-
-def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != PASSWORD_VARIABLE}
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m anyrdzv ARGS`` in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "anyrdzv", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-        env=environment(),
-    )
+def rendezvous_args(etcd: str, run_id: str, *args: str) -> list[str]:
+    """``anyrdzv rendezvous`` on run ``run_id``."""
+    return ["rendezvous", "--etcd", etcd, "--run-id", run_id, *args]
 
 
 async def show(etcd: str, run_id: str) -> tuple[str, dict[str, Any]]:
@@ -77,8 +56,8 @@ async def show(etcd: str, run_id: str) -> tuple[str, dict[str, Any]]:
     done: dict[bool, str] = {}
 
     async def one(as_json: bool) -> None:
-        args = command(etcd, run_id, *(["--json"] if as_json else []))
-        proc = await anyio.run_process(args, env=environment())
+        args = rendezvous_args(etcd, run_id, *(["--json"] if as_json else []))
+        proc = await anyio.run_process(cli_command(*args), env=environment())
         assert not proc.stderr
         done[as_json] = proc.stdout.decode()
 
@@ -241,10 +220,8 @@ def test_watch_prints_a_report_on_every_change(etcd_server: Any, run_id: str) ->
             else:
                 await store.put(key, value)
 
-    cmd = command(etcd_server.endpoint, run_id, "--watch", "--json")
-    with subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()
-    ) as proc:
+    args = rendezvous_args(etcd_server.endpoint, run_id, "--watch", "--json")
+    with start_cli(*args) as proc:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
         anyio.run(write, rules.encode_state(state))
@@ -265,6 +242,30 @@ def test_watch_prints_a_report_on_every_change(etcd_server: Any, run_id: str) ->
     assert (fourth["keys"], fourth["state"]) == (0, None)
     assert proc.returncode == 130
     assert "Traceback" not in err
+
+
+def test_watch_ends_at_a_malformed_value_with_one_line(etcd_server: Any, run_id: str) -> None:
+    """A failure under --watch: the reports printed stay, then one line and status 1."""
+
+    async def put() -> None:
+        async with EtcdStore(etcd_server.endpoint) as store:
+            await store.put(f"/anyrdzv/{run_id}/state", b"\x80 not JSON")
+
+    args = rendezvous_args(etcd_server.endpoint, run_id, "--watch", "--json")
+    with start_cli(*args) as proc:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        anyio.run(put)
+        out, err = proc.communicate(timeout=20)
+    assert (first["keys"], first["state"]) == (0, None)
+    assert out == ""
+    assert_one_line_error(
+        subprocess.CompletedProcess(args, proc.returncode, out, err),
+        1,
+        f"run {run_id!r}: key '/anyrdzv/{run_id}/state'",
+        "holds a malformed value (not a JSON document)",
+        command="rendezvous",
+    )
 
 
 def test_text_of_a_participant_whose_lease_is_gone(etcd_server: Any, run_id: str) -> None:
@@ -308,17 +309,3 @@ def test_errors(args: list[str], status: int, message: str) -> None:
     assert proc.stderr.splitlines()[-1].startswith("anyrdzv rendezvous: error: ")
     if status == 1:
         assert len(proc.stderr.splitlines()) == 1
-
-
-@pytest.mark.anyio
-async def test_the_adapters_keys_are_counted_not_malformed(etcd_server: Any, run_id: str) -> None:
-    """read_run raises MalformedRun for a bad key of the rendezvous, not for these."""
-    async with (
-        EtcdStore(etcd_server.endpoint) as store,
-        Rendezvous(store, run_id, node="a", **OPTIONS) as a,
-    ):
-        await store.put(a.data_prefix + "k", b"\x80 not json")
-        await store.put(a.data_prefix + "members/x", b"not a member")
-        report = await read_run(store, run_id)
-        assert report.data_keys == 2
-        assert [n.node for n in report.others] == ["a"]  # a heartbeat, and no "x"
