@@ -12,7 +12,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
+
+from anyrdzv import EtcdStore, Lease
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,7 +54,13 @@ assert "torch" not in sys.modules, "the entry point imported torch"
 assert threading.active_count() == 1, threading.enumerate()
 from torch.distributed.elastic.rendezvous import registry
 from torch.distributed.elastic.rendezvous.registry import handler_registry
-assert handler_registry._registry["anyrdzv-etcd"] is creator
+handler_registry.register("anyrdzv-etcd", creator)  # no error: it holds creator, or none
+try:
+    handler_registry.register("anyrdzv-etcd", lambda params: None)
+except ValueError as exc:  # it holds one, and that one is creator
+    assert f"is already registered with '{creator}'" in str(exc), exc
+else:
+    raise AssertionError("nothing was registered as anyrdzv-etcd")
 assert threading.active_count() == 1, threading.enumerate()
 print("ok")
 """
@@ -123,8 +132,10 @@ def test_a_round_through_the_api(etcd_server: EtcdServer, handlers: list[Any]) -
 
 
 def test_a_waiting_node_is_counted_without_a_store_round_trip(
-    etcd_server: EtcdServer, handlers: list[Any]
+    etcd_server: EtcdServer, handlers: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from anyrdzv.torchrun._loop import LoopThread
+
     run_id = f"h-{uuid.uuid4().hex[:8]}"
     a = make(handlers, etcd_server.endpoint, run_id)
     first = a.next_rendezvous()
@@ -141,9 +152,9 @@ def test_a_waiting_node_is_counted_without_a_store_round_trip(
     def no_loop(*args: object) -> None:
         raise AssertionError("num_nodes_waiting went to the loop")
 
-    a._loop.run = no_loop  # the count is read without a call into the loop
-    assert a.num_nodes_waiting() == 1
-    del a._loop.run
+    with monkeypatch.context() as patch:  # the count is read without a call into a loop
+        patch.setattr(LoopThread, "run", no_loop)
+        assert a.num_nodes_waiting() == 1
     second = a.next_rendezvous()
     thread.join(10)
     assert second.world_size == 2
@@ -160,9 +171,7 @@ def test_a_lost_heartbeat_is_raised_by_the_next_call(
     run_id = f"h-{uuid.uuid4().hex[:8]}"
     handler = make(handlers, etcd_server.endpoint, run_id)
     handler.next_rendezvous()
-    session = handler._session
-    lease = session.rendezvous._heartbeat.lease
-    handler._loop.run(session.store.revoke, lease)  # as if etcd had let it expire
+    anyio.run(revoke_the_member, etcd_server.endpoint, run_id)  # as if etcd let it expire
     deadline = time.monotonic() + 10
 
     def lost() -> bool:
@@ -180,6 +189,14 @@ def test_a_lost_heartbeat_is_raised_by_the_next_call(
     with pytest.raises(RendezvousConnectionError, match="heartbeat"):
         handler.next_rendezvous()
     assert handler.shutdown() is True
+
+
+async def revoke_the_member(endpoint: str, run_id: str) -> None:
+    """Revoke the lease of the one node of ``run_id``: its heartbeat is lost."""
+    async with EtcdStore(endpoint) as store:
+        (member,), _ = await store.get_prefix_kv(f"/anyrdzv/{run_id}/members/")
+        assert member.lease is not None
+        await store.revoke(Lease(member.lease, 1))
 
 
 class Interrupted(Exception):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from anyrdzv import EtcdStore, HeartbeatLost, MemoryStore, Rendezvous, StoreConnectionError
+from anyrdzv import EtcdStore, HeartbeatLost, Lease, MemoryStore, Rendezvous, StoreConnectionError
 from anyrdzv.torchrun._session import Session, SessionClosed, SessionLost
 
 if TYPE_CHECKING:
@@ -45,6 +45,14 @@ def session_on(store: LeaseStore, run_id: str, node: str, **conf: float) -> Sess
         )
 
     return Session(borrowed, make, probe)
+
+
+async def revoke_node(store: LeaseStore, run_id: str, node: str) -> None:
+    """Kill ``node``: revoke the lease its member key lives under."""
+    member = await store.get(f"/anyrdzv/{run_id}/members/{node}")
+    assert member is not None
+    assert member.lease is not None
+    await store.revoke(Lease(member.lease, 1))
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 5) -> None:
@@ -94,9 +102,7 @@ async def test_a_lost_participant_asks_for_a_restart(store: LeaseStore, key_pref
         async with anyio.create_task_group() as both:
             both.start_soon(a.next_rendezvous)
             both.start_soon(b.next_rendezvous)
-        lease = b.rendezvous._heartbeat.lease  # the node is "killed": its lease revoked
-        assert lease is not None
-        await store.revoke(lease)
+        await revoke_node(store, run_id, "b")  # the node is "killed": its lease revoked
         await eventually(lambda: a.nodes_waiting)
 
         def b_lost() -> bool:
@@ -135,9 +141,7 @@ async def test_a_pending_call_ends_when_the_heartbeat_is_lost(key_prefix: str) -
 
         tg.start_soon(call)
         await anyio.wait_all_tasks_blocked()
-        lease = a.rendezvous._heartbeat.lease
-        assert lease is not None
-        await store.revoke(lease)
+        await revoke_node(store, run_id, "a")
         await eventually(lambda: result)
         await a.close(close_run=True)
 

@@ -8,7 +8,6 @@ inside the fixtures and tests, so that this module collects without it.
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import select
 import signal
@@ -23,6 +22,7 @@ import anyio
 import pytest
 
 from anyrdzv import EtcdStore, LeaseStore, MemoryStore
+from anyrdzv.testing import CountingStore
 from anyrdzv.torchrun._loop import BACKENDS, LoopThread
 
 if TYPE_CHECKING:
@@ -77,31 +77,11 @@ SHORT = timedelta(seconds=0.3)
 SLACK = 3.0
 
 
-class CountingStore:
-    """A LeaseStore that counts the calls made to the one it wraps."""
-
-    def __init__(self, inner: LeaseStore) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __repr__(self) -> str:
-        return repr(self.inner)
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not callable(attr):
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return counted
-
-    def take(self) -> Counter[str]:
-        """The calls counted so far, with the count started again."""
-        calls, self.calls = self.calls, Counter()
-        return calls
+def take(counting: CountingStore) -> Counter[str]:
+    """The calls counted so far, with the count started again."""
+    calls = Counter(counting.calls)
+    counting.calls.clear()
+    return calls
 
 
 async def _memory_store() -> MemoryStore:
@@ -155,7 +135,7 @@ def torch_store(loop: LoopThread, counting: CountingStore, key_prefix: str) -> T
     store = TorchStore(
         loop, cast("LeaseStore", counting), f"{key_prefix}/store/", timeout=timedelta(seconds=20)
     )
-    counting.take()
+    take(counting)
     return store
 
 
@@ -239,11 +219,11 @@ class TestTorchStore:
         assert torch_store.get("bytearray") == b"ba"
         assert torch_store.get("memoryview") == b"mv"
         assert torch_store.get("") == b"the empty key"
-        counting.take()
+        take(counting)
         prefix_store.set("k", "v")  # bytes through C++
-        assert counting.take() == Counter(put=1)
+        assert take(counting) == Counter(put=1)
         assert prefix_store.get("k") == b"v"
-        assert counting.take() == Counter(txn=1)
+        assert take(counting) == Counter(txn=1)
         prefix_store.set("k", b"")
         assert prefix_store.get("k") == b""
         # Where it lives: prefix + key.
@@ -283,11 +263,11 @@ class TestTorchStore:
     ) -> None:
         assert prefix_store.add("zero", 0) == 0
         assert prefix_store.get("zero") == b"0"
-        assert counting.take() == Counter(compare_and_swap=1, txn=1)
+        assert take(counting) == Counter(compare_and_swap=1, txn=1)
         assert prefix_store.add("n", 2) == 2
-        assert counting.take() == Counter(compare_and_swap=1)  # created at once
+        assert take(counting) == Counter(compare_and_swap=1)  # created at once
         assert prefix_store.add("n", 5) == 7
-        assert counting.take() == Counter(compare_and_swap=2)  # found, then swapped
+        assert take(counting) == Counter(compare_and_swap=2)  # found, then swapped
         assert prefix_store.add("n", -10) == -3
         assert prefix_store.get("n") == b"-3"
         prefix_store.set("text", "seven")
@@ -298,22 +278,10 @@ class TestTorchStore:
         assert prefix_store.get("text") == b"seven"
         assert torch_store.add(f"{ROUND}/n", 3) == 0  # direct calls see the same keys
 
-    def test_add_is_atomic(self, prefix_store: BoundStore) -> None:
-        answers: list[int] = []
-
-        def adder() -> None:
-            answers.extend(prefix_store.add("counter", 1) for _ in range(5))
-
-        threads = [_in_thread(adder)[0] for _ in range(3)]
-        for thread in threads:
-            thread.join(30)
-        assert sorted(answers) == list(range(1, 16))
-        assert prefix_store.get("counter") == b"15"
-
     def test_compare_set(self, prefix_store: BoundStore, counting: CountingStore) -> None:
         # missing, expected "": set, and the desired value returned
         assert prefix_store.compare_set("a", "", "first") == b"first"
-        assert counting.take() == Counter(txn=1)
+        assert take(counting) == Counter(txn=1)
         assert prefix_store.get("a") == b"first"
         # missing, other expected: the expected value returned, nothing created
         assert prefix_store.compare_set("b", "old", "new") == b"old"
@@ -322,10 +290,10 @@ class TestTorchStore:
         assert prefix_store.compare_set("a", "other", "second") == b"first"
         assert prefix_store.compare_set("a", "", "second") == b"first"
         assert prefix_store.get("a") == b"first"
-        counting.take()
+        take(counting)
         # present, matched: set, and the desired value returned
         assert prefix_store.compare_set("a", "first", "second") == b"second"
-        assert counting.take() == Counter(txn=1)
+        assert take(counting) == Counter(txn=1)
         assert prefix_store.get("a") == b"second"
         # present and empty: "" matches it
         prefix_store.set("e", "")
@@ -346,10 +314,10 @@ class TestTorchStore:
         assert not prefix_store.check(["a"])
         prefix_store.set("a", "1")
         prefix_store.set("b", "2")
-        counting.take()
+        take(counting)
         assert prefix_store.check(["a", "b", "a"])
         assert not prefix_store.check(["a", "c"])
-        assert counting.take() == Counter(txn=2)
+        assert take(counting) == Counter(txn=2)
         assert prefix_store.num_keys() == 2
         assert torch_store.num_keys() == torch_store.getNumKeys() == 2
         assert prefix_store.delete_key("a")
@@ -363,19 +331,14 @@ class TestTorchStore:
     ) -> None:
         keys = [f"k{index}" for index in range(130)]
         prefix_store.multi_set(keys, [str(index) for index in range(130)])
-        assert counting.take() == Counter(txn=2)  # 128 puts a txn
+        assert take(counting) == Counter(txn=2)  # 128 puts a txn
         values = prefix_store.multi_get([*reversed(keys), "k7"])
         assert values == [str(index).encode() for index in reversed(range(130))] + [b"7"]
-        assert counting.take() == Counter(txn=2)
+        assert take(counting) == Counter(txn=2)
         assert prefix_store.multi_get([]) == []
         prefix_store.multi_set(["d", "d"], ["first", "last"])
         assert prefix_store.get("d") == b"last"
         prefix_store.multi_set([], [])
-
-    def test_multi_set_splits_by_size(self, prefix_store: BoundStore) -> None:
-        big = b"x" * 600_000
-        prefix_store.multi_set(["a", "b", "c"], [big, big, big])
-        assert prefix_store.multi_get(["a", "b", "c"]) == [big, big, big]
 
     def test_clone(self, prefix_store: BoundStore, torch_store: TorchStore) -> None:
         twin = torch_store.clone()
@@ -414,33 +377,9 @@ class TestBlocking:
         thread.join(SLACK)
         assert outcome["result"] == b"here"
         assert outcome["at"] >= set_at
-        calls = counting.take()
+        calls = take(counting)
         assert calls["txn"] == 1
         assert calls["watch_prefix"] == 1
-
-    def test_wait_and_multi_get_wait_for_every_key(
-        self, prefix_store: BoundStore, counting: CountingStore
-    ) -> None:
-        waiter, waited = _in_thread(lambda: prefix_store.wait(["a", "b", "c"]))
-        getter, got = _in_thread(lambda: prefix_store.multi_get(["c", "a", "b"]))
-        _wait_for_call(counting, "watch_prefix", 2)
-        prefix_store.set("a", "1")
-        prefix_store.set("b", "2")
-        prefix_store.delete_key("a")
-        prefix_store.set("c", "3")
-        time.sleep(0.1)
-        assert "at" not in waited
-        assert "at" not in got
-        last_at = time.monotonic()
-        prefix_store.set("a", "4")
-        waiter.join(SLACK)
-        getter.join(SLACK)
-        assert waited == {"result": None, "at": waited["at"]}
-        assert got["result"] == [b"3", b"4", b"2"]
-        assert min(waited["at"], got["at"]) >= last_at
-        calls = counting.take()
-        assert calls["txn"] == 2  # one read each
-        assert calls["watch_prefix"] == 2
 
     def test_wait_for_present_keys(self, prefix_store: BoundStore) -> None:
         prefix_store.set("a", "1")
@@ -492,27 +431,6 @@ class TestBlocking:
         prefix_store.set("late", "1")
         thread.join(SLACK)
         assert outcome["result"] == b"1"
-
-    def test_watch_broken(self, loop: LoopThread, caplog: pytest.LogCaptureFixture) -> None:
-        from anyrdzv.torchrun._store import TorchStore
-
-        memory = loop.run(_memory_store)  # which can break its watches at will
-        counting = CountingStore(memory)
-        torch_store = TorchStore(loop, cast("LeaseStore", counting), "/p/")
-
-        async def break_watches() -> None:
-            memory._break_watches()
-
-        caplog.set_level(logging.WARNING, "anyrdzv.torchrun._store")
-        thread, outcome = _in_thread(lambda: torch_store.get("k"))
-        _wait_for_call(counting, "watch_prefix")
-        loop.run(break_watches)
-        _wait_for_call(counting, "watch_prefix", 2)
-        torch_store.set("k", "v")
-        thread.join(SLACK)
-        assert outcome["result"] == b"v"
-        assert counting.take()["txn"] == 2
-        assert "broke; reading them again" in caplog.text
 
 
 class TestTorchUtilities:
@@ -657,5 +575,5 @@ class TestFailures:
             thread.join(1 + SLACK)
             error = outcome["error"]
             assert isinstance(error, dist.DistNetworkError)
-            assert str(error).startswith(f"get('{ROUND}/never') failed on EtcdStore(")
+            assert str(error).startswith(f"get('{ROUND}/never') failed on CountingStore(EtcdStore(")
             assert outcome["at"] - killed < 1 + SLACK

@@ -1,68 +1,39 @@
 """A ``torch.distributed.Store`` on a :class:`~anyrdzv.LeaseStore`, for torchrun's agent.
 
 torch calls the store synchronously, from its own threads, through the C++ trampoline
-(``PrefixStore`` in front). Each call runs the store operations as one task in a
-:class:`LoopThread`, where the async store lives, and waits for it there, so that a
-signal interrupts the wait at once and cancels the task.
-
-The semantics are TCPStore's: ``get``, ``wait`` and ``multi_get`` block until their keys
-exist, up to the store's timeout, and then raise ``DistStoreError`` with TCPStore's
-message; ``add`` keeps decimal ASCII; ``compare_set`` answers TCPStore's four cases. A
-wait reads its keys, then watches them from the revision after the read: no polling.
+(``PrefixStore`` in front). Each call checks and converts its arguments, then runs the
+matching :class:`~anyrdzv.torchrun._kv.TorchKV` method (TCPStore's semantics, with no
+torch) as one task in a :class:`LoopThread`, where the async store lives, and waits for
+it there, so that a signal interrupts the wait at once and cancels the task.
 
 Errors from below become torch's in one place (:meth:`TorchStore._call`): a
-:class:`~anyrdzv.StoreError` becomes ``DistNetworkError``, as TCPStore reports a lost
-server; a :class:`LoopGone` (a forked child, a stopped loop) becomes ``DistError``.
-Bad arguments raise ``TypeError`` or ``ValueError`` and pass through unchanged.
+:class:`~anyrdzv.torchrun._kv.WaitTimeout` becomes ``DistStoreError`` with TCPStore's
+message; a :class:`~anyrdzv.StoreError` becomes ``DistNetworkError``, as TCPStore
+reports a lost server; a :class:`LoopGone` (a forked child, a stopped loop) becomes
+``DistError``. Bad arguments raise ``TypeError`` or ``ValueError`` and pass through
+unchanged.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import os.path
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import aclosing
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar, overload
 
-import anyio
 import torch.distributed as dist
 from torch._C._distributed_c10d import Store
 
-from .._checks import check_int, check_str, cut, echo, type_name
-from .._core._delay import backoff
-from .._exceptions import StoreCompacted, StoreConnectionError, StoreError
-from .._stores._model import MAX_VALUE_BYTES, EventType
-from .._stores._txn import MAX_TXN_OPS, TXN_ITEM_BYTES, Compare, Get, GetResult, Put
+from .._checks import check_int, check_str, cut, echo, wrong_type
+from .._exceptions import StoreError
+from ._kv import TorchKV, WaitTimeout
 from ._loop import LoopGone, LoopThread
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from .._stores._model import KeyValue
     from .._stores._protocol import LeaseStore
 
 __all__ = ("TorchStore",)
 
-logger = logging.getLogger(__name__)
-
 _T = TypeVar("_T")
-
-# What TorchStore calls on its LeaseStore: checked when it is made.
-_STORE_METHODS = (
-    "put",
-    "get",
-    "delete",
-    "txn",
-    "compare_and_swap",
-    "watch_prefix",
-    "get_prefix_kv",
-)
-
-
-class _WaitTimeout(Exception):
-    """Keys did not all appear in time; :meth:`TorchStore._call` makes it torch's."""
 
 
 def _as_bytes(name: str, value: object) -> bytes:
@@ -78,56 +49,21 @@ def _as_bytes(name: str, value: object) -> bytes:
             raise ValueError(
                 f"{name} must be encodable as UTF-8, got {echo(value)}: {exc}"
             ) from None
-    raise TypeError(
-        f"{name} must be bytes, bytearray, memoryview or str, got {type_name(value)} {echo(value)}"
-    )
+    raise wrong_type(name, value, "bytes, bytearray, memoryview or str")
 
 
 def _check_keys(keys: object) -> list[str]:
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
-        raise TypeError(f"keys must be a list of str, got {type_name(keys)} {echo(keys)}")
-    checked: list[str] = []
-    for index, key in enumerate(keys):
-        if not isinstance(key, str):
-            raise TypeError(f"keys[{index}] must be a str, got {type_name(key)} {echo(key)}")
-        checked.append(key)
-    return checked
+        raise wrong_type("keys", keys, "a list of str")
+    return [check_str(f"keys[{index}]", key) for index, key in enumerate(keys)]
 
 
 def _check_timeout(name: str, timeout: object) -> timedelta:
     if not isinstance(timeout, timedelta):
-        raise TypeError(
-            f"{name} must be a datetime.timedelta, got {type_name(timeout)} {echo(timeout)}"
-        )
+        raise wrong_type(name, timeout, "a datetime.timedelta")
     if timeout < timedelta(0):
         raise ValueError(f"{name} must not be negative, got {timeout!r}")
     return timeout
-
-
-def _chunks(items: list[_T], size: int = MAX_TXN_OPS) -> Iterator[list[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _put_chunks(puts: list[Put]) -> Iterator[list[Put]]:
-    """Puts in txns that etcd takes: at most 128, and within the size a request may have."""
-    chunk: list[Put] = []
-    size = 0
-    for put in puts:
-        item = TXN_ITEM_BYTES + len(put.key.encode("utf-8", "surrogatepass")) + len(put.value)
-        if chunk and (len(chunk) == MAX_TXN_OPS or size + item > MAX_VALUE_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(put)
-        size += item
-    if chunk:
-        yield chunk
-
-
-def _only_kv(result: object) -> KeyValue | None:
-    """The key a txn's single-key :class:`Get` found, or ``None``."""
-    assert isinstance(result, GetResult)
-    return result.kvs[0] if result.kvs else None
 
 
 class TorchStore(Store):
@@ -166,42 +102,33 @@ class TorchStore(Store):
         timeout: timedelta = timedelta(seconds=300),
     ) -> None:
         if not isinstance(loop, LoopThread):
-            raise TypeError(f"loop must be a LoopThread, got {type_name(loop)} {echo(loop)}")
-        missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
-        if isinstance(store, type) or missing:
-            raise TypeError(
-                f"store must be a LeaseStore instance such as EtcdStore, got "
-                f"{type_name(store)} {echo(store)}"
-            )
-        check_str("prefix", prefix)
-        if not prefix.endswith("/"):
-            raise ValueError(f"prefix must end with '/', got {echo(prefix)}")
+            raise wrong_type("loop", loop, "a LoopThread")
+        kv = TorchKV(store, prefix)
         super().__init__()
         self.set_timeout(_check_timeout("timeout", timeout))
         self._loop = loop
-        self._store = store
-        self._prefix = prefix
+        self._kv = kv
         # torch keeps no reference to the Python half of a clone it asks for through a
         # PrefixStore; these do, for as long as this store lives.
         self._clones: list[TorchStore] = []
 
     def __repr__(self) -> str:
-        return f"TorchStore({self._store!r}, prefix={self._prefix!r})"
+        return f"TorchStore({self._kv.store!r}, prefix={self._kv.prefix!r})"
 
     @property
     def prefix(self) -> str:
         """Where the keys live in the store: ``prefix + key``."""
-        return self._prefix
+        return self._kv.prefix
 
     # -- the one place where errors from below become torch's ---------------------------
 
     def _call(self, what: str, func: Callable[..., Awaitable[_T]], *args: object) -> _T:
         try:
             return self._loop.run(func, *args)
-        except _WaitTimeout as exc:
+        except WaitTimeout as exc:
             raise dist.DistStoreError(str(exc)) from None
         except StoreError as exc:
-            raise dist.DistNetworkError(f"{what} failed on {self._store!r}: {exc}") from exc
+            raise dist.DistNetworkError(f"{what} failed on {self._kv.store!r}: {exc}") from exc
         except LoopGone as exc:
             raise dist.DistError(f"{what}: the store's event loop cannot be used: {exc}") from exc
 
@@ -213,144 +140,10 @@ class TorchStore(Store):
             ``PrefixStore``."""
             ...
 
-    def _timedelta(self) -> timedelta:
-        """The store timeout now: PrefixStore.set_timeout writes it, not through Python."""
-        return self.timeout
-
     def _timeout(self) -> float | None:
-        """The store timeout now, in seconds; ``None`` for none (a zero timedelta)."""
-        return self._timedelta().total_seconds() or None
-
-    def _key(self, key: object) -> str:
-        return self._prefix + check_str("key", key)
-
-    # -- async parts, run in the loop ---------------------------------------------------
-
-    async def _read(self, keys: list[str]) -> tuple[dict[str, bytes], int]:
-        """The values of those of ``keys`` that exist, and the oldest revision read at."""
-        found: dict[str, bytes] = {}
-        revisions: list[int] = []
-        for chunk in _chunks(keys):
-            result = await self._store.txn([], [Get(key) for key in chunk])
-            revisions.append(result.revision)
-            for answer in result.results:
-                assert isinstance(answer, GetResult)
-                found.update((kv.key, kv.value) for kv in answer.kvs)
-        return found, min(revisions, default=0)
-
-    async def _wait(self, keys: list[str], timeout: float | None) -> dict[str, bytes]:
-        """Wait until every key exists; return their values.
-
-        :raises _WaitTimeout: if some are still missing after ``timeout`` seconds
-        """
-        deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        found, revision = await self._read(keys)
-        missing = [key for key in keys if key not in found]
-        if not missing:
-            return found
-        wanted = set(keys)
-        with anyio.move_on_at(deadline):
-            pauses: Iterator[float] | None = None
-            while True:
-                prefix = os.path.commonprefix(missing)
-                try:
-                    watch = self._store.watch_prefix(prefix, start_revision=revision + 1)
-                    async with aclosing(watch) as events:
-                        async for event in events:
-                            if event.key not in wanted:
-                                continue
-                            if event.type is EventType.PUT:
-                                found[event.key] = event.value
-                            else:
-                                found.pop(event.key, None)
-                            if len(found) == len(wanted):
-                                return found
-                    cause = "the watch ended"
-                except (StoreConnectionError, StoreCompacted) as exc:
-                    cause = str(exc)
-                pauses = pauses or backoff(0.05, 1.0)
-                pause = next(pauses)
-                logger.warning(
-                    "the watch on %r for %d keys broke; reading them again in %.2f s: %s",
-                    prefix,
-                    len(wanted) - len(found),
-                    pause,
-                    cause,
-                )
-                await anyio.sleep(pause)
-                found, revision = await self._read(keys)
-                missing = [key for key in keys if key not in found]
-                if not missing:
-                    return found
-        missing = [key for key in keys if key not in found]
-        milliseconds = round((timeout or 0.0) * 1000)
-        raise _WaitTimeout(f"wait timeout after {milliseconds}ms, keys: {cut(', '.join(missing))}")
-
-    async def _add(self, key: str, amount: int) -> int:
-        # Optimistic: a new counter takes one round trip, a present one two.
-        value, expected = amount, 0
-        while True:
-            result = await self._store.compare_and_swap(
-                key, str(value).encode("ascii"), expected_mod_revision=expected
-            )
-            if result.succeeded:
-                return value
-            kv = result.kv
-            if kv is None:
-                value, expected = amount, 0
-                continue
-            try:
-                value = int(kv.value) + amount
-            except ValueError:
-                raise ValueError(
-                    f"add: key {cut(repr(key[len(self._prefix) :]))} holds "
-                    f"{echo(kv.value)}, not an integer in decimal ASCII"
-                ) from None
-            expected = kv.mod_revision
-            logger.debug("add on %r met another write; trying again", key)
-
-    async def _append(self, key: str, value: bytes) -> None:
-        new, expected = value, 0
-        while True:
-            result = await self._store.compare_and_swap(key, new, expected_mod_revision=expected)
-            if result.succeeded:
-                return
-            kv = result.kv
-            new, expected = (value, 0) if kv is None else (kv.value + value, kv.mod_revision)
-
-    async def _compare_set(self, key: str, expected: bytes, desired: bytes) -> bytes:
-        while True:
-            if not expected:
-                result = await self._store.txn(
-                    [Compare.absent(key)], [Put(key, desired)], [Get(key)]
-                )
-                if result.succeeded:
-                    return desired
-                kv = _only_kv(result.results[0])
-                if kv is None:
-                    continue  # deleted meanwhile
-                if kv.value:
-                    return kv.value
-                # present and empty, which "" matches: compare the value
-            result = await self._store.txn(
-                [Compare.value(key, "==", expected)], [Put(key, desired)], [Get(key)]
-            )
-            if result.succeeded:
-                return desired
-            kv = _only_kv(result.results[0])
-            if kv is not None:
-                return kv.value
-            if expected:
-                return expected  # TCPStore's answer for a missing key: not created
-            # "" expected, and the key was deleted meanwhile: create it
-
-    async def _multi_set(self, puts: list[Put]) -> None:
-        for chunk in _put_chunks(puts):
-            await self._store.txn([], chunk)
-
-    async def _num_keys(self) -> int:
-        kvs, _ = await self._store.get_prefix_kv(self._prefix)
-        return len(kvs)
+        """The store timeout now, in seconds; ``None`` for none (a zero timedelta).
+        PrefixStore.set_timeout writes it, not through Python: read it at each call."""
+        return self.timeout.total_seconds() or None
 
     # -- torch's Store ------------------------------------------------------------------
 
@@ -363,9 +156,7 @@ class TorchStore(Store):
         :raises ValueError: if the key and value are over 1.5 MiB
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        full = self._key(key)
-        data = _as_bytes("value", value)
-        self._call(f"set({echo(key)})", self._store.put, full, data)
+        self._write("set", self._kv.set, key, value)
 
     def get(self, key: str) -> bytes:
         """Return the value of ``key``, waiting until it exists, up to the store timeout.
@@ -375,9 +166,8 @@ class TorchStore(Store):
         :raises torch.distributed.DistStoreError: if it did not appear in time
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        full = self._key(key)
-        found = self._call(f"get({echo(key)})", self._wait, [full], self._timeout())
-        return found[full]
+        check_str("key", key)
+        return self._call(f"get({echo(key)})", self._kv.get, key, self._timeout())
 
     def add(self, key: str, value: int) -> int:
         """Add ``value`` to the integer at ``key``, atomically, and return the sum.
@@ -390,9 +180,9 @@ class TorchStore(Store):
         :raises ValueError: if the key holds something other than an integer
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        full = self._key(key)
+        check_str("key", key)
         check_int("value", value)
-        return self._call(f"add({echo(key)})", self._add, full, value)
+        return self._call(f"add({echo(key)})", self._kv.add, key, value)
 
     def append(self, key: str, value: str | bytes | bytearray | memoryview) -> None:
         """Append ``value`` to the value of ``key``, atomically; a missing key is created.
@@ -403,9 +193,14 @@ class TorchStore(Store):
         :raises ValueError: if the key and value grow over 1.5 MiB
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        full = self._key(key)
+        self._write("append", self._kv.append, key, value)
+
+    def _write(
+        self, name: str, func: Callable[[str, bytes], Awaitable[None]], key: str, value: object
+    ) -> None:
+        check_str("key", key)
         data = _as_bytes("value", value)
-        self._call(f"append({echo(key)})", self._append, full, data)
+        self._call(f"{name}({echo(key)})", func, key, data)
 
     def compare_set(
         self,
@@ -426,10 +221,10 @@ class TorchStore(Store):
         :raises TypeError: if an argument has the wrong type
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        full = self._key(key)
+        check_str("key", key)
         expected = _as_bytes("expected_value", expected_value)
         desired = _as_bytes("desired_value", desired_value)
-        return self._call(f"compare_set({echo(key)})", self._compare_set, full, expected, desired)
+        return self._call(f"compare_set({echo(key)})", self._kv.compare_set, key, expected, desired)
 
     @overload
     def wait(self, keys: list[str]) -> None: ...
@@ -449,13 +244,13 @@ class TorchStore(Store):
         :raises torch.distributed.DistStoreError: if some did not appear in time
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        full = [self._prefix + key for key in dict.fromkeys(_check_keys(keys))]
+        checked = _check_keys(keys)
         seconds = (
             self._timeout()
             if timeout is None
             else _check_timeout("timeout", timeout).total_seconds()
         )
-        self._call(f"wait({cut(repr(keys))})", self._wait, full, seconds)
+        self._call(f"wait({cut(repr(keys))})", self._kv.wait, checked, seconds)
 
     def check(self, keys: list[str]) -> bool:
         """Return whether every one of ``keys`` exists, at once.
@@ -464,9 +259,8 @@ class TorchStore(Store):
         :raises TypeError: if ``keys`` is not a list of ``str``
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        full = [self._prefix + key for key in dict.fromkeys(_check_keys(keys))]
-        found, _ = self._call(f"check({cut(repr(keys))})", self._read, full)
-        return len(found) == len(full)
+        checked = _check_keys(keys)
+        return self._call(f"check({cut(repr(keys))})", self._kv.check, checked)
 
     def multi_get(self, keys: list[str]) -> list[bytes]:
         """Return the values of ``keys``, in order, waiting until they all exist, up to
@@ -477,10 +271,10 @@ class TorchStore(Store):
         :raises torch.distributed.DistStoreError: if some did not appear in time
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        full = [self._prefix + key for key in _check_keys(keys)]
-        unique = list(dict.fromkeys(full))
-        found = self._call(f"multi_get({cut(repr(keys))})", self._wait, unique, self._timeout())
-        return [found[key] for key in full]
+        checked = _check_keys(keys)
+        return self._call(
+            f"multi_get({cut(repr(keys))})", self._kv.multi_get, checked, self._timeout()
+        )
 
     def multi_set(
         self, keys: list[str], values: Sequence[str | bytes | bytearray | memoryview]
@@ -499,18 +293,14 @@ class TorchStore(Store):
         """
         checked = _check_keys(keys)
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-            raise TypeError(f"values must be a list, got {type_name(values)} {echo(values)}")
+            raise wrong_type("values", values, "a list")
         if len(checked) != len(values):
             raise ValueError(
                 f"keys and values must have the same length, got {len(checked)} keys and "
                 f"{len(values)} values"
             )
-        latest = {
-            self._prefix + key: _as_bytes(f"values[{index}]", value)
-            for index, (key, value) in enumerate(zip(checked, values, strict=True))
-        }
-        puts = [Put(key, value) for key, value in latest.items()]
-        self._call(f"multi_set({cut(repr(keys))})", self._multi_set, puts)
+        data = [_as_bytes(f"values[{index}]", value) for index, value in enumerate(values)]
+        self._call(f"multi_set({cut(repr(keys))})", self._kv.multi_set, checked, data)
 
     def deleteKey(self, key: str) -> bool:
         """Delete ``key``; return whether it existed. (torch's trampoline calls this
@@ -520,8 +310,8 @@ class TorchStore(Store):
         :raises TypeError: if ``key`` is not a ``str``
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        full = self._key(key)
-        return self._call(f"delete_key({echo(key)})", self._store.delete, full)
+        check_str("key", key)
+        return self._call(f"delete_key({echo(key)})", self._kv.delete, key)
 
     def delete_key(self, key: str) -> bool:
         """The same as :meth:`deleteKey`, under the name torch's Python API has."""
@@ -533,7 +323,7 @@ class TorchStore(Store):
 
         :raises torch.distributed.DistNetworkError: if the store failed
         """
-        return self._call("num_keys()", self._num_keys)
+        return self._call("num_keys()", self._kv.num_keys)
 
     def num_keys(self) -> int:
         """The same as :meth:`getNumKeys`, under the name torch's Python API has."""
@@ -545,6 +335,6 @@ class TorchStore(Store):
         This store keeps a reference to it, since torch keeps none to the Python half
         of a clone asked for through a ``PrefixStore``.
         """
-        twin = TorchStore(self._loop, self._store, self._prefix, timeout=self._timedelta())
+        twin = TorchStore(self._loop, self._kv.store, self._kv.prefix, timeout=self.timeout)
         self._clones.append(twin)
         return twin
