@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 
 from .._checks import check_str, cut, echo, type_name
+from .._core._delay import backoff, delay
 from .._exceptions import StoreConnectionError
 from .._stores._follow import Resynced, follow
 from .._stores._model import MAX_VALUE_BYTES, EventType
@@ -152,6 +153,7 @@ class TorchKV:
         """
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
         found, revision = await self._read(keys)
+        pauses: Iterator[float] | None = None
         with anyio.move_on_at(deadline):
             while len(found) < len(keys):
                 try:
@@ -159,12 +161,19 @@ class TorchKV:
                 except StoreConnectionError as exc:
                     # The watch broke and the store refused a new one: a read, which
                     # the store retries within its timeout, says whether it is back.
+                    pauses = pauses or backoff(0.05, 1.0)
+                    pause = next(pauses)
                     logger.warning(
-                        "the watch for %d keys could not be made again (%s); reading them",
+                        "the watch for %d keys could not be made again (%s); reading them "
+                        "in %.2f s",
                         len(keys) - len(found),
                         exc,
+                        pause,
                     )
+                    await delay(pause)
                     found, revision = await self._read(keys)
+                else:
+                    pauses = None
             return found
         missing = [key for key in keys if key not in found]
         milliseconds = round((timeout or 0.0) * 1000)
