@@ -7,6 +7,10 @@ with the cause, and watches again from the revision after the last event it saw,
 that no event is lost or repeated; when the store has compacted that history, it reads
 afresh (the caller's ``resync``). It gives up only after ``retry_for`` seconds in which
 no watch was confirmed.
+
+A caller whose own work on an event fails on a passing fault (a read the event calls
+for, say) throws that :class:`~anyrdzv.StoreConnectionError` back in (``athrow``):
+the fault counts as the watch's, and the event comes again after the backoff.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import math
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -27,9 +31,24 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 
     from ._model import StoreEvent
-    from ._protocol import LeaseStore
+    from ._protocol import WatchStream
 
 logger = logging.getLogger(__name__)
+
+
+class Watchable(Protocol):
+    """What :func:`follow` needs of a store: its watch (every
+    :class:`~anyrdzv.LeaseStore` has it)."""
+
+    def watch_prefix(
+        self,
+        prefix: str,
+        *,
+        start_revision: int,
+        on_open: Callable[[], object] | None = None,
+    ) -> WatchStream:
+        """Yield every change under ``prefix`` from ``start_revision`` on, in order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +75,7 @@ def check_retry_for(retry_for: object) -> float:
 
 
 async def follow(
-    store: LeaseStore,
+    store: Watchable,
     prefix: str,
     *,
     start_revision: int,
@@ -73,6 +92,11 @@ async def follow(
     last event. On :class:`~anyrdzv.StoreCompacted` it awaits ``resync()``, which reads
     the keys afresh and returns the revision it read at, yields :class:`Resynced`, and
     watches from there. Close it with ``contextlib.aclosing``.
+
+    An item counts as seen once the caller asks for the next one. A
+    :class:`~anyrdzv.StoreConnectionError` that the caller throws in at an item
+    (``athrow``), because its own work on it failed, is handled as the watch's own: after
+    the backoff, that item comes again (for :class:`Resynced`, after a new ``resync()``).
 
     :param store: the store
     :param prefix: the keys to follow
@@ -107,14 +131,13 @@ async def follow(
             if stale:
                 assert resync is not None
                 revision = await resync()
-                stale = False
-                next_revision = revision + 1
                 yield Resynced(revision)
+                stale, next_revision = False, revision + 1
             stream = store.watch_prefix(prefix, start_revision=next_revision, on_open=opened)
             async with aclosing(stream) as events:
                 async for event in events:
-                    next_revision = event.revision + 1
                     yield event
+                    next_revision = event.revision + 1
             raise StoreConnectionError("the watch stream ended")
         except StoreCompacted as exc:
             if resync is None:
