@@ -25,6 +25,7 @@ from anyrdzv import (
     members,
     watch_members,
 )
+from anyrdzv.testing import FaultyStore
 from tests._support.tcpproxy import TcpProxy
 
 if TYPE_CHECKING:
@@ -207,7 +208,8 @@ class TestOutage:
 class TestWatchResume:
     async def test_cut_stream_loses_and_repeats_nothing_memory(self) -> None:
         store = MemoryStore()
-        await self._scenario(store, store, store._break_watches, "/t")
+        faulty = FaultyStore(store)
+        await self._scenario(faulty, store, faulty.break_watches, "/t")
 
     async def test_cut_stream_loses_and_repeats_nothing_etcd(
         self, etcd_server: EtcdServer, key_prefix: str

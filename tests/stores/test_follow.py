@@ -164,21 +164,6 @@ async def test_an_error_thrown_in_at_a_resync_reads_again(key_prefix: str) -> No
     assert event.key == f"{key_prefix}/after"
 
 
-async def test_any_object_with_a_watch_can_be_followed(key_prefix: str) -> None:
-    """follow needs watch_prefix alone, not the rest of a LeaseStore."""
-    memory = MemoryStore()
-
-    class OnlyAWatch:
-        watch_prefix = memory.watch_prefix
-
-    revision = await memory.put(f"{key_prefix}/a", b"1")
-    following = follow(OnlyAWatch(), key_prefix, start_revision=revision, what="the test")
-    async with aclosing(following) as events:
-        event = await events.__anext__()
-    assert isinstance(event, StoreEvent)
-    assert (event.key, event.value) == (f"{key_prefix}/a", b"1")
-
-
 async def test_a_compaction_without_resync_is_raised(key_prefix: str) -> None:
     store = MemoryStore(history_limit=1)
     for i in range(3):

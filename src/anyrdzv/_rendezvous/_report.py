@@ -19,13 +19,13 @@ from .._exceptions import StoreConnectionError
 from .._membership._keys import DEFAULT_PREFIX, check_name, check_prefix
 from .._stores._follow import follow
 from .._stores._model import StoreEvent
+from .._stores._protocol import LeaseStore
 from . import _rules as rules
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable
+    from collections.abc import AsyncGenerator
 
     from .._stores._model import KeyValue, Lease
-    from .._stores._protocol import WatchStream
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +33,10 @@ logger = logging.getLogger(__name__)
 _TTL_REQUESTS = 32
 
 
-class RunStore(Protocol):
-    """What the report needs of a store: :class:`~anyrdzv.EtcdStore` and
-    :class:`~anyrdzv.MemoryStore` have it."""
-
-    async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]: ...
-
-    def watch_prefix(
-        self,
-        prefix: str,
-        *,
-        start_revision: int,
-        on_open: Callable[[], object] | None = None,
-    ) -> WatchStream: ...
+class RunStore(LeaseStore, Protocol):
+    """What the report needs of a store: a :class:`~anyrdzv.LeaseStore` that tells a
+    lease's remaining TTL, as :class:`~anyrdzv.EtcdStore` and
+    :class:`~anyrdzv.MemoryStore` do."""
 
     async def time_to_live(self, lease: Lease | int) -> int | None: ...
 

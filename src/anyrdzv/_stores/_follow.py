@@ -19,7 +19,7 @@ import logging
 import math
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -31,24 +31,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 
     from ._model import StoreEvent
-    from ._protocol import WatchStream
+    from ._protocol import LeaseStore
 
 logger = logging.getLogger(__name__)
-
-
-class Watchable(Protocol):
-    """What :func:`follow` needs of a store: its watch (every
-    :class:`~anyrdzv.LeaseStore` has it)."""
-
-    def watch_prefix(
-        self,
-        prefix: str,
-        *,
-        start_revision: int,
-        on_open: Callable[[], object] | None = None,
-    ) -> WatchStream:
-        """Yield every change under ``prefix`` from ``start_revision`` on, in order."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +60,7 @@ def check_retry_for(retry_for: object) -> float:
 
 
 async def follow(
-    store: Watchable,
+    store: LeaseStore,
     prefix: str,
     *,
     start_revision: int,
