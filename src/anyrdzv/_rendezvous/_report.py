@@ -1,6 +1,6 @@
 """What a run's keys say, for an operator: the report behind ``anyrdzv rendezvous``.
 
-It reads the keys a :class:`~anyrdzv.Rendezvous` writes (see :mod:`._rendezvous_state`)
+It reads the keys a :class:`~anyrdzv.Rendezvous` writes (see :mod:`._rules`)
 and the remaining TTL of each node's lease, and says who is in the round, who waits, and
 for what. It only reads.
 """
