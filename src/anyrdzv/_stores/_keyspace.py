@@ -54,7 +54,7 @@ class KeySpace:
 
     def __init__(self, history_limit: int, on_change: Callable[[], object]) -> None:
         #: the events of the latest changes
-        self.history = History(history_limit)
+        self.history: History = History(history_limit)
         self._on_change = on_change
         self._revision = 1
         self._data: dict[str, KeyValue] = {}
