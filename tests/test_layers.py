@@ -39,6 +39,8 @@ PURE = {
     "_core._config",
     "_stores._model",
     "_stores._txn",
+    "_stores._history",
+    "_stores._keyspace",
     "_etcd._wire",
     "_rendezvous._rules",
 }

@@ -1,17 +1,29 @@
-"""read_run(): what a run's keys say, for an operator (the report behind ``anyrdzv
-rendezvous``, whose output is tested in ``tests/cli/test_rendezvous.py``)."""
+"""read_run() and watch_run(): what a run's keys say, for an operator (the report behind
+``anyrdzv rendezvous``, whose output is tested in ``tests/cli/test_rendezvous.py``): a
+report now, and again after every change, across a broken watch, a failed read and a
+compacted history."""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from typing import Any
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
-from anyrdzv import EtcdStore, Rendezvous
-from anyrdzv._rendezvous._report import read_run
+from anyrdzv import EtcdStore, MemoryStore, Rendezvous
+from anyrdzv._rendezvous import _rules as rules
+from anyrdzv._rendezvous._report import RunReport, read_run, watch_run
+from anyrdzv.testing import FaultyStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
 
 pytestmark = pytest.mark.anyio
+
+LOGGER = "anyrdzv._rendezvous._report"
 
 
 @pytest.fixture
@@ -42,3 +54,70 @@ async def test_the_adapters_keys_are_counted_not_malformed(etcd_server: Any, run
         report = await read_run(store, run_id)
         assert report.data_keys == 2
         assert [n.node for n in report.others] == ["a"]  # a heartbeat, and no "x"
+
+
+def state(round_: int) -> bytes:
+    return rules.encode_state(rules.RunState(round_, True, False, 1, 2, ("x",), {"x": b""}))
+
+
+async def next_report(reports: AsyncGenerator[RunReport, None]) -> RunReport:
+    with anyio.fail_after(10):
+        return await reports.__anext__()
+
+
+async def test_a_report_now_and_after_every_change() -> None:
+    store = MemoryStore()
+    async with aclosing(watch_run(store, "r")) as reports:
+        first = await next_report(reports)
+        assert (first.keys, first.state) == (0, None)
+        await store.put("/anyrdzv/r/state", state(1))
+        second = await next_report(reports)
+        assert second.state is not None
+        assert second.state.round == 1
+        assert second.revision > first.revision
+        await store.put("/anyrdzv/r/join/y", rules.encode_join(2))
+        third = await next_report(reports)
+    assert [n.node for n in third.others] == ["y"]
+
+
+async def test_a_broken_watch_and_a_failed_read_miss_no_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, LOGGER)
+    store = MemoryStore()
+    faulty = FaultyStore(store)
+    async with aclosing(watch_run(faulty, "r")) as reports:
+        await next_report(reports)
+        await store.put("/anyrdzv/r/state", state(1))
+        await next_report(reports)  # the watch is open now
+        faulty.break_watches()
+        await store.put("/anyrdzv/r/state", state(2))  # while the watch is down
+        report = await next_report(reports)
+        assert report.state is not None
+        assert report.state.round == 2
+        faulty.fail("get_prefix_kv", times=2)  # the reads after the next change
+        await store.put("/anyrdzv/r/state", state(3))
+        report = await next_report(reports)
+    assert report.state is not None
+    assert report.state.round == 3
+    assert faulty.calls["get_prefix_kv"] == 6  # the first, one per change, two failed
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert any("watch on run 'r' failed" in m and "was cut" in m for m in messages)
+    assert any("watch on run 'r' failed (connection refused (a fault))" in m for m in messages)
+
+
+async def test_a_compacted_history_is_read_afresh(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, LOGGER)
+    store = MemoryStore(history_limit=1)
+    async with aclosing(watch_run(store, "r")) as reports:
+        await next_report(reports)  # the watch opens at the next __anext__
+        for round_ in range(1, 4):  # more than the history keeps
+            await store.put("/anyrdzv/r/state", state(round_))
+        report = await next_report(reports)
+        assert report.state is not None
+        assert report.state.round == 3
+        await store.put("/anyrdzv/r/join/y", rules.encode_join(4))
+        report = await next_report(reports)
+    assert [n.node for n in report.others] == ["y"]
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert any("has been compacted" in m and "reading afresh" in m for m in messages)

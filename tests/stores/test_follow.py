@@ -117,6 +117,53 @@ async def test_a_compacted_history_is_read_afresh(key_prefix: str) -> None:
     assert event.key == f"{key_prefix}/after"
 
 
+async def test_an_error_thrown_in_at_an_event_brings_the_event_again(
+    store: LeaseStore, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller's work on an event failed on a passing fault: it throws the error
+    in, and follow backs off, logs it as the watch's, and gives the event again."""
+    caplog.set_level(logging.WARNING, LOGGER)
+    _, revision = await store.get_prefix(key_prefix)
+    following = follow(store, key_prefix, start_revision=revision + 1, what="the test")
+    async with aclosing(following) as events:
+        await store.put(f"{key_prefix}/a", b"")
+        first = await events.__anext__()
+        assert isinstance(first, StoreEvent)
+        with anyio.fail_after(5):
+            again = await events.athrow(StoreConnectionError("the caller's read failed"))
+        await store.put(f"{key_prefix}/b", b"")
+        after = await events.__anext__()
+    assert again == first
+    assert isinstance(after, StoreEvent)
+    assert after.key == f"{key_prefix}/b"
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert any("watch on the test failed (the caller's read failed)" in m for m in messages)
+
+
+async def test_an_error_thrown_in_at_a_resync_reads_again(key_prefix: str) -> None:
+    store = MemoryStore(history_limit=1)
+    for i in range(3):
+        await store.put(f"{key_prefix}/{i}", b"")
+    reads: list[int] = []
+
+    async def resync() -> int:
+        _, revision = await store.get_prefix(key_prefix)
+        reads.append(revision)
+        return revision
+
+    following = follow(store, key_prefix, start_revision=1, what="the test", resync=resync)
+    async with aclosing(following) as events:
+        assert await events.__anext__() == Resynced(reads[-1])
+        with anyio.fail_after(5):
+            again = await events.athrow(StoreConnectionError("the caller's work failed"))
+        assert again == Resynced(reads[-1])
+        await store.put(f"{key_prefix}/after", b"")
+        event = await events.__anext__()
+    assert len(reads) == 2
+    assert isinstance(event, StoreEvent)
+    assert event.key == f"{key_prefix}/after"
+
+
 async def test_a_compaction_without_resync_is_raised(key_prefix: str) -> None:
     store = MemoryStore(history_limit=1)
     for i in range(3):

@@ -1,81 +1,133 @@
-"""``time_to_live``: a lease's remaining TTL, on both stores (not part of LeaseStore)."""
+"""MemoryStore alone: its history and compaction, its argument checks, and random
+operations answered as a real etcd answers them. The contract both stores keep is in
+test_protocol.py."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+import random
+from contextlib import aclosing
+from typing import cast
 
-import anyio
 import pytest
 
-from anyrdzv import EtcdStore, Lease, LeaseStore, MemoryStore, StoreProtocolError
+from anyrdzv import (
+    CasResult,
+    EtcdStore,
+    KeyValue,
+    Lease,
+    LeaseExpired,
+    LeaseStore,
+    MemoryStore,
+    StoreCompacted,
+    StoreProtocolError,
+)
 from anyrdzv._etcd._wire import time_to_live
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+from tests._support.stores import collect
 
 pytestmark = pytest.mark.anyio
 
 
-def _ttl(store: LeaseStore) -> Callable[[Lease | int], Awaitable[int | None]]:
-    assert isinstance(store, MemoryStore | EtcdStore)
-    return store.time_to_live
+def test_history_limit_is_checked() -> None:
+    with pytest.raises(ValueError, match="history_limit must be at least 1"):
+        MemoryStore(history_limit=0)
 
 
-async def test_a_fresh_lease_has_its_ttl(store: LeaseStore) -> None:
-    lease = await store.grant(10)
-    remaining = await _ttl(store)(lease)
-    assert remaining is not None
-    assert 0 < remaining <= 10
+async def test_memory_watch_survives_compaction_behind_it() -> None:
+    store = MemoryStore(history_limit=3)
+    rev = await store.put("/c/k", b"0")
+    seen: list[bytes] = []
+    async with aclosing(store.watch_prefix("/c/", start_revision=rev)) as stream:
+        async for event in stream:
+            seen.append(event.value)
+            if len(seen) == 6:
+                break
+            await store.put("/c/k", str(len(seen)).encode())  # drops old history as it goes
+    assert seen == [b"0", b"1", b"2", b"3", b"4", b"5"]
 
 
-async def test_takes_the_lease_id(store: LeaseStore) -> None:
-    lease = await store.grant(10)
-    await store.put("/ttl-test/by-id", b"x", lease=lease)
-    kv = await store.get("/ttl-test/by-id")
-    assert kv is not None
-    assert kv.lease == lease.id
-    remaining = await _ttl(store)(kv.lease)
-    assert remaining is not None
-    assert 0 < remaining <= 10
-    await store.revoke(lease)
+async def test_a_watch_from_a_compacted_revision_is_refused() -> None:
+    store = MemoryStore(history_limit=2)
+    for value in (b"1", b"2", b"3", b"4"):
+        await store.put("/c/k", value)
+    with pytest.raises(StoreCompacted) as info:
+        await collect(store, "/c/", 1, 1)
+    assert info.value.compact_revision >= 3
+
+
+async def _one_op(
+    store: LeaseStore, rng: random.Random, leases: list[Lease], keys: list[str]
+) -> object:
+    """One random operation, drawn from ``rng``; its answer, or the error's type."""
+    kind = rng.choice(["put", "put", "cas", "cas", "get", "range", "delete", "prefix", "lease"])
+    key = rng.choice(keys)
+    lease = rng.choice([None, None, *leases[-3:]])
+    value = rng.randbytes(rng.randrange(4))
+    try:
+        if kind == "put":
+            return await store.put(key, value, lease=lease)
+        if kind == "cas":
+            current = await store.get(key)
+            token = 0 if current is None else current.mod_revision
+            token = rng.choice([token, token, 0, max(token - 1, 0), token + 1])
+            return await store.compare_and_swap(
+                key, value, expected_mod_revision=token, lease=lease
+            )
+        if kind == "get":
+            return await store.get(key)
+        if kind == "range":
+            return await store.get_prefix_kv(key[: rng.randrange(len(key) + 1)])
+        if kind == "delete":
+            return await store.delete(key)
+        if kind == "prefix":
+            return await store.delete_prefix(key[: rng.randrange(3, len(key) + 1)])
+        if leases and rng.random() < 0.5:
+            await store.revoke(rng.choice(leases))
+            return "revoked"
+        leases.append(await store.grant(60))
+        return "granted"
+    except LeaseExpired:
+        return LeaseExpired
+
+
+def _with_lease_ids(answer: object, ids: dict[int, int]) -> object:
+    """``answer`` with etcd's lease ids replaced by MemoryStore's."""
+    if isinstance(answer, KeyValue) and answer.lease is not None:
+        return dataclasses.replace(answer, lease=ids[answer.lease])
+    if isinstance(answer, CasResult):
+        return CasResult(answer.succeeded, cast("KeyValue | None", _with_lease_ids(answer.kv, ids)))
+    if isinstance(answer, tuple):
+        kvs, revision = answer
+        return [_with_lease_ids(kv, ids) for kv in kvs], revision
+    return answer
 
 
 @pytest.mark.slow
-async def test_keep_alive_restores_it(store: LeaseStore) -> None:
-    lease = await store.grant(3)
-    await anyio.sleep(1.1)
-    before = await _ttl(store)(lease)
-    assert before is not None
-    assert before <= 2
-    await store.keep_alive(lease)
-    after = await _ttl(store)(lease)
-    assert after is not None
-    assert before < after <= 3
+@pytest.mark.parametrize("seed", range(3))
+async def test_memory_store_answers_as_etcd_does(own_etcd_server: object, seed: int) -> None:
+    """The same random operations on MemoryStore and on a fresh etcd get the same answers,
+    revisions, versions and lease ids (mapped) included."""
+    from tests._support.etcd_server import EtcdServer
+
+    assert isinstance(own_etcd_server, EtcdServer)
+    keys = ["/d/a", "/d/b", "/d/a/x", "/d/c", "/e/a"]
+    memory = MemoryStore()
+    memory_leases: list[Lease] = []
+    etcd_leases: list[Lease] = []
+    ids: dict[int, int] = {}
+    async with EtcdStore(own_etcd_server.endpoint) as etcd:
+        for step in range(150):
+            expected = await _one_op(memory, random.Random(f"{seed}/{step}"), memory_leases, keys)
+            got = await _one_op(etcd, random.Random(f"{seed}/{step}"), etcd_leases, keys)
+            if len(etcd_leases) > len(ids):
+                ids[etcd_leases[-1].id] = memory_leases[-1].id
+            assert _with_lease_ids(got, ids) == expected, f"step {step}"
+        for lease in etcd_leases:
+            await etcd.revoke(lease)
 
 
-async def test_revoked_lease_is_none(store: LeaseStore) -> None:
-    lease = await store.grant(10)
-    await store.revoke(lease)
-    assert await _ttl(store)(lease) is None
-
-
-async def test_unknown_lease_is_none(store: LeaseStore) -> None:
-    assert await _ttl(store)(0x7EADBEEF12345) is None
-
-
-@pytest.mark.slow
-async def test_expired_lease_is_none(store: LeaseStore) -> None:
-    lease = await store.grant(1)  # etcd may raise it to its minimum TTL
-    await anyio.sleep(lease.ttl + 1.5)
-    assert await _ttl(store)(lease) is None
-
-
-@pytest.mark.parametrize("bad", ["1", 1.5, True, None])
-async def test_rejects_a_non_lease(store: LeaseStore, bad: object) -> None:
-    with pytest.raises(TypeError, match="lease must be a Lease or an int"):
-        await _ttl(store)(bad)  # type: ignore[arg-type]
-
-
+# EtcdStore's wire decoding of a TTL: it belongs in tests/etcd/test_wire.py, which another
+# change reworks; it moves there with it.
 def test_the_wire_answer() -> None:
     path = "/v3/lease/timetolive"
     assert time_to_live(path, {"ID": "7", "TTL": "5", "grantedTTL": "10"}) == 5

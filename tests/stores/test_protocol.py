@@ -1,12 +1,12 @@
-"""The LeaseStore contract, run over MemoryStore and a real etcd, on every backend."""
+"""The LeaseStore contract, run over MemoryStore and a real etcd, on every backend; and
+``time_to_live``, which both stores have beyond the protocol."""
 
 from __future__ import annotations
 
 import dataclasses
 import operator
-import random
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -34,24 +34,14 @@ from anyrdzv import (
 )
 from anyrdzv._stores._model import MAX_VALUE_BYTES
 from anyrdzv._stores._txn import MAX_TXN_OPS, TXN_ITEM_BYTES
+from tests._support.stores import collect
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from anyrdzv._stores._txn import CompareOp, CompareTarget, TxnOp
 
 pytestmark = pytest.mark.anyio
-
-
-async def collect(store: LeaseStore, prefix: str, start: int, count: int) -> list[StoreEvent]:
-    events: list[StoreEvent] = []
-    with anyio.fail_after(10):
-        async with aclosing(store.watch_prefix(prefix, start_revision=start)) as stream:
-            async for event in stream:
-                events.append(event)
-                if len(events) == count:
-                    break
-    return events
 
 
 async def renew_all(store: LeaseStore, leases: list[Lease]) -> dict[int, int | BaseException]:
@@ -145,6 +135,62 @@ class TestLeases:
     async def test_ttl_type(self, store: LeaseStore) -> None:
         with pytest.raises(TypeError, match="ttl must be an int"):
             await store.grant(1.5)  # type: ignore[arg-type]
+
+
+def time_to_live(store: LeaseStore) -> Callable[[Lease | int], Awaitable[int | None]]:
+    """The store's ``time_to_live``, which is not part of LeaseStore."""
+    assert isinstance(store, MemoryStore | EtcdStore)
+    return store.time_to_live
+
+
+class TestTimeToLive:
+    async def test_a_fresh_lease_has_its_ttl(self, store: LeaseStore) -> None:
+        lease = await store.grant(10)
+        remaining = await time_to_live(store)(lease)
+        assert remaining is not None
+        assert 0 < remaining <= 10
+
+    async def test_takes_the_lease_id(self, store: LeaseStore) -> None:
+        lease = await store.grant(10)
+        await store.put("/ttl-test/by-id", b"x", lease=lease)
+        kv = await store.get("/ttl-test/by-id")
+        assert kv is not None
+        assert kv.lease == lease.id
+        remaining = await time_to_live(store)(kv.lease)
+        assert remaining is not None
+        assert 0 < remaining <= 10
+        await store.revoke(lease)
+
+    @pytest.mark.slow
+    async def test_keep_alive_restores_it(self, store: LeaseStore) -> None:
+        lease = await store.grant(3)
+        await anyio.sleep(1.1)
+        before = await time_to_live(store)(lease)
+        assert before is not None
+        assert before <= 2
+        await store.keep_alive(lease)
+        after = await time_to_live(store)(lease)
+        assert after is not None
+        assert before < after <= 3
+
+    async def test_revoked_lease_is_none(self, store: LeaseStore) -> None:
+        lease = await store.grant(10)
+        await store.revoke(lease)
+        assert await time_to_live(store)(lease) is None
+
+    async def test_unknown_lease_is_none(self, store: LeaseStore) -> None:
+        assert await time_to_live(store)(0x7EADBEEF12345) is None
+
+    @pytest.mark.slow
+    async def test_expired_lease_is_none(self, store: LeaseStore) -> None:
+        lease = await store.grant(1)  # etcd may raise it to its minimum TTL
+        await anyio.sleep(lease.ttl + 1.5)
+        assert await time_to_live(store)(lease) is None
+
+    @pytest.mark.parametrize("bad", ["1", 1.5, True, None])
+    async def test_rejects_a_non_lease(self, store: LeaseStore, bad: object) -> None:
+        with pytest.raises(TypeError, match="lease must be a Lease or an int"):
+            await time_to_live(store)(bad)  # type: ignore[arg-type]
 
 
 class TestKeys:
@@ -886,86 +932,6 @@ class TestWatchEventFields:
         assert [e.mod_revision for e in events] == [e.revision for e in events]
 
 
-async def _one_op(
-    store: LeaseStore, rng: random.Random, leases: list[Lease], keys: list[str]
-) -> object:
-    """One random operation, drawn from ``rng``; its answer, or the error's type."""
-    kind = rng.choice(["put", "put", "cas", "cas", "get", "range", "delete", "prefix", "lease"])
-    key = rng.choice(keys)
-    lease = rng.choice([None, None, *leases[-3:]])
-    value = rng.randbytes(rng.randrange(4))
-    try:
-        if kind == "put":
-            return await store.put(key, value, lease=lease)
-        if kind == "cas":
-            current = await store.get(key)
-            token = 0 if current is None else current.mod_revision
-            token = rng.choice([token, token, 0, max(token - 1, 0), token + 1])
-            return await store.compare_and_swap(
-                key, value, expected_mod_revision=token, lease=lease
-            )
-        if kind == "get":
-            return await store.get(key)
-        if kind == "range":
-            return await store.get_prefix_kv(key[: rng.randrange(len(key) + 1)])
-        if kind == "delete":
-            return await store.delete(key)
-        if kind == "prefix":
-            return await store.delete_prefix(key[: rng.randrange(3, len(key) + 1)])
-        if leases and rng.random() < 0.5:
-            await store.revoke(rng.choice(leases))
-            return "revoked"
-        leases.append(await store.grant(60))
-        return "granted"
-    except LeaseExpired:
-        return LeaseExpired
-
-
-def _with_lease_ids(answer: object, ids: dict[int, int]) -> object:
-    """``answer`` with etcd's lease ids replaced by MemoryStore's."""
-    if isinstance(answer, KeyValue) and answer.lease is not None:
-        return dataclasses.replace(answer, lease=ids[answer.lease])
-    if isinstance(answer, CasResult):
-        return CasResult(answer.succeeded, cast("KeyValue | None", _with_lease_ids(answer.kv, ids)))
-    if isinstance(answer, tuple):
-        kvs, revision = answer
-        return [_with_lease_ids(kv, ids) for kv in kvs], revision
-    return answer
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", range(3))
-async def test_memory_store_answers_as_etcd_does(own_etcd_server: object, seed: int) -> None:
-    """The same random operations on MemoryStore and on a fresh etcd get the same answers,
-    revisions, versions and lease ids (mapped) included."""
-    from tests._support.etcd_server import EtcdServer
-
-    assert isinstance(own_etcd_server, EtcdServer)
-    keys = ["/d/a", "/d/b", "/d/a/x", "/d/c", "/e/a"]
-    memory = MemoryStore()
-    memory_leases: list[Lease] = []
-    etcd_leases: list[Lease] = []
-    ids: dict[int, int] = {}
-    async with EtcdStore(own_etcd_server.endpoint) as etcd:
-        for step in range(150):
-            expected = await _one_op(memory, random.Random(f"{seed}/{step}"), memory_leases, keys)
-            got = await _one_op(etcd, random.Random(f"{seed}/{step}"), etcd_leases, keys)
-            if len(etcd_leases) > len(ids):
-                ids[etcd_leases[-1].id] = memory_leases[-1].id
-            assert _with_lease_ids(got, ids) == expected, f"step {step}"
-        for lease in etcd_leases:
-            await etcd.revoke(lease)
-
-
-async def test_compacted_history_memory() -> None:
-    store = MemoryStore(history_limit=2)
-    for value in (b"1", b"2", b"3", b"4"):
-        await store.put("/c/k", value)
-    with pytest.raises(StoreCompacted) as info:
-        await collect(store, "/c/", 1, 1)
-    assert info.value.compact_revision >= 3
-
-
 async def test_compacted_history_etcd(etcd_server: object, key_prefix: str) -> None:
     from tests._support.etcd_server import EtcdServer
 
@@ -979,24 +945,6 @@ async def test_compacted_history_etcd(etcd_server: object, key_prefix: str) -> N
         with pytest.raises(StoreCompacted) as info:
             await collect(store, f"{key_prefix}/", first, 1)
         assert info.value.compact_revision >= last
-
-
-def test_memory_store_validation() -> None:
-    with pytest.raises(ValueError, match="history_limit must be at least 1"):
-        MemoryStore(history_limit=0)
-
-
-async def test_memory_watch_survives_compaction_behind_it() -> None:
-    store = MemoryStore(history_limit=3)
-    rev = await store.put("/c/k", b"0")
-    seen: list[bytes] = []
-    async with aclosing(store.watch_prefix("/c/", start_revision=rev)) as stream:
-        async for event in stream:
-            seen.append(event.value)
-            if len(seen) == 6:
-                break
-            await store.put("/c/k", str(len(seen)).encode())  # drops old history as it goes
-    assert seen == [b"0", b"1", b"2", b"3", b"4", b"5"]
 
 
 async def test_the_empty_prefix_watches_every_key(store: LeaseStore, key_prefix: str) -> None:

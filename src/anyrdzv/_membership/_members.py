@@ -9,11 +9,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import anyio
-
 from .._checks import check_number, echo
-from .._core._delay import backoff, delay
-from .._exceptions import StoreCompacted, StoreConnectionError
+from .._stores._follow import Resynced, follow
 from .._stores._model import EventType
 from .._stores._protocol import LeaseStore, check_store
 from ._keys import DEFAULT_PREFIX, members_prefix
@@ -126,69 +123,45 @@ async def watch_members(
     snapshot = await members(store, group, prefix=prefix)
     yield snapshot
     current = dict(snapshot.members)
-    next_revision = snapshot.revision + 1
-    failing_since: float | None = None
-    retry: Iterator[float] | None = None
 
-    def opened() -> None:
-        nonlocal failing_since, retry
-        if failing_since is not None:
-            logger.warning(
-                "watch on group %r resumed at revision %d after %.1f s",
-                group,
-                next_revision,
-                anyio.current_time() - failing_since,
-            )
-        failing_since, retry = None, None
+    async def reread() -> int:
+        nonlocal snapshot
+        snapshot = await members(store, group, prefix=prefix)
+        return snapshot.revision
 
-    while True:
-        try:
-            stream = store.watch_prefix(key_prefix, start_revision=next_revision, on_open=opened)
-            async with aclosing(stream) as events:
-                async for event in events:
-                    next_revision = event.revision + 1
-                    name = _member_name(event.key, key_prefix)
-                    if name is None:
-                        continue
-                    if event.type is EventType.PUT:
-                        if name not in current:
-                            current[name] = event.value
-                            yield MemberEvent(
-                                MemberEventType.JOINED, name, event.value, event.revision
-                            )
-                        current[name] = event.value
-                    elif name in current:
-                        del current[name]
-                        yield MemberEvent(MemberEventType.LEFT, name, b"", event.revision)
-            raise StoreConnectionError("the watch stream ended")
-        except StoreCompacted as exc:
-            logger.warning("group %r: %s; reading the members afresh", group, exc)
-            try:
-                fresh = await members(store, group, prefix=prefix)
-            except StoreConnectionError as error:
-                cause: StoreConnectionError = error
-            else:
-                for name in sorted(current.keys() - fresh.members.keys()):
-                    del current[name]
-                    yield MemberEvent(MemberEventType.LEFT, name, b"", fresh.revision)
-                for name in sorted(fresh.members.keys() - current.keys()):
-                    current[name] = fresh.members[name]
-                    yield MemberEvent(MemberEventType.JOINED, name, current[name], fresh.revision)
-                next_revision = fresh.revision + 1
+    changes = follow(
+        store,
+        key_prefix,
+        start_revision=snapshot.revision + 1,
+        what=f"group {group!r}",
+        resync=reread,
+        retry_for=retry_for,
+        log=logger,
+    )
+    async with aclosing(changes):
+        async for change in changes:
+            if isinstance(change, Resynced):
+                for event in _differences(current, snapshot):
+                    yield event
                 continue
-        except StoreConnectionError as error:
-            cause = error
-        now = anyio.current_time()
-        failing_since = now if failing_since is None else failing_since
-        if now - failing_since > retry_for:
-            raise cause
-        retry = retry or backoff(0.05, 2.0)
-        pause = next(retry)
-        logger.warning(
-            "watch on group %r failed (%s); retrying in %.2f s, for %.1f s more",
-            group,
-            cause,
-            pause,
-            max(retry_for - (now - failing_since), 0),
-        )
-        await delay(pause)
+            name = _member_name(change.key, key_prefix)
+            if name is None:
+                continue
+            if change.type is EventType.PUT:
+                if name not in current:
+                    current[name] = change.value
+                    yield MemberEvent(MemberEventType.JOINED, name, change.value, change.revision)
+                current[name] = change.value
+            elif name in current:
+                del current[name]
+                yield MemberEvent(MemberEventType.LEFT, name, b"", change.revision)
+
+
+def _differences(current: dict[str, bytes], fresh: MembersSnapshot) -> Iterator[MemberEvent]:
+    """Bring ``current`` up to ``fresh``: the members that left, then those that joined."""
+    for name in sorted(current.keys() - fresh.members.keys()):
+        del current[name]
+        yield MemberEvent(MemberEventType.LEFT, name, b"", fresh.revision)
+    for name in sorted(fresh.members.keys() - current.keys()):
+        current[name] = fresh.members[name]
+        yield MemberEvent(MemberEventType.JOINED, name, current[name], fresh.revision)

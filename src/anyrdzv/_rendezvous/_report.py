@@ -1,6 +1,6 @@
 """What a run's keys say, for an operator: the report behind ``anyrdzv rendezvous``.
 
-It reads the keys a :class:`~anyrdzv.Rendezvous` writes (see :mod:`._rendezvous_state`)
+It reads the keys a :class:`~anyrdzv.Rendezvous` writes (see :mod:`._rules`)
 and the remaining TTL of each node's lease, and says who is in the round, who waits, and
 for what. It only reads.
 """
@@ -15,16 +15,17 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from .._checks import echo
-from .._core._delay import backoff, delay
-from .._exceptions import StoreCompacted, StoreConnectionError, StoreError
+from .._exceptions import StoreConnectionError
 from .._membership._keys import DEFAULT_PREFIX, check_name, check_prefix
+from .._stores._follow import follow
+from .._stores._model import StoreEvent
+from .._stores._protocol import LeaseStore
 from . import _rules as rules
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterator
+    from collections.abc import AsyncGenerator
 
     from .._stores._model import KeyValue, Lease
-    from .._stores._protocol import WatchStream
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +33,10 @@ logger = logging.getLogger(__name__)
 _TTL_REQUESTS = 32
 
 
-class RunStore(Protocol):
-    """What the report needs of a store: :class:`~anyrdzv.EtcdStore` and
-    :class:`~anyrdzv.MemoryStore` have it."""
-
-    async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]: ...
-
-    def watch_prefix(self, prefix: str, *, start_revision: int) -> WatchStream: ...
+class RunStore(LeaseStore, Protocol):
+    """What the report needs of a store: a :class:`~anyrdzv.LeaseStore` that tells a
+    lease's remaining TTL, as :class:`~anyrdzv.EtcdStore` and
+    :class:`~anyrdzv.MemoryStore` do."""
 
     async def time_to_live(self, lease: Lease | int) -> int | None: ...
 
@@ -212,41 +210,42 @@ async def watch_run(
     """Yield a report of run ``run_id`` now, then again after every change of its keys.
 
     One watch on the run's prefix; changes that come together give one report. If the
-    watch breaks, it reads the run afresh and watches again, with a backoff, logging a
-    warning. (A lease's TTL running down is not a change.)
+    watch breaks, or a read after a change fails on a passing fault, it backs off,
+    logging a warning, and watches again from where it was, so that no change is missed;
+    if the store compacted that history meanwhile, it reads the run afresh. (A lease's
+    TTL running down is not a change.)
 
     :raises MalformedRun: if a key of the run holds a value no node writes
-    :raises StoreError: if a read of the run fails
+    :raises StoreError: if the first read of the run fails, or the store fails in a way
+        that does not pass (a refused permission, say)
     """
     report = await read_run(store, run_id, prefix=prefix)
     yield report
-    retry: Iterator[float] | None = None
-    while True:
-        try:
-            stream = store.watch_prefix(report.prefix, start_revision=report.revision + 1)
-            async with aclosing(stream) as events:
-                async for event in events:
-                    retry = None
-                    if event.revision <= report.revision:
-                        continue  # the last report has it already
-                    report = await read_run(store, run_id, prefix=prefix)
-                    yield report
-            raise StoreConnectionError("the watch stream ended")
-        except (StoreConnectionError, StoreCompacted) as exc:
-            retry = retry or backoff(0.05, 2.0)
-            pause = next(retry)
-            logger.warning(
-                "run %r: the watch failed (%s); reading the run afresh in %.2f s",
-                run_id,
-                exc,
-                pause,
-            )
-            await delay(pause)
-            try:
-                fresh = await read_run(store, run_id, prefix=prefix)
-            except StoreError as error:
-                logger.warning("run %r: reading the run failed: %s", run_id, error)
-                continue
+    fresh = report
+
+    async def reread() -> int:
+        nonlocal fresh
+        fresh = await read_run(store, run_id, prefix=prefix)
+        return fresh.revision
+
+    changes = follow(
+        store,
+        report.prefix,
+        start_revision=report.revision + 1,
+        what=f"run {run_id!r}",
+        resync=reread,
+        log=logger,
+    )
+    async with aclosing(changes):
+        change = await anext(changes)
+        while True:
+            if isinstance(change, StoreEvent) and change.revision > report.revision:
+                try:
+                    await reread()
+                except StoreConnectionError as exc:
+                    change = await changes.athrow(exc)  # the change comes again, later
+                    continue
             if fresh.revision != report.revision:
                 report = fresh
                 yield report
+            change = await anext(changes)

@@ -7,6 +7,10 @@ with the cause, and watches again from the revision after the last event it saw,
 that no event is lost or repeated; when the store has compacted that history, it reads
 afresh (the caller's ``resync``). It gives up only after ``retry_for`` seconds in which
 no watch was confirmed.
+
+A caller whose own work on an event fails on a passing fault (a read the event calls
+for, say) throws that :class:`~anyrdzv.StoreConnectionError` back in (``athrow``):
+the fault counts as the watch's, and the event comes again after the backoff.
 """
 
 from __future__ import annotations
@@ -74,6 +78,11 @@ async def follow(
     the keys afresh and returns the revision it read at, yields :class:`Resynced`, and
     watches from there. Close it with ``contextlib.aclosing``.
 
+    An item counts as seen once the caller asks for the next one. A
+    :class:`~anyrdzv.StoreConnectionError` that the caller throws in at an item
+    (``athrow``), because its own work on it failed, is handled as the watch's own: after
+    the backoff, that item comes again (for :class:`Resynced`, after a new ``resync()``).
+
     :param store: the store
     :param prefix: the keys to follow
     :param start_revision: the first revision to see: the revision after a read
@@ -107,14 +116,13 @@ async def follow(
             if stale:
                 assert resync is not None
                 revision = await resync()
-                stale = False
-                next_revision = revision + 1
                 yield Resynced(revision)
+                stale, next_revision = False, revision + 1
             stream = store.watch_prefix(prefix, start_revision=next_revision, on_open=opened)
             async with aclosing(stream) as events:
                 async for event in events:
-                    next_revision = event.revision + 1
                     yield event
+                    next_revision = event.revision + 1
             raise StoreConnectionError("the watch stream ended")
         except StoreCompacted as exc:
             if resync is None:

@@ -38,7 +38,7 @@ class LeaseStore(Protocol):
 
     .. versionchanged:: 0.2
        :meth:`get`, :meth:`get_prefix_kv`, :meth:`delete`, :meth:`delete_prefix`,
-       :meth:`compare_and_swap` and :meth:`txn`; ``KeyValueStore`` is this protocol too.
+       :meth:`compare_and_swap` and :meth:`txn`.
     """
 
     async def grant(self, ttl: int) -> Lease:

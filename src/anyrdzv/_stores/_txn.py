@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, TypeVar
 
-from .._checks import check_int, check_str, cut, echo, is_int, type_name, wrong_type
+from .._checks import check_bytes, check_int, check_str, cut, echo, is_int, type_name, wrong_type
 from ._model import MAX_VALUE_BYTES, KeyValue, Lease, check_key, check_lease_id, check_put
 
 __all__ = (
@@ -126,10 +126,7 @@ class Compare:
         if self.op not in _OPS:
             raise ValueError(f"op must be one of {', '.join(map(repr, _OPS))}, got {echo(self.op)}")
         if self.target == "value":
-            if not isinstance(self.operand, bytes):
-                raise TypeError(
-                    f"value must be bytes, got {type_name(self.operand)} {echo(self.operand)}"
-                )
+            check_bytes("value", self.operand)
         else:
             check_int(self.target, self.operand, least=0)
 
