@@ -40,6 +40,7 @@ PURE = {
     "_stores._model",
     "_stores._txn",
     "_etcd._wire",
+    "_rendezvous._conf",
     "_rendezvous._rules",
 }
 IMPURE_IMPORTS = {"anyio", "asyncio", "trio", "httpx", "socket", "ssl", "threading", "torch"}
