@@ -1,7 +1,8 @@
 """The pure rules of a rendezvous: what its keys hold, and what a node does next.
 
 No I/O and no event loop: the :class:`~anyrdzv.Rendezvous` feeds a :class:`View` of its
-run's keys, as its watch sees them, to :func:`decide`, and carries out the answer.
+run's keys, as its watch sees them, to :func:`decide` (or :func:`closing`), and carries
+out the answer; :func:`changes` says why a node should leave the round it holds.
 
 The keys of run ``R`` under the prefix ``P``:
 

@@ -5,8 +5,9 @@ A thousand :class:`~anyrdzv.Rendezvous` nodes in one process, each with its own 
 would decode every write a thousand times, and each write would wake every node to
 decide again: a cost that grows as the square of the nodes. The nodes of a run on one
 store object share a :class:`RunView` instead: one watch, one decoded
-:class:`~._rules.View`, and a wake-up only when something a waiting
-node decides on has changed.
+:class:`~._rules.View`, and a wake-up only when something a waiting node decides on has
+changed. The watch is :func:`~anyrdzv._stores._follow.follow`: a broken one resumes from
+the revision after the last event, and a compacted history is read afresh.
 
 Lifetimes stay structured. The watch is a task in the task group of one entered node,
 its *host*; when that node leaves (its task group cancels the watch), the watch goes on,
