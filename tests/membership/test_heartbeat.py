@@ -80,6 +80,10 @@ class TestArguments:
         assert len(str(info.value)) < 400
 
     async def test_any_object_with_the_methods_is_a_store(self) -> None:
+        class HeartbeatStore:  # a heartbeat's methods only, and no base class
+            grant = keep_alive = revoke = put = get_prefix = watch_prefix = print
+
+        assert Heartbeat(HeartbeatStore(), "g", "m").ttl == 15  # type: ignore[arg-type]
         assert Heartbeat(FakeStore(), "g", "m").ttl == 15
 
     @pytest.mark.parametrize("interval", [1e-9, 0.05, 0.0999])
