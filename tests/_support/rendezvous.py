@@ -144,6 +144,11 @@ class WatchedStore(StoreWrapper):
                 yield event
                 self.read_through = max(self.read_through, event.revision)
 
-    async def until_read(self, revision: int) -> None:
-        """Wait until a watch's reader has taken in the events up to ``revision``."""
-        await eventually(lambda: self.read_through >= revision)
+    async def until_seen(self, key: str) -> None:
+        """Wait until ``key`` exists, and a watch's reader has taken in its last write."""
+
+        async def seen() -> bool:
+            kv = await self.inner.get(key)
+            return kv is not None and self.read_through >= kv.mod_revision
+
+        await eventually(seen)

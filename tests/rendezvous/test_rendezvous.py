@@ -188,20 +188,18 @@ class TestLateArrivals:
         watched = WatchedStore(store)
         async with (
             make(watched, run_id, "a", max_nodes=2) as a,
-            make(watched, run_id, "b", max_nodes=2) as b,
+            anyio.create_task_group() as holder,
         ):
+            # b is killed below: its block ends with its lost heartbeat.
+            b = await holder.start(doomed, make(watched, run_id, "b", max_nodes=2))
             check_agreement(await all_next(a, b))
             async with (
                 make(watched, run_id, "c", max_nodes=2) as c,
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(c.next_rendezvous)
-
-                async def c_joined() -> bool:
-                    return (await joins(store, run_id)).get("c", (0, 0))[0] == 1
-
-                await eventually(c_joined)
-                await watched.until_read((await joins(store, run_id))["c"][1])  # a sees it
+                await watched.until_seen(f"{PREFIX}/{run_id}/join/c")  # as a's view shows
+                assert (await joins(store, run_id))["c"][0] == 1
                 assert await a.num_nodes_waiting() == 0
                 assert await b.num_nodes_waiting() == 0
                 await kill(store, run_id, "b")
@@ -263,9 +261,10 @@ class TestClose:
     async def test_close_ends_pending_and_later_rounds(
         self, store: LeaseStore, run_id: str
     ) -> None:
+        watched = WatchedStore(store)
         async with (
-            make(store, run_id, "a", min_nodes=3) as a,
-            make(store, run_id, "b", min_nodes=3) as b,
+            make(watched, run_id, "a", min_nodes=3) as a,
+            make(watched, run_id, "b", min_nodes=3) as b,
         ):
             errors: list[BaseException] = []
 
@@ -278,16 +277,12 @@ class TestClose:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pending, a)
                 tg.start_soon(pending, b)
-
-                async def both_joined() -> bool:
-                    return {
-                        node: join[0] for node, join in (await joins(store, run_id)).items()
-                    } == {
-                        "a": 0,
-                        "b": 0,
-                    }
-
-                await eventually(both_joined)
+                for node in ("a", "b"):  # both joined, as a's view shows
+                    await watched.until_seen(f"{PREFIX}/{run_id}/join/{node}")
+                assert {node: join[0] for node, join in (await joins(store, run_id)).items()} == {
+                    "a": 0,
+                    "b": 0,
+                }
                 assert not await a.is_closed()
                 start = anyio.current_time()
                 await b.set_closed()
@@ -498,8 +493,8 @@ class TestStore:
     async def test_a_malformed_join_is_an_error(self, store: LeaseStore, run_id: str) -> None:
         watched = WatchedStore(store)
         async with make(watched, run_id, "a") as a:
-            revision = await store.put(f"{PREFIX}/{run_id}/join/x", b"not json")
-            await watched.until_read(revision)  # a's watch has seen it
+            await store.put(f"{PREFIX}/{run_id}/join/x", b"not json")
+            await watched.until_seen(f"{PREFIX}/{run_id}/join/x")  # as a's view shows
             with pytest.raises(RendezvousError, match="join/x"):
                 await a.next_rendezvous()
             await store.delete(f"{PREFIX}/{run_id}/join/x")
@@ -507,13 +502,14 @@ class TestStore:
     async def test_nodes_that_disagree_on_min_or_max_nodes_do_not_meet(
         self, store: LeaseStore, run_id: str
     ) -> None:
+        watched = WatchedStore(store)
         async with (
-            make(store, run_id, "a") as a,
-            make(store, run_id, "b", max_nodes=4) as b,
+            make(watched, run_id, "a") as a,
+            make(watched, run_id, "b", max_nodes=4) as b,
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(a.next_rendezvous)
-            await eventually(lambda: store.get(f"{PREFIX}/{run_id}/state"))
+            await watched.until_seen(f"{PREFIX}/{run_id}/state")  # a made it, and a's view has it
             with pytest.raises(RendezvousError, match="max_nodes=4"):
                 await b.next_rendezvous()
             tg.cancel_scope.cancel()
