@@ -1,10 +1,11 @@
-"""Heartbeat: argument checks, retries, loss, misuse, the revoke on exit, and its logs."""
+"""Heartbeat: argument checks, misuse, a slow join, the revoke on exit, and its logs (the
+renewals are in test_renewal.py)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -22,15 +23,9 @@ from anyrdzv import (
     StorePermissionError,
     members,
 )
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from anyrdzv import CasResult, Compare, Delete, Get, KeyValue, Put, TxnResult
+from tests._support.heartbeat import LOGGER, FakeStore, listed, lost_in, warnings_of
 
 pytestmark = pytest.mark.anyio
-
-LOGGER = "anyrdzv._membership._heartbeat"
 
 
 @pytest.fixture
@@ -38,126 +33,6 @@ def caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """caplog, at WARNING for the heartbeat's logger unless a test lowers it."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
     return caplog
-
-
-class FakeStore:
-    """A store that passes calls on to ``inner`` (a MemoryStore by default), counts them,
-    and can make ``keep_alive`` or ``revoke`` fail or hang.
-
-    ``keep_alive_faults`` is a list of what the next keep-alives do, first first: an
-    exception to raise, ``"hang"`` to never answer, or ``None`` to pass the call on.
-    When the list is empty, ``keep_alive_fault`` (the same kinds) applies to all the
-    rest.
-    """
-
-    def __init__(self, inner: LeaseStore | None = None) -> None:
-        self.inner: LeaseStore = inner if inner is not None else MemoryStore()
-        self.calls: list[str] = []
-        self.keep_alive_faults: list[BaseException | str | None] = []
-        self.keep_alive_fault: BaseException | str | None = None
-        self.revoke_fault: BaseException | str | None = None
-        self.revoke_delay = 0.0
-        self.grant_started = anyio.Event()
-        self.grant_may_finish: anyio.Event | None = None
-        self.renewed = 0
-        self._renewal = anyio.Event()
-
-    def count(self, name: str) -> int:
-        return self.calls.count(name)
-
-    @staticmethod
-    async def _apply(fault: BaseException | str | None) -> None:
-        await anyio.lowlevel.checkpoint()
-        if fault == "hang":
-            await anyio.sleep(math.inf)
-        elif isinstance(fault, BaseException):
-            raise fault
-
-    async def grant(self, ttl: int) -> Lease:
-        self.calls.append("grant")
-        self.grant_started.set()
-        if self.grant_may_finish is not None:
-            await self.grant_may_finish.wait()
-        return await self.inner.grant(ttl)
-
-    async def keep_alive(self, lease: Lease) -> int:
-        self.calls.append("keep_alive")
-        fault = self.keep_alive_faults.pop(0) if self.keep_alive_faults else self.keep_alive_fault
-        await self._apply(fault)
-        remaining = await self.inner.keep_alive(lease)
-        self.renewed += 1
-        self._renewal.set()
-        self._renewal = anyio.Event()
-        return remaining
-
-    async def revoke(self, lease: Lease) -> None:
-        self.calls.append("revoke")
-        await self._apply(self.revoke_fault)
-        if self.revoke_delay:
-            await anyio.sleep(self.revoke_delay)
-        await self.inner.revoke(lease)
-
-    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
-        self.calls.append("put")
-        return await self.inner.put(key, value, lease=lease)
-
-    async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
-        self.calls.append("get_prefix")
-        return await self.inner.get_prefix(prefix)
-
-    def watch_prefix(self, prefix: str, **options: Any) -> Any:
-        self.calls.append("watch_prefix")
-        return self.inner.watch_prefix(prefix, **options)
-
-    # The rest of the protocol, which heartbeats never call: passed on, uncounted.
-    async def get(self, key: str) -> KeyValue | None:
-        return await self.inner.get(key)
-
-    async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
-        return await self.inner.get_prefix_kv(prefix)
-
-    async def delete(self, key: str) -> bool:
-        return await self.inner.delete(key)
-
-    async def delete_prefix(self, prefix: str) -> int:
-        return await self.inner.delete_prefix(prefix)
-
-    async def compare_and_swap(
-        self, key: str, value: bytes, *, expected_mod_revision: int, lease: Lease | None = None
-    ) -> CasResult:
-        return await self.inner.compare_and_swap(
-            key, value, expected_mod_revision=expected_mod_revision, lease=lease
-        )
-
-    async def txn(
-        self,
-        compare: Sequence[Compare],
-        success: Sequence[Put | Delete | Get] = (),
-        failure: Sequence[Put | Delete | Get] = (),
-    ) -> TxnResult:
-        return await self.inner.txn(compare, success, failure)
-
-    async def wait_renewed(self, count: int) -> None:
-        """Wait until ``count`` keep-alives in all have gone through to the inner store."""
-        while self.renewed < count:
-            await self._renewal.wait()
-
-
-def lost_in(group: pytest.ExceptionInfo[Any]) -> HeartbeatLost:
-    """The one HeartbeatLost that an ``async with Heartbeat`` block raised."""
-    (exc,) = group.value.exceptions
-    assert isinstance(exc, HeartbeatLost)
-    return exc
-
-
-def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING
-    ]
-
-
-async def listed(store: LeaseStore, prefix: str = "/anyrdzv") -> set[str]:
-    return set((await members(store, "g", prefix=prefix)).members)
 
 
 # -- point 11: arguments are checked up front -----------------------------------------------
@@ -205,6 +80,10 @@ class TestArguments:
         assert len(str(info.value)) < 400
 
     async def test_any_object_with_the_methods_is_a_store(self) -> None:
+        class HeartbeatStore:  # a heartbeat's methods only, and no base class
+            grant = keep_alive = revoke = put = get_prefix = watch_prefix = print
+
+        assert Heartbeat(HeartbeatStore(), "g", "m").ttl == 15  # type: ignore[arg-type]
         assert Heartbeat(FakeStore(), "g", "m").ttl == 15
 
     @pytest.mark.parametrize("interval", [1e-9, 0.05, 0.0999])
@@ -280,164 +159,14 @@ class TestArguments:
         assert len(str(info.value)) < 400
 
 
-# -- point 5: what a keep-alive failure does ------------------------------------------------
-
-
-@pytest.mark.slow
-class TestRetries:
-    async def test_a_short_run_of_connection_errors_is_retried(
-        self, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        store = FakeStore()
-        store.keep_alive_faults = [StoreConnectionError("connection refused (simulated)")] * 3
-        async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
-            await store.wait_renewed(2)
-            assert beat.retries == 3
-            assert await listed(store) == {"m"}
-        warnings = warnings_of(caplog)
-        assert len(warnings) == 3
-        for message in warnings:
-            assert "renewing lease" in message
-            assert "of member 'm' in group 'g' failed" in message
-            assert "connection refused (simulated)" in message
-            assert "s left on the lease" in message
-
-    @pytest.mark.parametrize("kind", [StoreError, StoreConnectionError])
-    async def test_a_store_error_is_retried_while_the_lease_lives(
-        self, kind: type[StoreError], caplog: pytest.LogCaptureFixture
-    ) -> None:
-        error = kind("etcd answered 500: etcdserver: too many requests")
-        store = FakeStore()
-        store.keep_alive_faults = [error, error]
-        async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
-            await store.wait_renewed(1)
-            assert beat.retries == 2
-        assert [str(error) in m for m in warnings_of(caplog)] == [True, True]
-
-    @pytest.mark.parametrize(
-        ("kind", "why"),
-        [
-            (StoreError, "the store kept failing until the lease ran out: simulated"),
-            (StoreConnectionError, "the store was unreachable until the lease ran out: simulated"),
-        ],
-    )
-    async def test_errors_until_the_lease_runs_out_are_heartbeat_lost(
-        self, kind: type[StoreError], why: str, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        error = kind("simulated")
-        store = FakeStore()
-        store.keep_alive_fault = error
-        with pytest.RaisesGroup(HeartbeatLost) as group:
-            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
-                await anyio.sleep(math.inf)
-        lost = lost_in(group)
-        assert why in str(lost)
-        assert lost.__cause__ is error
-        assert (lost.group, lost.member) == ("g", "m")
-        assert beat.retries >= 1
-        assert len(warnings_of(caplog)) == beat.retries
-
-    async def test_a_permission_error_is_heartbeat_lost_at_once(
-        self, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        store = FakeStore()
-        refused = StorePermissionError("etcd refused /v3/lease/keepalive: permission denied")
-        store.keep_alive_fault = refused
-        with pytest.RaisesGroup(HeartbeatLost) as group:
-            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
-                await anyio.sleep(math.inf)
-        lost = lost_in(group)
-        assert "the store refused the renewal: etcd refused" in str(lost)
-        assert lost.__cause__ is refused
-        assert store.count("keep_alive") == 1
-        assert beat.retries == 0
-        assert warnings_of(caplog) == []
-        assert store.count("revoke") == 1  # the lease may live: leave at once
-
-    async def test_lease_expired_is_heartbeat_lost_at_once_without_a_revoke(self) -> None:
-        store = FakeStore()
-        gone = LeaseExpired("lease 1 has expired or was revoked")
-        store.keep_alive_fault = gone
-        with pytest.RaisesGroup(HeartbeatLost) as group:
-            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
-                await anyio.sleep(math.inf)
-        assert lost_in(group).__cause__ is gone
-        assert store.count("keep_alive") == 1
-        assert store.count("revoke") == 0
-
-    async def test_a_hung_keep_alive_is_lost_with_a_timeout_as_cause(self) -> None:
-        store = FakeStore()
-        store.keep_alive_fault = "hang"
-        start = anyio.current_time()
-        with pytest.RaisesGroup(HeartbeatLost) as group:
-            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
-                await anyio.sleep(math.inf)
-        lost = lost_in(group)
-        assert "no renewal succeeded before the lease ran out" in str(lost)
-        assert isinstance(lost.__cause__, TimeoutError)
-        assert "the renewal of lease" in str(lost.__cause__)
-        assert "got no answer within" in str(lost.__cause__)
-        assert lost.__cause__.__cause__ is None
-        assert store.count("keep_alive") == 1
-        assert anyio.current_time() - start >= beat.ttl - beat.interval  # it waited for it
-
-    async def test_a_hang_after_an_error_keeps_the_error_under_the_timeout(self) -> None:
-        store = FakeStore()
-        odd = StoreError("etcd answered 503")
-        store.keep_alive_faults = [odd]
-        store.keep_alive_fault = "hang"
-        with pytest.RaisesGroup(HeartbeatLost) as group:
-            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
-                await anyio.sleep(math.inf)
-        cause = lost_in(group).__cause__
-        assert isinstance(cause, TimeoutError)
-        assert cause.__cause__ is odd
-
-    async def test_a_renewal_that_leaves_no_time_is_lost_with_a_timeout_as_cause(self) -> None:
-        class NoTimeLeft(FakeStore):
-            async def keep_alive(self, lease: Lease) -> int:
-                await super().keep_alive(lease)
-                return 0  # the lease runs out before the next renewal is due
-
-        store = NoTimeLeft()
-        with pytest.RaisesGroup(HeartbeatLost) as group:
-            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
-                await anyio.sleep(math.inf)
-        lost = lost_in(group)
-        assert "no renewal succeeded before the lease ran out" in str(lost)
-        assert isinstance(lost.__cause__, TimeoutError)
-        assert "s after the lease ran out" in str(lost.__cause__)
-        assert store.count("keep_alive") == 1
-
-    async def test_keep_alives_do_not_busy_loop(self) -> None:
-        store = FakeStore()
-        async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
-            await anyio.sleep(0.35)
-        assert store.count("keep_alive") <= 4  # one per 0.1 s at most
-
-    async def test_revoked_behind_its_back_on_each_store(
-        self, store: LeaseStore, key_prefix: str
-    ) -> None:
-        with pytest.RaisesGroup(HeartbeatLost) as group:
-            async with Heartbeat(store, "g", "m", interval=0.1, prefix=key_prefix) as beat:
-                assert beat.lease is not None
-                await store.revoke(beat.lease)
-                await anyio.sleep(math.inf)
-        assert isinstance(lost_in(group).__cause__, LeaseExpired)
-
-
 # -- point 10: misuse -----------------------------------------------------------------------
-
-
-class CountingStore(FakeStore):
-    """A FakeStore over any store, to count calls to real etcd too."""
 
 
 class TestMisuse:
     async def test_nested_enter_is_a_runtime_error_and_the_first_runs_on(
         self, store: LeaseStore, key_prefix: str
     ) -> None:
-        counting = CountingStore(store)
+        counting = FakeStore(store)
         beat = Heartbeat(counting, "g", "m", interval=0.1, max_missed=20, prefix=key_prefix)
         async with beat:
             lease = beat.lease
@@ -524,17 +253,12 @@ class TestMisuse:
     async def test_reenter_after_a_failed_join(self) -> None:
         store = FakeStore()
         beat = Heartbeat(store, "g", "m", interval=0.1, max_missed=10)
-        real_put = store.put
-
-        async def refuse(key: str, value: bytes, *, lease: Lease | None = None) -> int:
-            raise StoreConnectionError("refused")
-
-        store.put = refuse  # type: ignore[method-assign]
+        store.put_fault = StoreConnectionError("refused")
         with pytest.raises(StoreConnectionError):
             async with beat:
                 pytest.fail("joined without a put")
         assert store.count("revoke") == 1  # the granted lease is not left behind
-        store.put = real_put  # type: ignore[method-assign]
+        store.put_fault = None
         async with beat:
             assert await listed(store.inner) == {"m"}
 
@@ -544,13 +268,7 @@ class TestSlowJoin:
     async def test_the_lease_is_renewed_while_the_put_waits(self) -> None:
         """A put queued behind a burst of joins for longer than the TTL still joins."""
         store = FakeStore()
-        real_put = store.put
-
-        async def slow_put(key: str, value: bytes, *, lease: Lease | None = None) -> int:
-            await anyio.sleep(2.5)  # the TTL is 1 s
-            return await real_put(key, value, lease=lease)
-
-        store.put = slow_put  # type: ignore[method-assign]
+        store.put_delay = 2.5  # the TTL is 1 s
         async with Heartbeat(store, "g", "m", interval=0.25, max_missed=4) as beat:
             assert store.count("keep_alive") >= 5  # renewed all along the put
             assert await listed(store.inner) == {"m"}
@@ -559,13 +277,7 @@ class TestSlowJoin:
 
     async def test_a_lease_lost_while_the_put_waits_is_heartbeat_lost(self) -> None:
         store = FakeStore()
-        real_put = store.put
-
-        async def hung_put(key: str, value: bytes, *, lease: Lease | None = None) -> int:
-            await anyio.sleep(math.inf)
-            return await real_put(key, value, lease=lease)
-
-        store.put = hung_put  # type: ignore[method-assign]
+        store.put_fault = "hang"
         store.keep_alive_fault = LeaseExpired("lease 1 has expired or was revoked")
         with anyio.fail_after(5), pytest.RaisesGroup(HeartbeatLost) as group:
             async with Heartbeat(store, "g", "m", interval=0.25, max_missed=4):

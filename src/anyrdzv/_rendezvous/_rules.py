@@ -1,7 +1,8 @@
 """The pure rules of a rendezvous: what its keys hold, and what a node does next.
 
 No I/O and no event loop: the :class:`~anyrdzv.Rendezvous` feeds a :class:`View` of its
-run's keys, as its watch sees them, to :func:`decide`, and carries out the answer.
+run's keys, as its watch sees them, to :func:`decide` (or :func:`closing`), and carries
+out the answer; :func:`changes` says why a node should leave the round it holds.
 
 The keys of run ``R`` under the prefix ``P``:
 
@@ -24,7 +25,7 @@ import binascii
 import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from .._checks import is_int
 
@@ -33,6 +34,38 @@ MEMBERS = "members/"
 JOIN = "join/"
 #: The subtree of a run that adapters own: nodes skip its keys.
 DATA = "store/"
+
+#: What :meth:`~anyrdzv.Rendezvous.changes` yields.
+Change = Literal["waiting", "lost", "new_round", "closed"]
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    """The keys of node ``node`` of the run whose keys start with ``run``
+    (``<prefix>/<run_id>/``)."""
+
+    run: str
+    node: str
+
+    @property
+    def state(self) -> str:
+        """The run's state."""
+        return self.run + STATE
+
+    @property
+    def member(self) -> str:
+        """The node's heartbeat key."""
+        return self.run + MEMBERS + self.node
+
+    @property
+    def join(self) -> str:
+        """The node's join key."""
+        return self.run + JOIN + self.node
+
+    @property
+    def data(self) -> str:
+        """The adapters' subtree."""
+        return self.run + DATA
 
 
 @dataclass(frozen=True)
@@ -404,3 +437,36 @@ def decide(
         payloads={name: view.members[name].payload for name in names},
     )
     return Swap(done, revision, f"round {state.round} completes: {why} ({len(names)} nodes)")
+
+
+def closing(view: View, *, min_nodes: int, max_nodes: int) -> Create | Swap | None:
+    """What closes the run: a closed state, created or swapped in; ``None`` if the run
+    is closed already."""
+    if view.state is None:
+        return Create(RunState(0, False, True, min_nodes, max_nodes))
+    state, revision = view.state
+    if state.closed:
+        return None
+    return Swap(replace(state, closed=True), revision, "closed")
+
+
+def changes(view: View, held: int | None) -> list[Change]:
+    """The reasons a node that holds round ``held`` (``None``: none yet) has to leave
+    it: the run is ``"closed"``; a later round is asked for (``"new_round"``); a
+    participant's lease is gone (``"lost"``); nodes wait to join (``"waiting"``)."""
+    if view.state is None:
+        return []
+    state = view.state[0]
+    reasons: list[Change] = []
+    if state.closed:
+        reasons.append("closed")
+    if held is None:
+        return reasons
+    if state.round > held:
+        reasons.append("new_round")
+    elif state.round == held:
+        if any(name not in view.members for name in state.participants):
+            reasons.append("lost")
+        if view.waiting():
+            reasons.append("waiting")
+    return reasons

@@ -5,8 +5,9 @@ A thousand :class:`~anyrdzv.Rendezvous` nodes in one process, each with its own 
 would decode every write a thousand times, and each write would wake every node to
 decide again: a cost that grows as the square of the nodes. The nodes of a run on one
 store object share a :class:`RunView` instead: one watch, one decoded
-:class:`~anyrdzv._rendezvous_state.View`, and a wake-up only when something a waiting
-node decides on has changed.
+:class:`~._rules.View`, and a wake-up only when something a waiting node decides on has
+changed. The watch is :func:`~anyrdzv._stores._follow.follow`: a broken one resumes from
+the revision after the last event, and a compacted history is read afresh.
 
 Lifetimes stay structured. The watch is a task in the task group of one entered node,
 its *host*; when that node leaves (its task group cancels the watch), the watch goes on,
@@ -28,14 +29,14 @@ import anyio
 import anyio.abc
 
 from .._checks import echo
-from .._core._delay import backoff, delay
-from .._exceptions import StoreCompacted, StoreConnectionError, StoreError
+from .._exceptions import StoreConnectionError, StoreError
+from .._stores._follow import Resynced, follow
 from .._stores._model import EventType
 from . import _rules as rules
 from ._write_batch import WriteBatcher
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
     from .._stores._protocol import LeaseStore
 
@@ -309,33 +310,36 @@ class RunView:
             self._hand_over()
 
     async def _follow(self) -> None:
-        retry: Iterator[float] | None = None
         data = self._data_prefix
-        while True:
-            try:
-                stream = self._store.watch_prefix(self._prefix, start_revision=self.revision + 1)
-                async with aclosing(stream) as events:
-                    async for event in events:
-                        retry = None
-                        self.revision = max(self.revision, event.revision)
-                        if event.key.startswith(data):
-                            self._release()  # an adapter's key: no node decides on it
-                            continue
-                        value = event.value if event.type is EventType.PUT else None
-                        self._apply(event.key, value, event.revision)
-                        self._after_change()
-                raise StoreConnectionError("the watch stream ended")
-            except (StoreConnectionError, StoreCompacted) as exc:
-                retry = retry or backoff(0.05, 2.0)
-                pause = next(retry)
-                logger.warning(
-                    "run %r: the watch failed (%s); reading the run afresh in %.2f s",
-                    self._run_id,
-                    exc,
-                    pause,
-                )
-                await delay(pause)
-                try:
-                    await self._snapshot()
-                except StoreError as error:
-                    logger.warning("run %r: reading the run failed: %s", self._run_id, error)
+        changes = follow(
+            self._store,
+            self._prefix,
+            start_revision=self.revision + 1,
+            what=f"run {self._run_id!r}",
+            resync=self._resync,
+            log=logger,
+        )
+        async with aclosing(changes) as events:
+            async for event in events:
+                if isinstance(event, Resynced):
+                    continue  # the view is the read's, and every waiting node looks again
+                self.revision = max(self.revision, event.revision)
+                if event.key.startswith(data):
+                    self._release()  # an adapter's key: no node decides on it
+                    continue
+                value = event.value if event.type is EventType.PUT else None
+                self._apply(event.key, value, event.revision)
+                self._after_change()
+
+    async def _resync(self) -> int:
+        """Read the run afresh after a compaction: the view's snapshot read.
+
+        :raises StoreConnectionError: if the read fails in any way, so that
+            :func:`follow` logs it, backs off and reads again
+        """
+        try:
+            return await self._snapshot()
+        except StoreConnectionError:
+            raise
+        except StoreError as exc:
+            raise StoreConnectionError(f"reading the run failed: {exc}") from exc

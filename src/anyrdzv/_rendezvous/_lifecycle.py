@@ -1,0 +1,167 @@
+"""RunEntry: one node's stay in its run, from entering to leaving.
+
+Entering, a node takes its run's shared :class:`~._run_view.RunView` (one watch for the
+nodes of this thread on one store), reads the run, claims its name with its heartbeat's
+put, offers its task group to host the watch, and drops the state of a stale run that no
+live node holds. Leaving, it withdraws its task group, revokes its lease and lets go of
+the view; the last node of the run deletes the run's keys if no node is left anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, final
+
+import anyio
+import anyio.abc
+
+from .._exceptions import StoreError
+from .._stores._txn import Compare, Delete
+from . import _run_view
+from ._rules import MEMBERS
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .._membership._heartbeat import MemberLease
+    from .._stores._protocol import LeaseStore
+    from ._claim import Claim
+    from ._rules import NodeKeys
+
+logger = logging.getLogger(__name__)
+
+
+@final
+class RunEntry:
+    """Node ``keys.node`` of run ``run_id`` in its run, for the span of an ``async with``
+    block; it can be entered again once it has left.
+
+    :param store: the store
+    :param run_id: the run
+    :param keys: the node's keys
+    :param lease: the node's heartbeat, whose put is ``claim``
+    :param claim: the put of the node's heartbeat key
+    :param close_timeout: how long the last node's clean-up may take, in seconds
+    """
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        run_id: str,
+        keys: NodeKeys,
+        lease: MemberLease,
+        claim: Claim,
+        *,
+        close_timeout: float,
+    ) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._keys = keys
+        self._lease = lease
+        self._claim = claim
+        self._close_timeout = close_timeout
+        self._run: _run_view.RunView | None = None  # while in the run
+        self._host_token: int | None = None  # this node's, as a host of the watch
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+
+    @property
+    def run(self) -> _run_view.RunView:
+        """The run's shared view, while the node is in the run.
+
+        :raises RuntimeError: if it is not
+        """
+        run = self._run
+        if run is None:
+            raise RuntimeError("use the Rendezvous in `async with` first")
+        return run
+
+    async def __aenter__(self) -> _run_view.RunView:
+        if self._stack is not None:
+            raise RuntimeError("this Rendezvous is already entered")
+        async with AsyncExitStack() as stack:
+            run = _run_view.acquire(self._store, self._run_id, self._keys.run)
+            # Exits run in reverse: the node's task group closes, its lease is revoked,
+            # and then it lets go of the shared view, cleaning up if it was the last.
+            stack.push_async_callback(self._leave, run)
+            # Read before the heartbeat's grant, so as not to queue behind other nodes'.
+            await run.read()
+            self._claim.batcher = run.batcher
+            await stack.enter_async_context(self._lease)
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            token = await run.attach(task_group)
+            stack.callback(run.detach, token)
+            self._run, self._host_token = run, token
+            await run.until_revision(self._claim.revision)
+            await self._reset_if_stale(run)
+            self._task_group = task_group
+            self._stack = stack.pop_all()
+        logger.debug("node %r entered run %r", self._keys.node, self._run_id)
+        return run
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        stack, task_group = self._stack, self._task_group
+        if stack is None or task_group is None:
+            raise RuntimeError("Rendezvous.__aexit__ without a matching __aenter__")
+        self._stack = self._task_group = None
+        # Withdrawn before the cancel: a watch this node hosts moves to another node.
+        if self._run is not None and self._host_token is not None:
+            self._run.detach(self._host_token)
+        task_group.cancel_scope.cancel()
+        return await stack.__aexit__(exc_type, exc_value, traceback)
+
+    async def _leave(self, run: _run_view.RunView) -> None:
+        """Let go of the shared view once the lease is revoked; the last node of the run
+        in this thread then deletes the run's keys if no node is left anywhere."""
+        self._run = self._host_token = None
+        if run.release():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout):
+                await self._clean_up()
+
+    async def _reset_if_stale(self, run: _run_view.RunView) -> None:
+        """Drop a state that no live node holds: its run ended without cleaning up (its
+        last node was killed), and a rerun starts afresh. The adapters' subtree goes
+        with it."""
+        view = run.view
+        current = view.state
+        if current is None or len(view.members) > (self._keys.node in view.members):
+            return
+        try:
+            result = await self._store.txn(
+                [Compare.mod_revision(self._keys.state, "==", current[1])],
+                [Delete(self._keys.state), Delete(self._keys.data, prefix=True)],
+            )
+        except StoreError as exc:
+            logger.warning("run %r: could not drop a stale state: %s", self._run_id, exc)
+            return
+        if result.succeeded:
+            logger.debug("run %r: dropped the state of a run no node holds", self._run_id)
+            await run.until_revision(result.revision)
+
+    async def _clean_up(self) -> None:
+        """Delete the run's state and the adapters' subtree, in one txn, if no node of
+        the run is left: the rest of its keys live under the nodes' leases."""
+        state_key = self._keys.state
+        try:
+            members, _ = await self._store.get_prefix_kv(self._keys.run + MEMBERS)
+            if members:
+                return
+            state = await self._store.get(state_key)
+            result = await self._store.txn(
+                [Compare.mod_revision(state_key, "==", 0 if state is None else state.mod_revision)],
+                [Delete(state_key), Delete(self._keys.data, prefix=True)],
+            )
+            if result.succeeded:
+                logger.debug(
+                    "node %r was the last of run %r: deleted its keys",
+                    self._keys.node,
+                    self._run_id,
+                )
+        except StoreError as exc:
+            logger.warning("could not delete the state of run %r: %s", self._run_id, exc)
