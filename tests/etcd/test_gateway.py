@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 from anyrdzv import EtcdStore, Lease, StoreConnectionError, StoreEvent
+from anyrdzv.testing import use_member
 from tests._support.fake_gateway import Answer, FakeGateway, Request
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def dead_endpoint() -> str:
 
 def start_at(store: EtcdStore, index: int) -> None:
     """Send the store's requests to its ``index``-th member (the start is random)."""
-    store._gateway._current = index
+    use_member(store, str(store.endpoints[index]))
 
 
 def store_on(*endpoints: str, **kwargs: Any) -> EtcdStore:

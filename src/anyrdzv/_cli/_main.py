@@ -19,7 +19,8 @@ from .._core._config import parse_rendezvous_config
 from .._core._endpoint import parse_rendezvous_endpoint, try_parse_port
 from .._core._hostname import explain_machine_hostname, local_identity
 from .._core._public import __version__
-from .._etcd._store import ClusterStatus, EtcdStore, MemberStatus
+from .._etcd._status import ClusterStatus, MemberStatus
+from .._etcd._store import EtcdStore
 from .._etcd._tls import client_context
 from .._exceptions import StoreError
 from .._membership._keys import members_prefix
