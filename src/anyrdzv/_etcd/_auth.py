@@ -4,14 +4,17 @@ member, and none when another caller already replaced the stale token."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, final
 
 from .._checks import check_str, echo
 from .._exceptions import StoreProtocolError
 from . import _wire
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ._members import Member
+
 
 logger = logging.getLogger(__name__)
 
@@ -29,46 +32,33 @@ def check_credentials(username: object, password: object) -> None:
         raise ValueError("username and password go together: give both or neither")
 
 
-class Post(Protocol):
-    """Sends one request to a member; returns the HTTP status and the body."""
-
-    async def __call__(
-        self,
-        member: Member,
-        path: str,
-        data: bytes,
-        *,
-        deadline: float,
-        token: bool = True,
-        held: bool = False,
-    ) -> tuple[int, bytes]: ...
-
-
 @final
 class Auth:
     """An etcd user's credentials, and the logins to each member with them.
 
     :param username: the etcd user, or ``None`` without auth
     :param password: that user's password
-    :param post: sends a request to a member (the gateway's, in a request slot)
     """
 
-    def __init__(self, username: str | None, password: str | None, post: Post) -> None:
+    def __init__(self, username: str | None, password: str | None) -> None:
         self._username = username
         self._password = password
-        self._post = post
 
     @property
     def has_credentials(self) -> bool:
         return self._username is not None
 
     async def login(
-        self, member: Member, stale: str | None, *, deadline: float, held: bool = False
+        self,
+        member: Member,
+        stale: str | None,
+        send: Callable[[bytes], Awaitable[tuple[int, bytes]]],
     ) -> None:
         """Log in to ``member``, unless another caller already replaced its ``stale``
         token.
 
-        :param held: the caller holds a request slot for the login already
+        :param send: sends the login request's body to ``member``, with no token (a
+            stale token would fail the login); returns the HTTP status and the body
         :raises StoreError: a subclass for what went wrong
         """
         assert member.login is not None
@@ -78,13 +68,8 @@ class Auth:
             if stale is not None:
                 logger.info("etcd at %s refused the auth token; logging in again", member.where)
             member.token = None
-            status, content = await self._post(
-                member,
-                AUTHENTICATE,
-                _wire.encode({"name": self._username, "password": self._password}),
-                deadline=deadline,
-                token=False,  # a clean request: a stale token would fail the login
-                held=held,
+            status, content = await send(
+                _wire.encode({"name": self._username, "password": self._password})
             )
             body = _wire.read_answer(AUTHENTICATE, status, content, has_credentials=True)
             token = body.get("token")

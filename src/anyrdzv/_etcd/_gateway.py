@@ -17,7 +17,7 @@ import anyio
 import httpx
 
 from .._core._delay import backoff
-from .._exceptions import StoreConnectionError, StoreError, StoreProtocolError
+from .._exceptions import StoreConnectionError, StoreError
 from . import _wire
 from ._auth import AUTHENTICATE, Auth
 from ._members import Member, Members
@@ -104,7 +104,7 @@ class Gateway:
             keepalive_connections=MAX_REQUESTS + MAX_RENEWAL_REQUESTS,
             transport=transport,
         )
-        self._auth = Auth(username, password, self.post)
+        self._auth = Auth(username, password)
         self._requests: Slots | None = None
         self._renewal_requests: Slots | None = None
 
@@ -159,7 +159,7 @@ class Gateway:
             if self.has_credentials:
 
                 async def login(member: Member, deadline: float, waited: float) -> None:
-                    await self._auth.login(member, None, deadline=deadline, held=True)
+                    await self.login(member, None, deadline=deadline, held=True)
 
                 await self.attempts(AUTHENTICATE, login, retry=False, each_once=True)
             else:
@@ -273,7 +273,7 @@ class Gateway:
             try:
                 if self.has_credentials and member.token is None and not each_once:
                     # A member moved to: log in first (etcd's simple tokens are per member).
-                    await self._auth.login(member, None, deadline=bound, held=True)
+                    await self.login(member, None, deadline=bound, held=True)
                 return await send(member, bound, waited)
             except (_wire.InvalidToken, StoreConnectionError) as exc:
                 error = exc
@@ -283,7 +283,7 @@ class Gateway:
                 if id(member) in renewed or not self.has_credentials:
                     raise error
                 renewed.add(id(member))
-                await self._auth.login(member, token, deadline=bound)
+                await self.login(member, token, deadline=bound)
                 continue
             self.members.leave(member, error)
             failures += 1
@@ -335,31 +335,19 @@ class Gateway:
 
         return await self.attempts(path, send, retry=retry, urgent=urgent, each_once=each_once)
 
-    async def call_member(self, where: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """One unary call to the member named ``where``, once, with no retry and no
-        failover: for reports on each member.
-
-        :raises StoreError: a subclass for what went wrong
-        """
-        member = self.members.named(where)
-        data = _wire.encode(payload)
-        deadline = anyio.current_time() + self._member_timeout
-        for _ in range(2):
-            token = member.token
-            if self.has_credentials and token is None:
-                await self._auth.login(member, None, deadline=deadline)
-            status, content = await self.post(member, path, data, deadline=deadline)
-            try:
-                return _wire.read_answer(
-                    path, status, content, has_credentials=self.has_credentials
-                )
-            except _wire.InvalidToken:
-                await self._auth.login(member, member.token, deadline=deadline)
-        raise StoreProtocolError(f"etcd at {where} refused every auth token on {path}")
-
     async def login(
         self, member: Member, stale: str | None, *, deadline: float, held: bool = False
     ) -> None:
         """Log in to ``member``, unless another caller already replaced its ``stale``
-        token (see :meth:`._auth.Auth.login`)."""
-        await self._auth.login(member, stale, deadline=deadline, held=held)
+        token.
+
+        :param held: the caller holds a request slot for the login already
+        """
+
+        async def send(data: bytes) -> tuple[int, bytes]:
+            # A clean request: a stale token would fail the login.
+            return await self.post(
+                member, AUTHENTICATE, data, deadline=deadline, token=False, held=held
+            )
+
+        await self._auth.login(member, stale, send)

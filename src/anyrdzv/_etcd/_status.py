@@ -4,11 +4,11 @@ it: each member asked for its status at once, and the quorum judged from the ans
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._exceptions import StoreError
+from .._exceptions import StoreError, StoreProtocolError
 from . import _wire
 from ._gateway import STATUS
 
@@ -64,6 +64,27 @@ class ClusterStatus:
     leader: str | None
 
 
+async def _ask(gateway: Gateway, where: str) -> dict[str, Any]:
+    """Ask the member named ``where`` for its status, once, with no retry and no
+    failover (logging in first, with credentials).
+
+    :raises StoreError: a subclass for what went wrong
+    """
+    member = gateway.members.named(where)
+    deadline = anyio.current_time() + gateway.attempt_timeout
+    for _ in range(2):
+        if gateway.has_credentials and member.token is None:
+            await gateway.login(member, None, deadline=deadline)
+        status, content = await gateway.post(member, STATUS, _wire.encode({}), deadline=deadline)
+        try:
+            return _wire.read_answer(
+                STATUS, status, content, has_credentials=gateway.has_credentials
+            )
+        except _wire.InvalidToken:
+            await gateway.login(member, member.token, deadline=deadline)
+    raise StoreProtocolError(f"etcd at {where} refused every auth token on {STATUS}")
+
+
 async def cluster_status(gateway: Gateway) -> ClusterStatus:
     """Ask every member of ``gateway``, at once, for its status; once each, no retry.
 
@@ -76,7 +97,7 @@ async def cluster_status(gateway: Gateway) -> ClusterStatus:
     async def ask(where: str) -> None:
         started = anyio.current_time()
         try:
-            body = await gateway.call_member(where, STATUS, {})
+            body = await _ask(gateway, where)
             raw = _wire.status(STATUS, body)
         except StoreError as exc:
             found[where] = MemberStatus(where, reachable=False, error=str(exc))

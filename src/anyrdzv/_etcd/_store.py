@@ -132,11 +132,8 @@ class EtcdStore:
 
     async def __aenter__(self) -> EtcdStore:
         await self._gateway.open()
-        self._batcher = KeepAliveBatcher(
-            functools.partial(renew, self._gateway),
-            timeout=self._timeout,
-            where=self._gateway.where,
-        )
+        send = functools.partial(renew, self._gateway)
+        self._batcher = KeepAliveBatcher(send, timeout=self._timeout, where=self._gateway.where)
         return self
 
     async def __aexit__(
