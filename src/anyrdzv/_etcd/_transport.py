@@ -150,7 +150,7 @@ def handshake_hint(
         # What a TLS port does to plain HTTP: it hangs up without a word.
         return StoreConnectionError(
             f"etcd at {where} closed the connection without answering "
-            f"({cause or type(cause).__name__}). If it serves TLS, "
+            f"({cut(str(cause)) or type(cause).__name__}). If it serves TLS, "
             "use an https:// endpoint or pass ssl="
         )
     return None
