@@ -430,8 +430,7 @@ def main() -> None:
         async def kill_leader(store: Any) -> Kill:
             assert cluster is not None
             leader = await anyio.to_thread.run_sync(cluster.leader_index)
-            gateway = getattr(store, "_gateway", None)  # not API: for the report only
-            store_member = getattr(gateway, "member", None)
+            store_member = getattr(store, "member", None)  # EtcdStore.member
             at = time.perf_counter()
             await anyio.to_thread.run_sync(cluster.kill, leader)
             new_leader = await anyio.to_thread.run_sync(cluster.wait_leader, 30.0)

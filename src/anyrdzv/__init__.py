@@ -17,9 +17,9 @@ from ._core._public import __version__ as __version__
 from ._core._public import fixup_module_metadata as _fixup_module_metadata
 from ._core._timer import PeriodicTimer as PeriodicTimer
 from ._core._timer import TimerStatistics as TimerStatistics
-from ._etcd._store import ClusterStatus as ClusterStatus
+from ._etcd._status import ClusterStatus as ClusterStatus
+from ._etcd._status import MemberStatus as MemberStatus
 from ._etcd._store import EtcdStore as EtcdStore
-from ._etcd._store import MemberStatus as MemberStatus
 from ._exceptions import HeartbeatLost as HeartbeatLost
 from ._exceptions import LeaseExpired as LeaseExpired
 from ._exceptions import RendezvousClosed as RendezvousClosed

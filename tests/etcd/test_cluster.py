@@ -26,6 +26,7 @@ from anyrdzv import (
     StoreEvent,
     watch_members,
 )
+from anyrdzv.testing import use_member
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -239,7 +240,7 @@ class TestLeaderLoss:
             # different fault, in which etcd itself must elect anew.
             leader = await leader_of(cluster)
             hung = (leader + 1) % 3
-            store._gateway._current = hung
+            use_member(store, cluster.endpoints[hung])
             assert store.member == cluster.endpoints[hung]
             await anyio.sleep(1.5)  # every heartbeat renews through it once
             cluster.stop(hung)

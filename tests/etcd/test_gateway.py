@@ -2,6 +2,10 @@
 timings a real cluster cannot be made to give on demand (a member that refuses one
 call with "no leader", stalls on one call, answers a keep-alive after 0.39 s).
 
+Most members are served through an injected ``httpx.MockTransport``; loopback servers
+serve where the socket matters: a refused connection, servers that stop listening,
+and watch streams held open.
+
 The scenarios on a real cluster (SIGKILLed leader, quorum loss) are in
 ``test_etcd_cluster.py``.
 """
@@ -19,7 +23,9 @@ import anyio
 import pytest
 
 from anyrdzv import EtcdStore, Lease, StoreConnectionError, StoreEvent
+from anyrdzv.testing import use_member
 from tests._support.fake_gateway import Answer, FakeGateway, Request
+from tests._support.mock_gateway import MockGateways
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -114,7 +120,7 @@ def dead_endpoint() -> str:
 
 def start_at(store: EtcdStore, index: int) -> None:
     """Send the store's requests to its ``index``-th member (the start is random)."""
-    store._gateway._current = index
+    use_member(store, str(store.endpoints[index]))
 
 
 def store_on(*endpoints: str, **kwargs: Any) -> EtcdStore:
@@ -155,11 +161,9 @@ class TestUnaryFailover:
                 return range_answer("/k", b"from b", 7)
             return healthy(request)
 
-        async with (
-            FakeGateway(answers_a) as a,
-            FakeGateway(answers_b) as b,
-            store_on(a.endpoint, b.endpoint) as store,
-        ):
+        mock = MockGateways(answers_a, answers_b)
+        a, b = mock.members
+        async with store_on(a.endpoint, b.endpoint, transport=mock.transport) as store:
             start_at(store, 0)
             started = anyio.current_time()
             found = await store.get("/k")
@@ -185,11 +189,9 @@ class TestNonIdempotent:
         async def answers_a(request: Request) -> Answer:
             return await stall() if request.path == TXN else healthy(request)
 
-        async with (
-            FakeGateway(answers_a) as a,
-            FakeGateway(answers_b) as b,
-            store_on(a.endpoint, b.endpoint) as store,
-        ):
+        mock = MockGateways(answers_a, answers_b)
+        a, b = mock.members
+        async with store_on(a.endpoint, b.endpoint, transport=mock.transport) as store:
             start_at(store, 0)
             started = anyio.current_time()
             with pytest.raises(StoreConnectionError, match=f"etcd at {a.endpoint} "):
@@ -225,11 +227,9 @@ class TestNonIdempotent:
         def answers_b(request: Request) -> Answer:
             return swapped("/k", b"new", 8) if request.path == TXN else healthy(request)
 
-        async with (
-            FakeGateway(answers_a) as a,
-            FakeGateway(answers_b) as b,
-            store_on(a.endpoint, b.endpoint) as store,
-        ):
+        mock = MockGateways(answers_a, answers_b)
+        a, b = mock.members
+        async with store_on(a.endpoint, b.endpoint, transport=mock.transport) as store:
             start_at(store, 0)
             result = await store.compare_and_swap("/k", b"new", expected_mod_revision=3)
             assert store.member == b.endpoint
@@ -250,11 +250,9 @@ class TestNonIdempotent:
         def answers_a(request: Request) -> Answer:
             return etcd_error(503, 14, message) if request.path == TXN else healthy(request)
 
-        async with (
-            FakeGateway(answers_a) as a,
-            FakeGateway(healthy) as b,
-            store_on(a.endpoint, b.endpoint) as store,
-        ):
+        mock = MockGateways(answers_a, healthy)
+        a, b = mock.members
+        async with store_on(a.endpoint, b.endpoint, transport=mock.transport) as store:
             start_at(store, 0)
             with pytest.raises(StoreConnectionError, match=message):
                 await store.compare_and_swap("/k", b"new", expected_mod_revision=3)
@@ -280,11 +278,11 @@ class TestKeepAliveRace:
             sent.append(("b", anyio.current_time()))
             return renewed(42, 9)
 
-        async with (
-            FakeGateway(answers_a) as a,
-            FakeGateway(answers_b) as b,
-            store_on(a.endpoint, b.endpoint, timeout=timeout) as store,
-        ):
+        mock = MockGateways(answers_a, answers_b)
+        a, b = mock.members
+        async with store_on(
+            a.endpoint, b.endpoint, timeout=timeout, transport=mock.transport
+        ) as store:
             start_at(store, 0)
             started = anyio.current_time()
             ttl = await store.keep_alive(Lease(42, 10))
@@ -310,11 +308,9 @@ class TestKeepAliveRace:
             await anyio.sleep(5 * MEMBER_TIMEOUT)
             return renewed(42, 9)
 
-        async with (
-            FakeGateway(answers_a) as a,
-            FakeGateway(answers_b) as b,
-            store_on(a.endpoint, b.endpoint, timeout=4.0) as store,
-        ):
+        mock = MockGateways(answers_a, answers_b)
+        a, b = mock.members
+        async with store_on(a.endpoint, b.endpoint, timeout=4.0, transport=mock.transport) as store:
             start_at(store, 0)
             started = anyio.current_time()
             ttl = await store.keep_alive(Lease(42, 10))
@@ -373,10 +369,11 @@ class TestNoMemberAnswers:
         def answers(request: Request) -> Answer:
             return NO_LEADER
 
-        async with FakeGateway(answers) as a, FakeGateway(answers) as b:
-            with pytest.raises(StoreConnectionError, match="no leader"):
-                async with store_on(a.endpoint, b.endpoint):
-                    pass
+        mock = MockGateways(answers, answers)
+        a, b = mock.members
+        with pytest.raises(StoreConnectionError, match="no leader"):
+            async with store_on(a.endpoint, b.endpoint, transport=mock.transport):
+                pass
         assert a.paths() == [STATUS]
         assert b.paths() == [STATUS]
 
@@ -437,6 +434,7 @@ class TestWatchFailover:
             return healthy(request)
 
         seen: list[StoreEvent] = []
+        # On loopback servers: the watch streams are chunked answers held open on sockets.
         async with (
             FakeGateway(answers_a) as a,
             FakeGateway(answers_b) as b,
@@ -496,15 +494,18 @@ class TestCredentials:
             return healthy(request)
 
         member_b = AuthMember("b", serve_b)
-        async with FakeGateway(member_a) as a, FakeGateway(member_b) as b:
-            store = store_on(a.endpoint, b.endpoint, username="u", password="p")
-            start_at(store, 0)
-            async with store:
-                assert member_a.tokens == ["a-token-1"]
-                assert member_b.tokens == []  # open logs in to the member it talks to
-                result = await store.compare_and_swap("/k", b"new", expected_mod_revision=3)
-                assert store.member == b.endpoint
-                found = await store.get("/k")
+        mock = MockGateways(member_a, member_b)
+        a, b = mock.members
+        store = store_on(
+            a.endpoint, b.endpoint, username="u", password="p", transport=mock.transport
+        )
+        start_at(store, 0)
+        async with store:
+            assert member_a.tokens == ["a-token-1"]
+            assert member_b.tokens == []  # open logs in to the member it talks to
+            result = await store.compare_and_swap("/k", b"new", expected_mod_revision=3)
+            assert store.member == b.endpoint
+            found = await store.get("/k")
         assert result.succeeded
         assert found is not None
         assert found.value == b"new"

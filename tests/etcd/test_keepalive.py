@@ -138,5 +138,5 @@ async def test_a_silent_send_times_out_and_leaves_nothing_queued() -> None:
     with pytest.raises(StoreConnectionError, match=r"did not renew lease 7 within 0\.3 s"):
         await batcher.keep_alive(7)
     assert anyio.current_time() - start < 2
-    assert not batcher._renewals
-    assert not batcher._gathering
+    assert batcher.waiting == 0
+    assert not batcher.gathering

@@ -3,6 +3,7 @@ endpoints, TLS hints, misuse, foreign data, restarts, token expiry, join bursts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import ssl
@@ -28,6 +29,7 @@ from anyrdzv import (
 )
 from anyrdzv._etcd import _wire
 from tests._support.fake_gateway import Answer, FakeGateway, Request
+from tests._support.transport import RecordingTransport
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -137,14 +139,19 @@ class TestMisuse:
     async def test_entering_twice_is_a_clear_error_and_leaks_nothing(
         self, etcd_server: EtcdServer
     ) -> None:
-        store = EtcdStore(etcd_server.endpoint)
+        transport = RecordingTransport()
+        store = EtcdStore(etcd_server.endpoint, transport=transport)
         async with store:
-            client = store._gateway._client
+            sent = list(transport.paths)
             with pytest.raises(RuntimeError, match="open already"):
                 await store.__aenter__()
-            assert store._gateway._client is client  # the first client is still the one
+            # The failed enter sent nothing and closed nothing: the first client is
+            # still the one, and it still works.
+            assert transport.paths == sent
+            assert transport.closed == 0
             await members(store, "g")
-        assert store._gateway._client is None
+            assert len(transport.paths) > len(sent)
+        assert transport.closed == 1
 
     async def test_using_a_closed_store_is_a_clear_error(self, etcd_server: EtcdServer) -> None:
         store = EtcdStore(etcd_server.endpoint)
@@ -424,17 +431,28 @@ class TestJoinBurst:
         self, etcd_server: EtcdServer
     ) -> None:
         """Keep-alives have their own slots; a grant behind a stuck queue says it queued."""
-        async with EtcdStore(etcd_server.endpoint, timeout=0.5) as store:
+        # Puts that etcd never answers fill the 4 request slots until the timeout; 4 more
+        # queue behind them, and take the slots over when they time out, for as long
+        # again. A grant queued behind those waits for the timeout with no answer.
+        transport = RecordingTransport(hold={"/v3/kv/put"})
+        async with EtcdStore(etcd_server.endpoint, timeout=1, transport=transport) as store:
             lease = await store.grant(10)
-            slots = store._gateway._requests
-            assert slots is not None
-            for _ in range(4):
-                await slots.acquire(1)  # every slot for other requests is taken, no answers
-            try:
+
+            async def stuck_put() -> None:
+                with contextlib.suppress(StoreConnectionError):
+                    await store.put("/stuck", b"v")
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(stuck_put)
+                await anyio.wait_all_tasks_blocked()
+                assert transport.paths.count("/v3/kv/put") == 4
+                await anyio.sleep(0.3)
+                for _ in range(4):
+                    tg.start_soon(stuck_put)
+                await anyio.wait_all_tasks_blocked()
                 assert await store.keep_alive(lease) == 10
                 with pytest.raises(StoreConnectionError, match="slots in this process"):
                     await store.grant(10)
-            finally:
-                for _ in range(4):
-                    slots.release()
+                tg.cancel_scope.cancel()
             await store.revoke(lease)

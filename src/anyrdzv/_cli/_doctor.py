@@ -10,7 +10,7 @@ import anyio
 
 from .._core._endpoint import parse_rendezvous_endpoint
 from .._core._hostname import explain_machine_hostname, local_identity
-from .._etcd._store import ClusterStatus, MemberStatus
+from .._etcd._status import ClusterStatus, MemberStatus
 from .._exceptions import StoreError
 from ._errors import is_interrupt, one_line, usage_errors
 from ._options import add_endpoint_options, add_etcd_options, etcd_store, tls_context

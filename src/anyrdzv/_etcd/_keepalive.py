@@ -86,6 +86,16 @@ class KeepAliveBatcher:
         self._gathering = False
         self._last_answer = -float("inf")  # when a batch was last answered
 
+    @property
+    def waiting(self) -> int:
+        """How many keep-alives wait for a request (not those in one in flight)."""
+        return len(self._renewals)
+
+    @property
+    def gathering(self) -> bool:
+        """Whether a caller is gathering the next batch now."""
+        return self._gathering
+
     def _wake_next_gatherer(self) -> None:
         """If keep-alives wait and nobody gathers them, wake the first to do it."""
         if self._renewals and not self._gathering:

@@ -1,194 +1,43 @@
-"""EtcdStore: the LeaseStore facade over etcd's gateway client, keep-alive batcher and
-wire format."""
+"""EtcdStore: the :class:`~anyrdzv.LeaseStore` facade over etcd's gateway client, the
+keep-alive batcher, the watch and the wire format. It checks arguments, and translates
+between the store's model and etcd's requests and answers."""
 
 from __future__ import annotations
 
-import logging
-import ssl as _ssl
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+import functools
+from typing import TYPE_CHECKING, final
 
-import anyio
-import httpx
-
-from .._checks import check_positive, check_str, echo, type_name, wrong_type
-from .._core._delay import backoff
-from .._core._endpoint import Endpoint, parse_rendezvous_endpoint
-from .._exceptions import LeaseExpired, StoreCompacted, StoreConnectionError, StoreError
+from .._checks import check_positive, check_str
 from .._stores._model import (
     CasResult,
     KeyValue,
     Lease,
-    StoreEvent,
     check_key,
     check_lease_id,
     check_mod_revision,
     check_put,
     check_ttl,
 )
-from .._stores._txn import (
-    Compare,
-    DeleteResult,
-    Get,
-    GetResult,
-    Put,
-    PutResult,
-    TxnOp,
-    TxnOpResult,
-    TxnResult,
-    check_txn,
-)
-from . import _wire
-from ._gateway import Gateway, WatchConnection
+from .._stores._txn import check_txn
+from . import _requests, _wire
+from ._auth import check_credentials
+from ._endpoints import gateway_members, parse_etcd_endpoints
+from ._gateway import Gateway
 from ._keepalive import KeepAliveBatcher
+from ._renew import renew
+from ._status import ClusterStatus, cluster_status
+from ._watch import watch
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Iterator
+    import ssl as _ssl
+    from collections.abc import AsyncGenerator, Callable, Sequence
     from types import TracebackType
 
-logger = logging.getLogger(__name__)
+    import httpx
 
-ETCD_DEFAULT_PORT = 2379
-
-
-def parse_etcd_endpoint(
-    endpoint: object, ssl: object
-) -> tuple[Endpoint, str, _ssl.SSLContext | None]:
-    """Read ``host[:port]`` or an ``http(s)://host[:port]`` URL; return the endpoint, the
-    scheme and the SSL context to use.
-
-    :raises ValueError: if the endpoint is malformed, or says plain HTTP beside ``ssl``
-    :raises TypeError: if an argument has the wrong type
-    """
-    text = check_str("endpoint", endpoint).strip()
-    if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
-        raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type_name(ssl)}")
-    scheme = "https" if ssl is not None else "http"
-    if "://" in text:
-        given, _, rest = text.partition("://")
-        given = given.lower()
-        if given not in ("http", "https"):
-            raise ValueError(
-                f"endpoint must be host[:port] or an http:// or https:// URL, got {echo(text)}"
-            )
-        rest = rest.removesuffix("/")
-        if "/" in rest or "?" in rest or "#" in rest:
-            raise ValueError(f"endpoint must be a URL with no path, got {echo(text)}")
-        if given == "http" and ssl is not None:
-            raise ValueError(
-                f"endpoint {echo(text)} says plain HTTP, but ssl= was given: "
-                "use https://, or host:port"
-            )
-        if given == "https" and ssl is None:
-            ssl = _ssl.create_default_context()  # the system's CAs
-        scheme = given
-        text = rest
-    parsed = parse_rendezvous_endpoint(text, ETCD_DEFAULT_PORT)
-    host = parsed.host
-    if ":" not in host and not host.replace(".", "").isdigit():
-        # A name must be one that DNS can carry; httpx would fail on it later, raw.
-        try:
-            encoded = host.encode("idna")
-        except UnicodeError:
-            encoded = b""
-        if not encoded or len(encoded) > 253:
-            raise ValueError(f"endpoint host {echo(host)} is not a valid host name")
-    return parsed, scheme, ssl
-
-
-@dataclass(frozen=True)
-class MemberStatus:
-    """What one etcd member says of itself, as :meth:`EtcdStore.cluster_status` asks.
-
-    :ivar endpoint: the member, as ``host:port``
-    :ivar reachable: whether it answered
-    :ivar latency: how long its answer took, in seconds (``None`` if none came)
-    :ivar version: its etcd version
-    :ivar member_id: its id in the cluster
-    :ivar leader_id: the id of the leader it knows, or ``None`` if it knows none
-    :ivar is_leader: whether it is the leader
-    :ivar raft_term: its raft term
-    :ivar db_size: the size of its database, in bytes
-    :ivar errors: the alarms and errors it reports (``etcdserver: no leader``, ...)
-    :ivar error: why it did not answer, if it did not
-
-    .. versionadded:: 0.2
-    """
-
-    endpoint: str
-    reachable: bool
-    latency: float | None = None
-    version: str | None = None
-    member_id: int | None = None
-    leader_id: int | None = None
-    is_leader: bool = False
-    raft_term: int | None = None
-    db_size: int | None = None
-    errors: tuple[str, ...] = ()
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class ClusterStatus:
-    """Every listed member's :class:`MemberStatus`, and whether they have a quorum.
-
-    :ivar members: each member's status, in the order they were listed
-    :ivar quorum: whether a majority of the listed members answer and name one leader
-    :ivar leader: the leader's endpoint, if a listed member leads
-
-    .. versionadded:: 0.2
-    """
-
-    members: tuple[MemberStatus, ...]
-    quorum: bool
-    leader: str | None
-
-
-def parse_etcd_endpoints(
-    endpoints: object, ssl: object
-) -> list[tuple[Endpoint, str, _ssl.SSLContext | None]]:
-    """Read a cluster's members: a comma-separated ``str``, or a sequence of ``str``,
-    each as :func:`parse_etcd_endpoint` reads one.
-
-    :raises ValueError: if there is no member, one is malformed, or one is listed twice
-    :raises TypeError: if an argument has the wrong type
-    """
-    if isinstance(endpoints, str):
-        items = endpoints.split(",") if "," in endpoints else [endpoints]
-    elif isinstance(endpoints, Sequence) and not isinstance(endpoints, bytes | bytearray):
-        items = list(endpoints)
-        if not items:
-            raise ValueError("endpoint must name at least one etcd member, got an empty list")
-        for item in items:
-            if not isinstance(item, str):
-                raise TypeError(
-                    f"{wrong_type('endpoint', item, 'a str or a sequence of str')} in the sequence"
-                )
-    else:
-        raise wrong_type("endpoint", endpoints, "a str or a sequence of str")
-    parsed: list[tuple[Endpoint, str, _ssl.SSLContext | None]] = []
-    seen: dict[tuple[str, int], str] = {}
-    for index, item in enumerate(items):
-        if not item.strip():
-            raise ValueError(
-                f"endpoint has an empty member (number {index + 1}) in {echo(endpoints)}"
-            )
-        try:
-            member = parse_etcd_endpoint(item, ssl)
-        except ValueError as exc:
-            if len(items) == 1:
-                raise
-            raise ValueError(f"etcd member {echo(item.strip())} in the list: {exc}") from None
-        where = (member[0].host.lower(), member[0].port)
-        if where in seen:
-            raise ValueError(
-                f"endpoint lists etcd member {echo(item.strip())} twice "
-                f"(as {echo(seen[where])} before)"
-            )
-        seen[where] = item.strip()
-        parsed.append(member)
-    return parsed
+    from .._core._endpoint import Endpoint
+    from .._stores._model import StoreEvent
+    from .._stores._txn import Compare, TxnOp, TxnResult
 
 
 @final
@@ -217,6 +66,12 @@ class EtcdStore:
         Time spent queued behind this process's own requests is not counted, as long
         as etcd keeps answering them.
     :param watch_idle: how long a watch may hear nothing before it is re-created
+    :param member_timeout: with several members, how long one member may take to answer
+        before a request moves on to the next
+    :param transport: the httpx transport to send requests through, as
+        ``httpx.AsyncClient(transport=...)`` takes it; ``None`` for the network. An
+        ``httpx.MockTransport`` answers as a test says, for the answers a real etcd
+        cannot be made to give. The store closes it when it closes.
     :raises ValueError: if the endpoint is malformed, or a time is not positive
     :raises TypeError: if an argument has the wrong type
 
@@ -234,42 +89,23 @@ class EtcdStore:
         timeout: float = 5.0,
         watch_idle: float = 10.0,
         member_timeout: float = 1.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         parsed_members = parse_etcd_endpoints(endpoint, ssl)
         self.endpoints: tuple[Endpoint, ...] = tuple(parsed for parsed, _, _ in parsed_members)
         self.endpoint: Endpoint = self.endpoints[0]
-        if username is not None:
-            check_str("username", username)
-        if password is not None:
-            check_str("password", password)
-        if (username is None) != (password is None):
-            raise ValueError("username and password go together: give both or neither")
+        check_credentials(username, password)
         self._timeout = check_positive("timeout", timeout)
         self._watch_idle = check_positive("watch_idle", watch_idle)
-        check_positive("member_timeout", member_timeout)
-        context = ssl
-        members: list[tuple[str, str]] = []
-        for parsed, scheme, member_context in parsed_members:
-            context = context or member_context
-            host = parsed.host
-            if ":" in host:
-                host = f"[{host.replace('%', '%25')}]"
-            base_url = f"{scheme}://{host}:{parsed.port}"
-            try:
-                httpx.URL(base_url)
-            except httpx.InvalidURL as exc:
-                raise ValueError(
-                    f"endpoint {echo(str(parsed))} is not a valid URL: {exc}"
-                ) from None
-            members.append((base_url, str(parsed)))
+        members, context = gateway_members(parsed_members, ssl)
         self._gateway = Gateway(
             members,
-            ",".join(where for _, where in members),
             ssl=context,
             username=username,
             password=password,
             timeout=self._timeout,
-            member_timeout=member_timeout,
+            member_timeout=check_positive("member_timeout", member_timeout),
+            transport=transport,
         )
         self._batcher: KeepAliveBatcher | None = None
 
@@ -292,50 +128,12 @@ class EtcdStore:
 
         .. versionadded:: 0.2
         """
-        gateway = self._gateway
-        gateway.require_open()
-        found: dict[str, MemberStatus] = {}
-        path = "/v3/maintenance/status"
-
-        async def ask(where: str) -> None:
-            started = anyio.current_time()
-            try:
-                body = await gateway.call_member(where, path, {})
-                raw = _wire.status(path, body)
-            except StoreError as exc:
-                found[where] = MemberStatus(where, reachable=False, error=str(exc))
-                return
-            found[where] = MemberStatus(
-                where,
-                reachable=True,
-                latency=anyio.current_time() - started,
-                version=raw.version or None,
-                member_id=raw.member_id,
-                leader_id=raw.leader or None,
-                is_leader=raw.leader != 0 and raw.leader == raw.member_id,
-                raft_term=raw.raft_term,
-                db_size=raw.db_size,
-                errors=raw.errors,
-            )
-
-        async with anyio.create_task_group() as tg:
-            for where in gateway.members:
-                tg.start_soon(ask, where)
-        statuses = tuple(found[where] for where in gateway.members)
-        votes: dict[int, int] = {}
-        for member in statuses:
-            if member.reachable and member.leader_id is not None and not member.errors:
-                votes[member.leader_id] = votes.get(member.leader_id, 0) + 1
-        majority = len(statuses) // 2 + 1
-        quorum = any(count >= majority for count in votes.values())
-        leader = next((m.endpoint for m in statuses if m.is_leader), None)
-        return ClusterStatus(statuses, quorum, leader)
+        return await cluster_status(self._gateway)
 
     async def __aenter__(self) -> EtcdStore:
         await self._gateway.open()
-        self._batcher = KeepAliveBatcher(
-            self._gateway.renew, timeout=self._timeout, where=self._gateway.where
-        )
+        send = functools.partial(renew, self._gateway)
+        self._batcher = KeepAliveBatcher(send, timeout=self._timeout, where=self._gateway.where)
         return self
 
     async def __aexit__(
@@ -351,30 +149,6 @@ class EtcdStore:
         self._batcher = None
         await self._gateway.aclose()
 
-    def _key(self, raw: bytes, where: str) -> str | None:
-        """A key as text, or ``None`` (logged) for a foreign key that is not UTF-8."""
-        try:
-            return raw.decode()
-        except UnicodeDecodeError:
-            logger.warning(
-                "skipping a key in %s from etcd at %s that is not UTF-8: %s",
-                where,
-                self._gateway.where,
-                echo(raw),
-            )
-            return None
-
-    @staticmethod
-    def _key_value(raw: _wire.RawKeyValue, key: str) -> KeyValue:
-        return KeyValue(
-            key,
-            raw.value,
-            raw.create_revision,
-            raw.mod_revision,
-            raw.version,
-            raw.lease or None,
-        )
-
     # -- the LeaseStore protocol ------------------------------------------------------------
 
     async def grant(self, ttl: int) -> Lease:
@@ -383,10 +157,7 @@ class EtcdStore:
         etcd may raise a very short TTL to its minimum; the lease says what was granted.
         """
         check_ttl(ttl)
-        path = "/v3/lease/grant"
-        body = await self._gateway.call(path, {"TTL": str(ttl)})
-        lease_id, granted = _wire.grant(path, body, ttl)
-        return Lease(lease_id, granted)
+        return await _requests.grant(self._gateway, ttl)
 
     async def keep_alive(self, lease: Lease) -> int:
         """Renew ``lease`` and return its remaining TTL.
@@ -403,10 +174,7 @@ class EtcdStore:
 
     async def revoke(self, lease: Lease) -> None:
         """Revoke ``lease`` now, deleting its keys. A gone lease is not an error."""
-        try:
-            await self._gateway.call("/v3/lease/revoke", {"ID": str(lease.id)}, urgent=True)
-        except LeaseExpired:
-            pass
+        await _requests.revoke(self._gateway, lease.id)
 
     async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
         """Set ``key`` to ``value``, under ``lease`` if given; return the new revision.
@@ -414,31 +182,15 @@ class EtcdStore:
         :raises LeaseExpired: if ``lease`` is gone
         """
         check_put(key, value)
-        path = "/v3/kv/put"
-        payload: dict[str, Any] = {"key": _wire.b64_text(key), "value": _wire.b64(value)}
-        if lease is not None:
-            payload["lease"] = str(lease.id)
-        # A put under a lease is a member joining: its lease is already ticking.
-        answer = await self._gateway.call(path, payload, urgent=lease is not None)
-        return _wire.revision(path, answer)
+        return await _requests.put(self._gateway, key, value, lease)
 
     async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
         """Return every key under ``prefix`` with its value, and the store revision.
 
         Keys that are not UTF-8, which no anyrdzv writer makes, are skipped and logged.
         """
-        check_str("prefix", prefix)
-        path = "/v3/kv/range"
-        body = await self._gateway.call(
-            path, {"key": _wire.prefix_start(prefix), "range_end": _wire.prefix_end(prefix)}
-        )
-        kvs, revision = _wire.range_result(path, body)
-        found: dict[str, bytes] = {}
-        for kv in kvs:
-            key = self._key(kv.key, prefix)
-            if key is not None:
-                found[key] = kv.value
-        return found, revision
+        kvs, revision = await self.get_prefix_kv(prefix)
+        return {kv.key: kv.value for kv in kvs}, revision
 
     async def get(self, key: str) -> KeyValue | None:
         """Return ``key`` with its value and revisions, or ``None`` if it is absent.
@@ -446,14 +198,7 @@ class EtcdStore:
         .. versionadded:: 0.2
         """
         check_key(key)
-        path = "/v3/kv/range"
-        body = await self._gateway.call(path, {"key": _wire.b64_text(key)})
-        kvs, _ = _wire.range_result(path, body)
-        raw_key = key.encode()
-        for kv in kvs:
-            if kv.key == raw_key:
-                return self._key_value(kv, key)
-        return None
+        return await _requests.get(self._gateway, key)
 
     async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Return every key under ``prefix``, sorted by key, and the revision read at.
@@ -463,17 +208,7 @@ class EtcdStore:
         .. versionadded:: 0.2
         """
         check_str("prefix", prefix)
-        path = "/v3/kv/range"
-        body = await self._gateway.call(
-            path, {"key": _wire.prefix_start(prefix), "range_end": _wire.prefix_end(prefix)}
-        )
-        kvs, revision = _wire.range_result(path, body)
-        found: list[KeyValue] = []
-        for kv in sorted(kvs, key=lambda kv: kv.key):
-            key = self._key(kv.key, prefix)
-            if key is not None:
-                found.append(self._key_value(kv, key))
-        return found, revision
+        return await _requests.get_prefix(self._gateway, prefix)
 
     async def delete(self, key: str) -> bool:
         """Delete ``key``; return whether it existed. Deleting an absent key changes
@@ -487,10 +222,7 @@ class EtcdStore:
         .. versionadded:: 0.2
         """
         check_key(key)
-        path = "/v3/kv/deleterange"
-        body = await self._gateway.call(path, {"key": _wire.b64_text(key)}, retry=False)
-        count, _ = _wire.deleted(path, body)
-        return count > 0
+        return await _requests.delete(self._gateway, {"key": _wire.b64_text(key)}) > 0
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix``, at one revision; return how many there were.
@@ -503,14 +235,7 @@ class EtcdStore:
         .. versionadded:: 0.2
         """
         check_str("prefix", prefix)
-        path = "/v3/kv/deleterange"
-        body = await self._gateway.call(
-            path,
-            {"key": _wire.prefix_start(prefix), "range_end": _wire.prefix_end(prefix)},
-            retry=False,
-        )
-        count, _ = _wire.deleted(path, body)
-        return count
+        return await _requests.delete(self._gateway, _wire.prefix_range(prefix))
 
     async def compare_and_swap(
         self,
@@ -539,15 +264,11 @@ class EtcdStore:
         """
         check_put(key, value)
         check_mod_revision("expected_mod_revision", expected_mod_revision)
-        path = "/v3/kv/txn"
-        request = _wire.compare_and_swap_request(
-            key, value, expected_mod_revision, None if lease is None else lease.id
+        return await _requests.compare_and_swap(
+            self._gateway, key, value, expected_mod_revision, lease
         )
-        body = await self._gateway.call(path, request, retry=False, urgent=lease is not None)
-        succeeded, raw = _wire.compare_and_swap_result(path, body, key)
-        return CasResult(succeeded, None if raw is None else self._key_value(raw, key))
 
-    async def watch_prefix(
+    def watch_prefix(
         self,
         prefix: str,
         *,
@@ -560,104 +281,13 @@ class EtcdStore:
         :raises StoreCompacted: if ``start_revision`` has been compacted
         :raises StoreConnectionError: if the stream breaks; resume from the next revision
         """
-        check_str("prefix", prefix)
-        gateway = self._gateway
-        next_revision = start_revision
-        renewed = False
-        failing_since: float | None = None  # the first failure since the watch last opened
-        pauses: Iterator[float] | None = None
-        while True:
-            request = {
-                "create_request": {
-                    "key": _wire.prefix_start(prefix),
-                    "range_end": _wire.prefix_end(prefix),
-                    "start_revision": str(next_revision),
-                    "progress_notify": True,
-                }
-            }
-            connection: WatchConnection | None = None
-            try:
-                async with gateway.stream("/v3/watch", request) as connection:
-                    created = False
-                    while True:
-                        # Until etcd confirms the watch, it must answer in the member
-                        # timeout; after, a quiet stream is checked by making it again.
-                        bound = self._watch_idle if created else gateway.attempt_timeout
-                        line = await connection.next_line(bound, lambda: gateway.member)
-                        if line is None:
-                            if not created:
-                                raise StoreConnectionError(
-                                    f"etcd at {connection.member.where} did not confirm "
-                                    f"the watch on {prefix!r} within {bound} s"
-                                )
-                            logger.debug(
-                                "watch on %r heard nothing for %s s; making it again to "
-                                "check the connection",
-                                prefix,
-                                self._watch_idle,
-                            )
-                            break
-                        if not line.strip():
-                            continue
-                        message = _wire.watch_line(line, has_credentials=gateway.has_credentials)
-                        if message.compact_revision:
-                            raise StoreCompacted(
-                                f"revision {next_revision} has been compacted; "
-                                f"the oldest kept is {message.compact_revision}",
-                                message.compact_revision,
-                            )
-                        if message.canceled:
-                            raise _wire.watch_cancelled(
-                                message.cancel_reason,
-                                has_credentials=gateway.has_credentials,
-                            )
-                        if message.created and not created:
-                            created = True
-                            renewed = False
-                            failing_since = None
-                            pauses = None
-                            if on_open is not None:
-                                on_open()
-                        for event in message.events:
-                            next_revision = event.kv.mod_revision + 1
-                            key = self._key(event.kv.key, f"the watch on {prefix!r}")
-                            if key is None:
-                                continue
-                            yield StoreEvent(
-                                event.type,
-                                key,
-                                event.kv.value,
-                                event.kv.mod_revision,
-                                event.kv.create_revision,
-                                event.kv.version,
-                                event.kv.lease or None,
-                            )
-            except _wire.InvalidToken:
-                if renewed or connection is None:
-                    raise
-                renewed = True
-                await gateway.relogin(connection)
-            except StoreConnectionError as exc:
-                # With a cluster, the stream resumes on the next member, from the next
-                # revision: nothing is lost, nothing repeated. Once every member has
-                # failed for the timeout, the caller hears of it.
-                if not gateway.several:
-                    raise
-                now = anyio.current_time()
-                failing_since = now if failing_since is None else failing_since
-                if now - failing_since >= self._timeout:
-                    raise
-                pauses = pauses or backoff(0.05, 1.0)
-                pause = next(pauses) if now - failing_since > gateway.attempt_timeout else 0.0
-                logger.warning(
-                    "watch on %r resumes from revision %d on etcd at %s%s: %s",
-                    prefix,
-                    next_revision,
-                    gateway.member,
-                    f" in {pause:.2f} s" if pause else "",
-                    exc,
-                )
-                await anyio.sleep(pause)
+        return watch(
+            self._gateway,
+            prefix,
+            start_revision=start_revision,
+            on_open=on_open,
+            watch_idle=self._watch_idle,
+        )
 
     async def txn(
         self,
@@ -694,29 +324,7 @@ class EtcdStore:
         .. versionadded:: 0.2
         """
         compares, on_success, on_failure = check_txn(compare, success, failure)
-        path = "/v3/kv/txn"
-        request = _wire.txn_request(compares, on_success, on_failure)
-        # A put under a lease is a member joining: its lease is already ticking.
-        urgent = any(
-            isinstance(op, Put) and op.lease is not None for op in (*on_success, *on_failure)
-        )
-        body = await self._gateway.call(path, request, retry=False, urgent=urgent)
-        answer = _wire.txn_answer(path, body, on_success, on_failure)
-        results: list[TxnOpResult] = []
-        ran = on_success if answer.succeeded else on_failure
-        for op, response in zip(ran, answer.responses, strict=True):
-            if isinstance(op, Get):
-                kvs: list[KeyValue] = []
-                for raw in sorted(response.kvs, key=lambda kv: kv.key):
-                    key = self._key(raw.key, f"the txn's get of {op.key!r}")
-                    if key is not None:
-                        kvs.append(self._key_value(raw, key))
-                results.append(GetResult(tuple(kvs)))
-            elif isinstance(op, Put):
-                results.append(PutResult(answer.revision))
-            else:
-                results.append(DeleteResult(response.deleted))
-        return TxnResult(answer.succeeded, answer.revision, tuple(results))
+        return await _requests.txn(self._gateway, compares, on_success, on_failure)
 
     async def time_to_live(self, lease: Lease | int) -> int | None:
         """Return the remaining time to live of ``lease``, in whole seconds, as etcd
@@ -730,10 +338,13 @@ class EtcdStore:
 
         .. versionadded:: 0.2
         """
-        lease_id = check_lease_id(lease)
-        path = "/v3/lease/timetolive"
-        try:
-            body = await self._gateway.call(path, {"ID": str(lease_id)})
-        except LeaseExpired:
-            return None
-        return _wire.time_to_live(path, body)
+        return await _requests.time_to_live(self._gateway, check_lease_id(lease))
+
+
+def send_requests_to(store: EtcdStore, member: str) -> None:
+    """Send ``store``'s requests to ``member`` from now on: for
+    :func:`anyrdzv.testing.use_member`.
+
+    :raises ValueError: if it is not one of the store's members
+    """
+    store._gateway.members.use(member)

@@ -104,6 +104,11 @@ def prefix_end(prefix: str) -> str:
     return b64(bytes(raw))
 
 
+def prefix_range(prefix: str) -> dict[str, str]:
+    """The ``key`` and ``range_end`` of a request for every key under ``prefix``."""
+    return {"key": prefix_start(prefix), "range_end": prefix_end(prefix)}
+
+
 def encode(payload: object) -> bytes:
     """A request body."""
     return json.dumps(payload, separators=(",", ":")).encode()
