@@ -48,7 +48,7 @@ class _Body(httpx.AsyncByteStream):
         return data
 
 
-async def _finish_generators(response: httpx.Response, lines: AsyncIterator[str]) -> None:
+async def _finish_generators(response: httpx.Response, lines: AsyncIterator[str] | None) -> None:
     """Close a streamed response so that httpx's chain of async generators ends now.
 
     ``aiter_lines()`` reads through half a dozen nested async generators in httpx and
@@ -59,6 +59,8 @@ async def _finish_generators(response: httpx.Response, lines: AsyncIterator[str]
     """
     with anyio.CancelScope(shield=True):
         await response.aclose()
+        if lines is None:
+            return  # no line was asked for: there is no chain to unwind
         try:
             await lines.__anext__()
         except (httpx.HTTPError, httpx.StreamError, StopAsyncIteration):
@@ -160,10 +162,18 @@ def handshake_hint(
 class StreamedAnswer:
     """The head of a streamed answer, and its lines as they come."""
 
-    def __init__(self, response: httpx.Response, lines: AsyncIterator[str], limit: float) -> None:
+    def __init__(self, response: httpx.Response, limit: float) -> None:
         self._response = response
         self._limit = limit
-        self.lines = lines
+        self._lines: AsyncIterator[str] | None = None
+
+    @property
+    def lines(self) -> AsyncIterator[str]:
+        """The answer's lines, as they come. Made when first asked for: an error answer
+        whose body is read whole (:meth:`read`) leaves no chain of generators behind."""
+        if self._lines is None:
+            self._lines = self._response.aiter_lines()
+        return self._lines
 
     @property
     def status(self) -> int:
@@ -281,8 +291,8 @@ class Transport:
         with map_errors(where, limit=limit):
             with anyio.fail_after(limit):
                 response = await client.send(request, stream=True)
-            lines = response.aiter_lines()
+            answer = StreamedAnswer(response, limit)
             try:
-                yield StreamedAnswer(response, lines, limit)
+                yield answer
             finally:
-                await _finish_generators(response, lines)
+                await _finish_generators(response, answer._lines)
