@@ -8,6 +8,7 @@ It knows URLs and deadlines, not members, slots or retries: those are the gatewa
 from __future__ import annotations
 
 import functools
+import math
 import ssl as _ssl
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, final
@@ -82,6 +83,12 @@ def _ssl_error(exc: BaseException) -> _ssl.SSLError | None:
     return cause
 
 
+def _seconds(limit: float) -> str:
+    """A request's time limit for a message, rounded up to the hundredth: what is left of
+    a 0.5-s timeout when the request goes out is 0.4994 s, and the user set 0.5."""
+    return f"{math.ceil(limit * 100 - 1e-6) / 100:g}"
+
+
 def connection_error(
     exc: BaseException, *, where: str, limit: float, waited: float = 0.0
 ) -> StoreError:
@@ -104,7 +111,7 @@ def connection_error(
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         queued = f", after {waited:.1f} s waiting for a request slot" if waited > 0.05 else ""
         return StoreConnectionError(
-            f"etcd at {where} did not answer within {limit:.3g} s{queued} ({text})"
+            f"etcd at {where} did not answer within {_seconds(limit)} s{queued} ({text})"
         )
     return StoreConnectionError(f"cannot reach etcd at {where}: {text}")
 
