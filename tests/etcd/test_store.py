@@ -21,14 +21,18 @@ from anyrdzv import (
     HeartbeatLost,
     MemberEvent,
     MembersSnapshot,
+    Put,
+    StoreCompacted,
     StoreConnectionError,
     StoreError,
+    StorePermissionError,
     StoreProtocolError,
     members,
     watch_members,
 )
 from anyrdzv._etcd import _wire
 from tests._support.fake_gateway import Answer, FakeGateway, Request
+from tests._support.stores import collect
 from tests._support.transport import RecordingTransport
 
 if TYPE_CHECKING:
@@ -456,3 +460,133 @@ class TestJoinBurst:
                     await store.grant(10)
                 tg.cancel_scope.cancel()
             await store.revoke(lease)
+
+
+# -- connecting, TLS and auth, with heartbeats ----------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+class TestEtcdStoreConnecting:
+    async def test_unreachable_store_fails_fast(self) -> None:
+        from tests._support.etcd_server import free_port
+
+        start = anyio.current_time()
+        with pytest.raises(StoreConnectionError, match="cannot reach etcd at 127.0.0.1"):
+            async with EtcdStore(f"127.0.0.1:{free_port()}", timeout=1):
+                pass
+        assert anyio.current_time() - start < 5
+
+    async def test_silent_store_times_out(self) -> None:
+        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            start = anyio.current_time()
+            with pytest.raises(StoreConnectionError, match="did not answer within 0.5 s"):
+                async with EtcdStore(f"127.0.0.1:{port}", timeout=0.5):
+                    pass
+            assert anyio.current_time() - start < 3
+
+    async def test_store_must_be_opened(self) -> None:
+        with pytest.raises(RuntimeError, match="async with EtcdStore"):
+            await EtcdStore().grant(5)
+
+    async def test_bad_arguments(self) -> None:
+        with pytest.raises(ValueError, match="The port number of the rendezvous endpoint"):
+            EtcdStore("h:99999")
+        with pytest.raises(ValueError, match="timeout must be positive and finite, got 0"):
+            EtcdStore(timeout=0)
+        with pytest.raises(ValueError, match="username and password go together"):
+            EtcdStore(username="root")
+        with pytest.raises(TypeError, match="ssl must be an ssl.SSLContext"):
+            EtcdStore(ssl=True)  # type: ignore[arg-type]
+        assert EtcdStore("[::1]").endpoint == ("::1", 2379)
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(tmp_path_factory: pytest.TempPathFactory, need_etcd: None) -> Any:
+    from tests._support.etcd_server import EtcdServer
+
+    workdir = tmp_path_factory.mktemp("etcd-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file, ca_file = workdir / "cert.pem", workdir / "key.pem", workdir / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = EtcdServer(workdir, cert=cert_file, key=key_file, ca_file=ca_file)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def auth_etcd(tmp_path_factory: pytest.TempPathFactory, need_etcd: None) -> Any:
+    from tests._support.etcd_server import EtcdServer
+
+    server = EtcdServer(tmp_path_factory.mktemp("etcd-auth"))
+    server.start()
+    server.enable_auth("s3cret")
+    yield server
+    server.stop()
+
+
+class TestSecurity:
+    async def test_tls_with_the_ca(self, tls_etcd: EtcdServer) -> None:
+        context = ssl.create_default_context(cafile=str(tls_etcd.ca_file))
+        async with (
+            EtcdStore(tls_etcd.endpoint, ssl=context) as store,
+            Heartbeat(store, "tls", "m", interval=0.5),
+        ):
+            assert set((await members(store, "tls")).members) == {"m"}
+
+    async def test_tls_without_the_ca_is_a_clear_error(self, tls_etcd: EtcdServer) -> None:
+        with pytest.raises(StoreConnectionError, match="TLS with etcd at 127.0.0.1:.* failed"):
+            async with EtcdStore(tls_etcd.endpoint, ssl=ssl.create_default_context(), timeout=2):
+                pass
+
+    async def test_auth_with_credentials(self, auth_etcd: EtcdServer) -> None:
+        async with (
+            EtcdStore(auth_etcd.endpoint, username="root", password="s3cret") as store,
+            Heartbeat(store, "auth", "m", interval=0.5),
+        ):
+            assert set((await members(store, "auth")).members) == {"m"}
+
+    async def test_auth_without_credentials_is_a_permission_error(
+        self, auth_etcd: EtcdServer
+    ) -> None:
+        async with EtcdStore(auth_etcd.endpoint) as store:
+            with pytest.raises(StorePermissionError, match="pass username and password"):
+                await store.put("/anyrdzv/auth/members/m", b"")
+            with pytest.raises(StorePermissionError, match="user name is empty"):
+                await members(store, "auth")
+
+    async def test_auth_with_a_wrong_password(self, auth_etcd: EtcdServer) -> None:
+        with pytest.raises(StorePermissionError, match="etcd refused /v3/auth/authenticate"):
+            async with EtcdStore(auth_etcd.endpoint, username="root", password="wrong"):
+                pass
+
+
+# -- the txn and watch contract, etcd's side alone ------------------------------
+
+
+async def test_an_etcd_store_refuses_a_bad_txn_before_any_request() -> None:
+    store = EtcdStore("127.0.0.1:9")  # never opened, and nothing listens there
+    with pytest.raises(ValueError, match="success puts key '/x' twice"):
+        await store.txn([], [Put("/x", b""), Put("/x", b"")])
+    with pytest.raises(TypeError, match="compare must be a sequence"):
+        await store.txn(None, [])  # type: ignore[arg-type]
+
+
+async def test_compacted_history_etcd(etcd_server: object, key_prefix: str) -> None:
+    from tests._support.etcd_server import EtcdServer
+
+    assert isinstance(etcd_server, EtcdServer)
+    async with EtcdStore(etcd_server.endpoint) as store:
+        first = await store.put(f"{key_prefix}/k", b"1")
+        last = await store.put(f"{key_prefix}/k", b"2")
+        async with httpx.AsyncClient(base_url=etcd_server.url) as client:
+            response = await client.post("/v3/kv/compaction", json={"revision": str(last)})
+            assert response.status_code == 200, response.text
+        with pytest.raises(StoreCompacted) as info:
+            await collect(store, f"{key_prefix}/", first, 1)
+        assert info.value.compact_revision >= last

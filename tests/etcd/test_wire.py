@@ -653,3 +653,14 @@ class TestStatus:
     def test_malformed(self, body: dict[str, Any], field: str) -> None:
         with pytest.raises(StoreProtocolError, match=field):
             _wire.status("/s", body)
+
+
+def test_time_to_live_answer() -> None:
+    path = "/v3/lease/timetolive"
+    assert _wire.time_to_live(path, {"ID": "7", "TTL": "5", "grantedTTL": "10"}) == 5
+    assert _wire.time_to_live(path, {"ID": "7", "TTL": 0}) == 0
+    assert _wire.time_to_live(path, {"ID": "7", "TTL": "-1"}) is None
+    assert _wire.time_to_live(path, {"ID": "7"}) is None
+    for bad in ("soon", True, 1.5, ["5"]):
+        with pytest.raises(StoreProtocolError, match="TTL"):
+            _wire.time_to_live(path, {"ID": "7", "TTL": bad})

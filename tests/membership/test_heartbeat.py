@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 from anyrdzv import (
+    EtcdStore,
     Heartbeat,
     HeartbeatLost,
     Lease,
@@ -23,6 +24,11 @@ from anyrdzv import (
     StorePermissionError,
     members,
 )
+from anyrdzv.testing import FaultyStore
+from tests._support.tcpproxy import TcpProxy
+
+if TYPE_CHECKING:
+    from tests._support.etcd_server import EtcdServer
 from tests._support.heartbeat import LOGGER, FakeStore, listed, lost_in, warnings_of
 
 pytestmark = pytest.mark.anyio
@@ -358,3 +364,103 @@ class TestLogging:
         assert messages[0] == "member 'm' joined group 'g' with lease 1 (TTL 1 s)"
         assert messages[1] == "renewed lease 1 of member 'm' in group 'g': 1 s to live"
         assert messages[-1] == "member 'm' left group 'g'"
+
+
+# -- on both stores, and outages -------------------------------------------------
+
+
+class TestHeartbeatArguments:
+    @pytest.mark.parametrize(
+        ("group", "member", "kwargs", "message"),
+        [
+            ("", "m", {}, "group must be non-empty and contain no '/', got ''"),
+            ("a/b", "m", {}, "group must be non-empty and contain no '/', got 'a/b'"),
+            ("g", "", {}, "member must be non-empty and contain no '/', got ''"),
+            ("g", "x/y", {}, "member must be non-empty and contain no '/'"),
+            ("g", "m", {"interval": 0}, "interval must be positive and finite, got 0"),
+            ("g", "m", {"interval": -1.0}, "interval must be positive and finite"),
+            ("g", "m", {"interval": math.nan}, "interval must be positive and finite"),
+            ("g", "m", {"max_missed": 0}, "max_missed must be at least 1, got 0"),
+        ],
+    )
+    async def test_value_errors(
+        self, group: str, member: str, kwargs: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            Heartbeat(MemoryStore(), group, member, **kwargs)
+
+    @pytest.mark.parametrize(
+        ("args", "kwargs", "message"),
+        [
+            ((1, "m"), {}, "group must be a str"),
+            (("g", None), {}, "member must be a str"),
+            (("g", "m"), {"max_missed": 2.5}, "max_missed must be an int"),
+            (("g", "m"), {"payload": "text"}, "payload must be bytes"),
+        ],
+    )
+    async def test_type_errors(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(TypeError, match=message):
+            Heartbeat(MemoryStore(), *args, **kwargs)
+
+    async def test_ttl_is_interval_times_max_missed_rounded_up(self) -> None:
+        assert Heartbeat(MemoryStore(), "g", "m", interval=0.4, max_missed=3).ttl == 2
+        assert Heartbeat(MemoryStore(), "g", "m").ttl == 15  # torch's 5 s x 3
+
+
+class TestHeartbeat:
+    async def test_renewals_happen(self, store: LeaseStore, key_prefix: str) -> None:
+        async with Heartbeat(store, "g", "m", interval=0.2, prefix=key_prefix) as beat:
+            await anyio.sleep(0.9)
+            assert beat.renewals >= 3
+
+    async def test_lease_revoked_behind_its_back_is_heartbeat_lost(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost, match="'m' in group 'g' lost")):
+            async with Heartbeat(store, "g", "m", interval=0.2, prefix=key_prefix) as beat:
+                assert beat.lease is not None
+                await store.revoke(beat.lease)
+                await anyio.sleep(10)
+
+
+@pytest.mark.slow
+class TestHeartbeatOutage:
+    async def test_short_outage_is_retried(self) -> None:
+        store = FaultyStore(MemoryStore())
+        async with Heartbeat(store, "g", "m", interval=0.2, max_missed=5) as beat:
+            await anyio.sleep(0.3)
+            store.fail("keep_alive")
+            await anyio.sleep(0.5)  # well under the 1 s TTL
+            store.heal()
+            await anyio.sleep(0.5)
+            assert beat.retries >= 1
+        assert (await members(store.inner, "g")).members == {}
+
+    async def test_outage_longer_than_ttl_memory(self) -> None:
+        store = FaultyStore(MemoryStore())
+        start = anyio.current_time()
+        with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost, match="unreachable")):
+            async with Heartbeat(store, "g", "m", interval=0.25, max_missed=4):
+                store.fail("keep_alive")
+                await anyio.sleep(30)
+        # TTL 1 s, then the renewal grace (the TTL, when under 2 s), plus one retry at most
+        assert anyio.current_time() - start <= 1 + 1 + 0.5
+
+    async def test_outage_longer_than_ttl_etcd(
+        self, etcd_server: EtcdServer, key_prefix: str
+    ) -> None:
+        async with (
+            TcpProxy("127.0.0.1", etcd_server.client_port) as proxy,
+            EtcdStore(proxy.endpoint, timeout=1) as store,
+        ):
+            start = anyio.current_time()
+            with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost)):
+                async with Heartbeat(
+                    store, "g", "m", interval=0.5, max_missed=4, prefix=key_prefix
+                ):
+                    proxy.refusing = True
+                    proxy.cut()
+                    await anyio.sleep(30)
+            assert anyio.current_time() - start <= 2 + 2 + 1.5  # TTL, renewal grace, retry

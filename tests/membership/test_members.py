@@ -1,10 +1,6 @@
 """members() and watch_members(): a snapshot, then who joins and leaves, on MemoryStore
 and a real etcd; resuming a cut stream with nothing lost or repeated, outages far apart,
 a half-open link, a SIGKILLed member and an etcd restart; keys that no member wrote.
-
-The classes at the end test Heartbeat and EtcdStore alone: they came with the old
-test_membership.py, and belong in tests/membership/test_heartbeat.py and
-tests/etcd/test_store.py, which other changes rework.
 """
 
 from __future__ import annotations
@@ -12,26 +8,22 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import ssl
 import sys
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-import trustme
 
 from anyrdzv import (
     EtcdStore,
     Heartbeat,
-    HeartbeatLost,
     LeaseStore,
     MemberEvent,
     MemberEventType,
     MembersSnapshot,
     MemoryStore,
     StoreConnectionError,
-    StorePermissionError,
     members,
     watch_members,
 )
@@ -357,207 +349,3 @@ class TestRealEtcd:
                 await watcher.wait_for(MemberEventType.LEFT, "alive", 5)
                 tg.cancel_scope.cancel()
         assert watcher.kinds() == [("JOINED", "alive"), ("LEFT", "alive")]
-
-
-# -- Heartbeat alone: these belong in tests/membership/test_heartbeat.py ---------------
-
-
-class TestHeartbeatArguments:
-    @pytest.mark.parametrize(
-        ("group", "member", "kwargs", "message"),
-        [
-            ("", "m", {}, "group must be non-empty and contain no '/', got ''"),
-            ("a/b", "m", {}, "group must be non-empty and contain no '/', got 'a/b'"),
-            ("g", "", {}, "member must be non-empty and contain no '/', got ''"),
-            ("g", "x/y", {}, "member must be non-empty and contain no '/'"),
-            ("g", "m", {"interval": 0}, "interval must be positive and finite, got 0"),
-            ("g", "m", {"interval": -1.0}, "interval must be positive and finite"),
-            ("g", "m", {"interval": math.nan}, "interval must be positive and finite"),
-            ("g", "m", {"max_missed": 0}, "max_missed must be at least 1, got 0"),
-        ],
-    )
-    async def test_value_errors(
-        self, group: str, member: str, kwargs: dict[str, Any], message: str
-    ) -> None:
-        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-            Heartbeat(MemoryStore(), group, member, **kwargs)
-
-    @pytest.mark.parametrize(
-        ("args", "kwargs", "message"),
-        [
-            ((1, "m"), {}, "group must be a str"),
-            (("g", None), {}, "member must be a str"),
-            (("g", "m"), {"max_missed": 2.5}, "max_missed must be an int"),
-            (("g", "m"), {"payload": "text"}, "payload must be bytes"),
-        ],
-    )
-    async def test_type_errors(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
-    ) -> None:
-        with pytest.raises(TypeError, match=message):
-            Heartbeat(MemoryStore(), *args, **kwargs)
-
-    async def test_ttl_is_interval_times_max_missed_rounded_up(self) -> None:
-        assert Heartbeat(MemoryStore(), "g", "m", interval=0.4, max_missed=3).ttl == 2
-        assert Heartbeat(MemoryStore(), "g", "m").ttl == 15  # torch's 5 s x 3
-
-
-class TestHeartbeat:
-    async def test_renewals_happen(self, store: LeaseStore, key_prefix: str) -> None:
-        async with Heartbeat(store, "g", "m", interval=0.2, prefix=key_prefix) as beat:
-            await anyio.sleep(0.9)
-            assert beat.renewals >= 3
-
-    async def test_lease_revoked_behind_its_back_is_heartbeat_lost(
-        self, store: LeaseStore, key_prefix: str
-    ) -> None:
-        with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost, match="'m' in group 'g' lost")):
-            async with Heartbeat(store, "g", "m", interval=0.2, prefix=key_prefix) as beat:
-                assert beat.lease is not None
-                await store.revoke(beat.lease)
-                await anyio.sleep(10)
-
-
-@pytest.mark.slow
-class TestHeartbeatOutage:
-    async def test_short_outage_is_retried(self) -> None:
-        store = FaultyStore(MemoryStore())
-        async with Heartbeat(store, "g", "m", interval=0.2, max_missed=5) as beat:
-            await anyio.sleep(0.3)
-            store.fail("keep_alive")
-            await anyio.sleep(0.5)  # well under the 1 s TTL
-            store.heal()
-            await anyio.sleep(0.5)
-            assert beat.retries >= 1
-        assert (await members(store.inner, "g")).members == {}
-
-    async def test_outage_longer_than_ttl_memory(self) -> None:
-        store = FaultyStore(MemoryStore())
-        start = anyio.current_time()
-        with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost, match="unreachable")):
-            async with Heartbeat(store, "g", "m", interval=0.25, max_missed=4):
-                store.fail("keep_alive")
-                await anyio.sleep(30)
-        # TTL 1 s, then the renewal grace (the TTL, when under 2 s), plus one retry at most
-        assert anyio.current_time() - start <= 1 + 1 + 0.5
-
-    async def test_outage_longer_than_ttl_etcd(
-        self, etcd_server: EtcdServer, key_prefix: str
-    ) -> None:
-        async with (
-            TcpProxy("127.0.0.1", etcd_server.client_port) as proxy,
-            EtcdStore(proxy.endpoint, timeout=1) as store,
-        ):
-            start = anyio.current_time()
-            with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost)):
-                async with Heartbeat(
-                    store, "g", "m", interval=0.5, max_missed=4, prefix=key_prefix
-                ):
-                    proxy.refusing = True
-                    proxy.cut()
-                    await anyio.sleep(30)
-            assert anyio.current_time() - start <= 2 + 2 + 1.5  # TTL, renewal grace, retry
-
-
-# -- EtcdStore alone: these belong in tests/etcd/test_store.py ------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-class TestEtcdStoreConnecting:
-    async def test_unreachable_store_fails_fast(self) -> None:
-        from tests._support.etcd_server import free_port
-
-        start = anyio.current_time()
-        with pytest.raises(StoreConnectionError, match="cannot reach etcd at 127.0.0.1"):
-            async with EtcdStore(f"127.0.0.1:{free_port()}", timeout=1):
-                pass
-        assert anyio.current_time() - start < 5
-
-    async def test_silent_store_times_out(self) -> None:
-        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-            port = listener.extra(anyio.abc.SocketAttribute.local_port)
-            start = anyio.current_time()
-            with pytest.raises(StoreConnectionError, match="did not answer within 0.5 s"):
-                async with EtcdStore(f"127.0.0.1:{port}", timeout=0.5):
-                    pass
-            assert anyio.current_time() - start < 3
-
-    async def test_store_must_be_opened(self) -> None:
-        with pytest.raises(RuntimeError, match="async with EtcdStore"):
-            await EtcdStore().grant(5)
-
-    async def test_bad_arguments(self) -> None:
-        with pytest.raises(ValueError, match="The port number of the rendezvous endpoint"):
-            EtcdStore("h:99999")
-        with pytest.raises(ValueError, match="timeout must be positive and finite, got 0"):
-            EtcdStore(timeout=0)
-        with pytest.raises(ValueError, match="username and password go together"):
-            EtcdStore(username="root")
-        with pytest.raises(TypeError, match="ssl must be an ssl.SSLContext"):
-            EtcdStore(ssl=True)  # type: ignore[arg-type]
-        assert EtcdStore("[::1]").endpoint == ("::1", 2379)
-
-
-@pytest.fixture(scope="module")
-def tls_etcd(tmp_path_factory: pytest.TempPathFactory, need_etcd: None) -> Any:
-    from tests._support.etcd_server import EtcdServer
-
-    workdir = tmp_path_factory.mktemp("etcd-tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert_file, key_file, ca_file = workdir / "cert.pem", workdir / "key.pem", workdir / "ca.pem"
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
-    ca.cert_pem.write_to_path(str(ca_file))
-    server = EtcdServer(workdir, cert=cert_file, key=key_file, ca_file=ca_file)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def auth_etcd(tmp_path_factory: pytest.TempPathFactory, need_etcd: None) -> Any:
-    from tests._support.etcd_server import EtcdServer
-
-    server = EtcdServer(tmp_path_factory.mktemp("etcd-auth"))
-    server.start()
-    server.enable_auth("s3cret")
-    yield server
-    server.stop()
-
-
-class TestSecurity:
-    async def test_tls_with_the_ca(self, tls_etcd: EtcdServer) -> None:
-        context = ssl.create_default_context(cafile=str(tls_etcd.ca_file))
-        async with (
-            EtcdStore(tls_etcd.endpoint, ssl=context) as store,
-            Heartbeat(store, "tls", "m", interval=0.5),
-        ):
-            assert set((await members(store, "tls")).members) == {"m"}
-
-    async def test_tls_without_the_ca_is_a_clear_error(self, tls_etcd: EtcdServer) -> None:
-        with pytest.raises(StoreConnectionError, match="TLS with etcd at 127.0.0.1:.* failed"):
-            async with EtcdStore(tls_etcd.endpoint, ssl=ssl.create_default_context(), timeout=2):
-                pass
-
-    async def test_auth_with_credentials(self, auth_etcd: EtcdServer) -> None:
-        async with (
-            EtcdStore(auth_etcd.endpoint, username="root", password="s3cret") as store,
-            Heartbeat(store, "auth", "m", interval=0.5),
-        ):
-            assert set((await members(store, "auth")).members) == {"m"}
-
-    async def test_auth_without_credentials_is_a_permission_error(
-        self, auth_etcd: EtcdServer
-    ) -> None:
-        async with EtcdStore(auth_etcd.endpoint) as store:
-            with pytest.raises(StorePermissionError, match="pass username and password"):
-                await store.put("/anyrdzv/auth/members/m", b"")
-            with pytest.raises(StorePermissionError, match="user name is empty"):
-                await members(store, "auth")
-
-    async def test_auth_with_a_wrong_password(self, auth_etcd: EtcdServer) -> None:
-        with pytest.raises(StorePermissionError, match="etcd refused /v3/auth/authenticate"):
-            async with EtcdStore(auth_etcd.endpoint, username="root", password="wrong"):
-                pass

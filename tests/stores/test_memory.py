@@ -20,9 +20,7 @@ from anyrdzv import (
     LeaseStore,
     MemoryStore,
     StoreCompacted,
-    StoreProtocolError,
 )
-from anyrdzv._etcd._wire import time_to_live
 from tests._support.stores import collect
 
 pytestmark = pytest.mark.anyio
@@ -124,16 +122,3 @@ async def test_memory_store_answers_as_etcd_does(own_etcd_server: object, seed: 
             assert _with_lease_ids(got, ids) == expected, f"step {step}"
         for lease in etcd_leases:
             await etcd.revoke(lease)
-
-
-# EtcdStore's wire decoding of a TTL: it belongs in tests/etcd/test_wire.py, which another
-# change reworks; it moves there with it.
-def test_the_wire_answer() -> None:
-    path = "/v3/lease/timetolive"
-    assert time_to_live(path, {"ID": "7", "TTL": "5", "grantedTTL": "10"}) == 5
-    assert time_to_live(path, {"ID": "7", "TTL": 0}) == 0
-    assert time_to_live(path, {"ID": "7", "TTL": "-1"}) is None
-    assert time_to_live(path, {"ID": "7"}) is None
-    for bad in ("soon", True, 1.5, ["5"]):
-        with pytest.raises(StoreProtocolError, match="TTL"):
-            time_to_live(path, {"ID": "7", "TTL": bad})

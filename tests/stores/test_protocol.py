@@ -9,7 +9,6 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import pytest
 
 from anyrdzv import (
@@ -28,7 +27,6 @@ from anyrdzv import (
     MemoryStore,
     Put,
     PutResult,
-    StoreCompacted,
     StoreEvent,
     TxnResult,
 )
@@ -901,14 +899,6 @@ class TestTxn:
         assert len(result.results) == MAX_TXN_OPS
 
 
-async def test_an_etcd_store_refuses_a_bad_txn_before_any_request() -> None:
-    store = EtcdStore("127.0.0.1:9")  # never opened, and nothing listens there
-    with pytest.raises(ValueError, match="success puts key '/x' twice"):
-        await store.txn([], [Put("/x", b""), Put("/x", b"")])
-    with pytest.raises(TypeError, match="compare must be a sequence"):
-        await store.txn(None, [])  # type: ignore[arg-type]
-
-
 class TestWatchEventFields:
     async def test_events_carry_the_keys_revisions_version_and_lease(
         self, store: LeaseStore, key_prefix: str
@@ -930,21 +920,6 @@ class TestWatchEventFields:
             StoreEvent(EventType.DELETE, key, b"", third + 1, 0, 0, None),
         ]
         assert [e.mod_revision for e in events] == [e.revision for e in events]
-
-
-async def test_compacted_history_etcd(etcd_server: object, key_prefix: str) -> None:
-    from tests._support.etcd_server import EtcdServer
-
-    assert isinstance(etcd_server, EtcdServer)
-    async with EtcdStore(etcd_server.endpoint) as store:
-        first = await store.put(f"{key_prefix}/k", b"1")
-        last = await store.put(f"{key_prefix}/k", b"2")
-        async with httpx.AsyncClient(base_url=etcd_server.url) as client:
-            response = await client.post("/v3/kv/compaction", json={"revision": str(last)})
-            assert response.status_code == 200, response.text
-        with pytest.raises(StoreCompacted) as info:
-            await collect(store, f"{key_prefix}/", first, 1)
-        assert info.value.compact_revision >= last
 
 
 async def test_the_empty_prefix_watches_every_key(store: LeaseStore, key_prefix: str) -> None:
