@@ -242,3 +242,35 @@ def test_the_check_sees_every_form(tmp_path: Path) -> None:
         "4: trio.testing",
         "5: asyncio",
     ]
+
+
+# -- tests go through public doors: no test reads or sets a library object's private part
+
+
+def private_attributes(path: Path) -> list[str]:
+    """Every ``x._name`` in ``path`` (``self``'s and ``cls``'s aside, and ``os._exit``, the
+    standard library's way out of a forked child), as ``line: code``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            and ast.unparse(node) != "os._exit"
+        ):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_test_touches_a_private_attribute() -> None:
+    tests = sorted(PACKAGE.parent.parent.joinpath("tests").rglob("*.py"))
+    assert len(tests) > 30
+    offenders = {str(path): found for path in tests if (found := private_attributes(path))}
+    assert not offenders, offenders
+
+
+def test_the_private_attribute_check_sees_one(tmp_path: Path) -> None:
+    source = tmp_path / "t.py"
+    source.write_text("store._gateway._current = 1\nself._x = 2\nanyrdzv.__all__\n")
+    assert private_attributes(source) == ["1: store._gateway._current", "1: store._gateway"]
