@@ -1,3 +1,8 @@
+"""parse_rendezvous_config(): torch's ``--rdzv-conf`` parsing, with its messages.
+
+Pure: no I/O, no event loop.
+"""
+
 from __future__ import annotations
 
 from .._checks import check_str

@@ -1,3 +1,6 @@
+"""delay() and backoff(): torch's ``_delay`` on ``anyio.sleep``, always a checkpoint, and
+capped exponential delays for retry loops."""
+
 from __future__ import annotations
 
 import math

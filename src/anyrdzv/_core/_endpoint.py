@@ -1,3 +1,9 @@
+"""Endpoint, try_parse_port() and parse_rendezvous_endpoint(): torch's ``--rdzv-endpoint``
+parsing, with its messages, and the deliberate differences D1-D5.
+
+Pure: no I/O, no event loop; any ``str`` either parses or raises ``ValueError``.
+"""
+
 from __future__ import annotations
 
 import ipaddress

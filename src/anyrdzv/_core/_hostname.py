@@ -1,3 +1,7 @@
+"""Does this node host the store? Host matching that knows every interface address and
+never blocks the loop: the local identity (gathered in a worker thread, cached), the
+rules, and async resolution under a timeout."""
+
 from __future__ import annotations
 
 import ipaddress

@@ -1,3 +1,6 @@
+"""periodic(): an async iterator of ticks, fixed-delay or drift-free fixed-rate, with
+optional jitter, on the running loop's own clock."""
+
 from __future__ import annotations
 
 import datetime

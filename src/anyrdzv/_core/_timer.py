@@ -1,3 +1,10 @@
+"""PeriodicTimer: torch's ``_PeriodicTimer`` as tasks in an anyio task group, not threads.
+
+The unnamed sync timers started together share one task and one heap of deadlines; a
+named or async one has a task of its own. ``cancel()`` never blocks, from any thread or
+finalizer, and an exception from the function reaches the timer's owner.
+"""
+
 from __future__ import annotations
 
 import contextvars
