@@ -108,8 +108,6 @@ class Rendezvous:
     :param prefix: the key prefix of all runs
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if an argument is out of range
-
-    .. versionadded:: 0.2
     """
 
     def __init__(
@@ -185,8 +183,6 @@ class Rendezvous:
         The rendezvous never reads its keys, and deletes them with the run's state when
         the run's last node leaves (or when a stale run is reset): an adapter such as
         the torchrun backend keeps its own keys there and need not clean them up.
-
-        .. versionadded:: 0.2
         """
         return self._keys.data
 
