@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import builtins
 import dataclasses
+import enum
 import importlib
 import inspect
 import pkgutil
@@ -383,3 +384,36 @@ def PRIVATE_NAMES() -> frozenset[str]:
             ):
                 names.add(name)
     return frozenset(names)
+
+
+def _parameters(obj: Any) -> list[str]:
+    """The parameters that a public class's constructor or a public function takes,
+    which its docstring must describe."""
+    if isinstance(obj, type) and issubclass(obj, enum.Enum):
+        return []
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return []
+    names = [
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    if isinstance(obj, type) and issubclass(obj, BaseException):
+        names = [name for name in names if name != "message"]  # what str() of it says
+    return names
+
+
+@pytest.mark.parametrize(("module_name", "name"), PUBLIC)
+def test_every_parameter_is_documented(module_name: str, name: str) -> None:
+    obj = getattr(importlib.import_module(module_name), name)
+    if not (inspect.isfunction(obj) or isinstance(obj, type)):
+        return
+    doc = obj.__doc__ or ""
+    undocumented = [
+        name
+        for name in _parameters(obj)
+        if f":param {name}:" not in doc and f":ivar {name}:" not in doc
+    ]
+    assert undocumented == [], f"{module_name}.{name} does not describe {undocumented}"

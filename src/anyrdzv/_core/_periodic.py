@@ -53,7 +53,16 @@ class Tick:
 
 
 class Periodic:
-    """The async iterator that :func:`periodic` returns."""
+    """The async iterator that :func:`periodic` returns: the ticks of one loop.
+
+    :param interval: seconds, or a ``timedelta``; positive and finite
+    :param schedule: ``"fixed-delay"`` or ``"fixed-rate"``
+    :param jitter: a fraction of the interval in ``[0, 1)``
+    :param first: ``"after-interval"`` or ``"now"``: when the first tick comes
+    :param rng: the random generator for jitter, or ``None`` for a new OS-seeded one
+    :raises TypeError: if an argument has the wrong type
+    :raises ValueError: if an argument is out of range
+    """
 
     __slots__ = (
         "_clock",
