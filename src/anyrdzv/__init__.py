@@ -43,6 +43,10 @@ from ._membership._members import members as members
 from ._membership._members import watch_members as watch_members
 from ._rendezvous._rendezvous import Rendezvous as Rendezvous
 from ._rendezvous._rendezvous import RendezvousInfo as RendezvousInfo
+from ._rendezvous._report import NodeReport as NodeReport
+from ._rendezvous._report import RunReport as RunReport
+from ._rendezvous._report import read_run as read_run
+from ._rendezvous._report import watch_run as watch_run
 from ._rendezvous._rules import Change as Change
 from ._stores._memory import MemoryStore as MemoryStore
 from ._stores._model import CasResult as CasResult
@@ -95,6 +99,7 @@ __all__ = (
     "MemberStatus",
     "MembersSnapshot",
     "MemoryStore",
+    "NodeReport",
     "Periodic",
     "PeriodicTimer",
     "Put",
@@ -104,6 +109,7 @@ __all__ = (
     "RendezvousError",
     "RendezvousInfo",
     "RendezvousTimeout",
+    "RunReport",
     "Schedule",
     "StoreCompacted",
     "StoreConnectionError",
@@ -126,8 +132,10 @@ __all__ = (
     "parse_rendezvous_config",
     "parse_rendezvous_endpoint",
     "periodic",
+    "read_run",
     "try_parse_port",
     "watch_members",
+    "watch_run",
 )
 
 _fixup_module_metadata(__name__, globals())

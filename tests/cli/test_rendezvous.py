@@ -126,7 +126,7 @@ async def test_a_run_from_open_round_to_closed(etcd_server: Any, run_id: str) ->
         # A complete round: the last call passes with two nodes.
         b = await stack.enter_async_context(Rendezvous(store, run_id, node="b", **OPTIONS))
         tg.start_soon(rendezvous, b)
-        await until(store, run_id, lambda r: r.state is not None and r.state.complete)
+        await until(store, run_id, lambda r: r.complete)
         with anyio.fail_after(5):
             await both.wait()
         assert infos["a"].participants == ("a", "b")
