@@ -244,6 +244,18 @@ def test_watch_prints_a_report_on_every_change(etcd_server: Any, run_id: str) ->
     assert "Traceback" not in err
 
 
+def test_watch_ends_cleanly_on_sigterm(etcd_server: Any, run_id: str) -> None:
+    """SIGTERM (what Kubernetes and Slurm send) ends --watch as Ctrl-C does: what was
+    printed stays, no traceback, and exit status 143 (128 + SIGTERM), as a shell reports."""
+    with start_cli(*rendezvous_args(etcd_server.endpoint, run_id, "--watch")) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert first.startswith(f"run {run_id!r} at revision ")
+    assert (proc.returncode, out, err) == (143, "", "")
+
+
 def test_watch_ends_at_a_malformed_value_with_one_line(etcd_server: Any, run_id: str) -> None:
     """A failure under --watch: the reports printed stay, then one line and status 1."""
 

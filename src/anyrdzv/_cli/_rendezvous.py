@@ -139,9 +139,11 @@ def _describe(exc: BaseException) -> str | None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    """Print the run's report, or (``--watch``) print it on every change until Ctrl-C.
+    """Print the run's report, or (``--watch``) print it on every change until SIGTERM or
+    Ctrl-C.
 
-    :return: 0, 1 when the store fails or a key of the run is malformed, 130 on Ctrl-C
+    :return: 0, 1 when the store fails or a key of the run is malformed, 130 on Ctrl-C,
+        143 on SIGTERM
     :raises UsageError: if the run id or an option is bad
     """
 
