@@ -459,7 +459,7 @@ def _request_op(op: TxnOp) -> dict[str, Any]:
 def txn_request(
     compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]
 ) -> dict[str, Any]:
-    """A txn, checked already (:func:`~anyrdzv._txn.check_txn`), as the gateway takes it.
+    """A txn, checked already (:func:`~anyrdzv._stores._txn.check_txn`), as the gateway takes it.
 
     Every comparison names its target, operator and operand, zeros included: the
     gateway would read a left-out one as 0, VERSION or EQUAL, but nothing is left to that.
