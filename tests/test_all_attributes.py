@@ -417,3 +417,20 @@ def test_every_parameter_is_documented(module_name: str, name: str) -> None:
         if f":param {name}:" not in doc and f":ivar {name}:" not in doc
     ]
     assert undocumented == [], f"{module_name}.{name} does not describe {undocumented}"
+
+
+@pytest.mark.parametrize(("module_name", "name"), PUBLIC)
+def test_every_public_method_is_documented(module_name: str, name: str) -> None:
+    obj = getattr(importlib.import_module(module_name), name)
+    if not isinstance(obj, type):
+        return
+    undocumented = [
+        attr
+        for klass in obj.__mro__
+        if klass.__module__.startswith("anyrdzv")
+        for attr, member in vars(klass).items()
+        if not attr.startswith("_")
+        and (inspect.isfunction(member) or isinstance(member, property))
+        and not member.__doc__  # its own: pyright wants one on an override too
+    ]
+    assert undocumented == [], f"{module_name}.{name}: {undocumented}"

@@ -133,6 +133,7 @@ class FaultyStore(StoreWrapper):
             self._faults[method] = fault
 
     async def intercept(self, method: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Count the call; then fail it, hang it, or pass it on, as the faults say."""
         self.calls[method] += 1
         await anyio.lowlevel.checkpoint()
         fault = self._faults.get(method)
@@ -152,6 +153,7 @@ class FaultyStore(StoreWrapper):
     async def intercept_watch(
         self, prefix: str, stream: AsyncIterator[StoreEvent]
     ) -> AsyncGenerator[StoreEvent, None]:
+        """Yield the watch's events until :meth:`break_watches` cuts it."""
         generation = self._watch_generation
         iterator = stream.__aiter__()
         while True:
