@@ -13,7 +13,8 @@ from pathlib import Path
 
 from tests._support import ROOT
 
-#: mypy's cache, kept between runs (a cold run checks anyio, httpx and trio too: seconds).
+#: mypy's caches, kept between runs (a cold run checks anyio, httpx and trio too:
+#: seconds): one for each set of files, since two mypy runs must not share one.
 CACHE = Path(tempfile.gettempdir()) / (
     "anyrdzv-test-mypy-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
 )
@@ -42,7 +43,7 @@ def mypy_strict(sources: dict[str, str], workdir: Path) -> dict[str, list[str]]:
             "--show-error-codes",
             "--no-pretty",
             "--no-color-output",
-            f"--cache-dir={CACHE}",
+            f"--cache-dir={CACHE / '-'.join(sorted(sources))}",
             *sources,
         ],
         cwd=workdir,  # no pyproject.toml here: only the flags above apply
