@@ -176,6 +176,7 @@ def test_every_snippet_has_a_harness() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # a first mypy run checks anyio, httpx and trio too
 def test_every_snippet_type_checks(tmp_path: Path) -> None:
     """``mypy --strict``, as on the package: a fragment's ``result.results[-1].kvs``,
     say, must first find out that the answer is a ``GetResult``."""

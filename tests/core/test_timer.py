@@ -753,6 +753,7 @@ def test_batched_timers_keep_their_schedules_on_a_mock_clock() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # a first mypy run checks anyio, httpx and trio too
 def test_a_type_checker_checks_the_function_s_arguments(tmp_path: Path) -> None:
     """``PeriodicTimer(5, send, 42)`` does not type-check when ``send`` takes a ``str``;
     the arguments a function takes, positional or keyword, sync or async, do."""
