@@ -210,16 +210,16 @@ def _signatures() -> list[tuple[str, str, str]]:
                             found.append(
                                 (f"{where}.{field}", _text(annotation), _class_home(klass))
                             )
-                for attr, member in vars(obj).items():
-                    if attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__")):
-                        continue
-                    member = inspect.getattr_static(obj, attr)
-                    if isinstance(member, (classmethod, staticmethod)):
-                        member = member.__func__
-                    if isinstance(member, property):
-                        member = member.fget
-                    if inspect.isfunction(member):
-                        function(f"{where}.{attr}", member)
+                    # Its methods, and those it inherits from anyrdzv's classes.
+                    for attr, member in vars(klass).items():
+                        if attr.startswith("_") and not attr.endswith("__"):
+                            continue
+                        if isinstance(member, (classmethod, staticmethod)):
+                            member = member.__func__
+                        if isinstance(member, property):
+                            member = member.fget
+                        if inspect.isfunction(member):
+                            function(f"{where}.{attr}", member)
     return found
 
 
