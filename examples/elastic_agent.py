@@ -13,6 +13,11 @@ expire, as a dead process leaves it; its own goodbye cannot reach the store eith
 its heartbeat logs that). The timeline shows the kill, ``changes()`` firing on
 the survivors, the next round completing with one node fewer, and the workers restarting.
 It exits 0 once the survivors' workers run that round, and 1 if that takes over --timeout.
+
+On etcd, a node process ends on SIGTERM (what Kubernetes and Slurm send) or SIGINT as
+any agent should: the signal cancels the node, which kills its worker and leaves the
+run, its lease revoked, so its peers see it go at once instead of after the lease's TTL
+(``stop_on_signals``). The demo stops its nodes so at the end.
 """
 
 from __future__ import annotations
@@ -362,10 +367,10 @@ async def on_etcd(
 
 
 async def stop(procs: list[anyio.abc.Process]) -> None:
-    """Stop node processes: SIGINT first (they leave cleanly), SIGKILL after 5 s."""
+    """Stop node processes: SIGTERM first (they leave cleanly), SIGKILL after 5 s."""
     for proc in procs:
         if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
     with anyio.move_on_after(5):
         for proc in procs:
             await proc.wait()
@@ -400,14 +405,30 @@ def node_command(args: argparse.Namespace, name: str) -> list[str]:
     ]
 
 
+async def stop_on_signals(
+    scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    """Cancel ``scope`` when SIGTERM or SIGINT arrives: the code under it then unwinds
+    as from any cancellation, each ``async with`` leaving cleanly (a rendezvous or a
+    heartbeat revokes its lease, and its keys are gone at once)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
 async def run_node(args: argparse.Namespace) -> None:
-    """One node as its own process (etcd mode): its events go to stdout, as JSON lines."""
+    """One node as its own process (etcd mode): its events go to stdout, as JSON lines.
+    SIGTERM or SIGINT makes it leave cleanly."""
 
     def emit(event: Event) -> None:
         print(json.dumps(asdict(event)), flush=True)
 
-    async with EtcdStore(args.etcd) as store:
+    async with EtcdStore(args.etcd) as store, anyio.create_task_group() as tg:
+        await tg.start(stop_on_signals, tg.cancel_scope)
         await agent(store, args.node, args, emit)
+        tg.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def node_main(args: argparse.Namespace) -> int:
-    """Run one node until SIGINT, which makes it leave cleanly, with no message."""
+    """Run one node until SIGTERM or SIGINT, which make it leave cleanly, with no
+    message; exit status 0."""
     name = "trio" if args.backend == "trio" else "asyncio"
     options = {"use_uvloop": True} if args.backend == "uvloop" else {}
     try:

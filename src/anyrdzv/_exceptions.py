@@ -37,8 +37,6 @@ class StoreCompacted(StoreError):
 class StoreProtocolError(StoreError):
     """The server's answer could not be read: it is not an etcd v3 gateway's answer, or a
     field in it is missing or malformed.
-
-    .. versionadded:: 0.2
     """
 
 

@@ -11,7 +11,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from anyrdzv import HeartbeatLost, Lease, LeaseStore, Rendezvous, RendezvousInfo
+from anyrdzv import HeartbeatLost, LeaseStore, Rendezvous, RendezvousInfo
 from anyrdzv._rendezvous._rules import decode_join
 from anyrdzv.testing import StoreWrapper
 
@@ -101,7 +101,7 @@ async def kill(store: LeaseStore, run_id: str, node: str) -> None:
     kv = await store.get(f"{PREFIX}/{run_id}/members/{node}")
     assert kv is not None
     assert kv.lease is not None
-    await store.revoke(Lease(kv.lease, 1))
+    await store.revoke(kv.lease)
 
 
 async def doomed(rdzv: Rendezvous, *, task_status: anyio.abc.TaskStatus[Rendezvous]) -> None:

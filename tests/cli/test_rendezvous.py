@@ -126,7 +126,7 @@ async def test_a_run_from_open_round_to_closed(etcd_server: Any, run_id: str) ->
         # A complete round: the last call passes with two nodes.
         b = await stack.enter_async_context(Rendezvous(store, run_id, node="b", **OPTIONS))
         tg.start_soon(rendezvous, b)
-        await until(store, run_id, lambda r: r.state is not None and r.state.complete)
+        await until(store, run_id, lambda r: r.complete)
         with anyio.fail_after(5):
             await both.wait()
         assert infos["a"].participants == ("a", "b")
@@ -241,6 +241,19 @@ def test_watch_prints_a_report_on_every_change(etcd_server: Any, run_id: str) ->
     assert third["state"]["closed"] is True
     assert (fourth["keys"], fourth["state"]) == (0, None)
     assert proc.returncode == 130
+    assert "Traceback" not in err
+
+
+def test_watch_ends_cleanly_on_sigterm(etcd_server: Any, run_id: str) -> None:
+    """SIGTERM (what Kubernetes and Slurm send) ends --watch as Ctrl-C does: what was
+    printed stays, no traceback, and exit status 143 (128 + SIGTERM), as a shell reports."""
+    with start_cli(*rendezvous_args(etcd_server.endpoint, run_id, "--watch")) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert first.startswith(f"run {run_id!r} at revision ")
+    assert (proc.returncode, out) == (143, ""), err
     assert "Traceback" not in err
 
 

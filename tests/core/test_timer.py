@@ -8,12 +8,16 @@ import itertools
 import math
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 from anyrdzv import PeriodicTimer, TimerStatistics
+from tests._support.typecheck import mypy_strict
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -728,12 +732,13 @@ def test_batched_timers_keep_their_schedules_on_a_mock_clock() -> None:
 
     calls: dict[float, list[float]] = {1.0: [], 2.0: [], 3.0: [], 2.5: []}
 
+    def note(k: float) -> None:
+        calls[k].append(anyio.current_time())
+
     async def main() -> float:
         start = anyio.current_time()
         async with anyio.create_task_group() as tg:
-            timers = [
-                PeriodicTimer(k, lambda k=k: calls[k].append(anyio.current_time())) for k in calls
-            ]
+            timers = [PeriodicTimer(k, note, k) for k in calls]
             for timer in timers:
                 timer.start(tg)
             await anyio.sleep(12.75)  # no tie with a call
@@ -745,3 +750,30 @@ def test_batched_timers_keep_their_schedules_on_a_mock_clock() -> None:
     )
     for k, seen in calls.items():
         assert [round(t - start, 9) for t in seen] == [k * i for i in range(1, int(12.75 // k) + 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # a first mypy run checks anyio, httpx and trio too
+def test_a_type_checker_checks_the_function_s_arguments(tmp_path: Path) -> None:
+    """``PeriodicTimer(5, send, 42)`` does not type-check when ``send`` takes a ``str``;
+    the arguments a function takes, positional or keyword, sync or async, do."""
+    code = (
+        "from anyrdzv import PeriodicTimer\n"
+        "def send(node: str) -> None: ...\n"
+        "async def send_async(node: str, *, tries: int) -> None: ...\n"
+        "PeriodicTimer(5, send, 'node-0')\n"
+        "PeriodicTimer(5, send, node='node-0')\n"
+        "PeriodicTimer(5, send_async, 'node-0', tries=3)\n"
+        "PeriodicTimer(5, send, 42)\n"
+        "PeriodicTimer(5, send)\n"
+        "PeriodicTimer(5, send_async, 'node-0', tries='3')\n"
+    )
+    errors = mypy_strict({"timer_arguments.py": code}, tmp_path)["timer_arguments.py"]
+    assert errors == [
+        '7: Argument 3 to "PeriodicTimer" has incompatible type "int"; expected "str"  [arg-type]',
+        '8: Missing positional argument "node" in call to "PeriodicTimer"  [call-arg]',
+        (
+            '9: Argument "tries" to "PeriodicTimer" has incompatible type "str"; '
+            'expected "int"  [arg-type]'
+        ),
+    ]

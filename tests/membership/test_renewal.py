@@ -146,7 +146,7 @@ class TestRetries:
 
     async def test_a_renewal_that_leaves_no_time_is_lost_with_a_timeout_as_cause(self) -> None:
         class NoTimeLeft(FakeStore):
-            async def keep_alive(self, lease: Lease) -> int:
+            async def keep_alive(self, lease: Lease | int) -> int:
                 await super().keep_alive(lease)
                 return 0  # the lease runs out before the next renewal is due
 

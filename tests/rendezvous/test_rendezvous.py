@@ -575,6 +575,7 @@ class TestArguments:
             ({"max_nodes": True}, TypeError, "max_nodes"),
             ({"min_nodes": 3, "max_nodes": 2}, ValueError, "min_nodes=3 and max_nodes=2"),
             ({"join_timeout": 0}, ValueError, "join_timeout must be positive"),
+            ({"join_timeout": 1e9999}, ValueError, "join_timeout must be finite, got inf"),
             ({"last_call_timeout": -1}, ValueError, "last_call_timeout"),
             ({"close_timeout": float("nan")}, ValueError, "close_timeout"),
             ({"join_timeout": "5"}, TypeError, "join_timeout must be a number"),

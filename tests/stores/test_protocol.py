@@ -1,10 +1,10 @@
-"""The LeaseStore contract, run over MemoryStore and a real etcd, on every backend; and
-``time_to_live``, which both stores have beyond the protocol."""
+"""The LeaseStore contract, run over MemoryStore and a real etcd, on every backend."""
 
 from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,6 @@ from anyrdzv import (
     Compare,
     Delete,
     DeleteResult,
-    EtcdStore,
     EventType,
     Get,
     GetResult,
@@ -24,7 +23,6 @@ from anyrdzv import (
     Lease,
     LeaseExpired,
     LeaseStore,
-    MemoryStore,
     Put,
     PutResult,
     StoreEvent,
@@ -135,16 +133,103 @@ class TestLeases:
             await store.grant(1.5)  # type: ignore[arg-type]
 
 
-def time_to_live(store: LeaseStore) -> Callable[[Lease | int], Awaitable[int | None]]:
-    """The store's ``time_to_live``, which is not part of LeaseStore."""
-    assert isinstance(store, MemoryStore | EtcdStore)
-    return store.time_to_live
+class TestLeaseHandles:
+    """Every parameter that takes a lease takes a Lease or its id, as a key's
+    ``KeyValue.lease`` gives it: no TTL has to be made up."""
+
+    async def test_a_key_s_lease_id_renews_and_revokes_it(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        lease = await store.grant(10)
+        await store.put(f"{key_prefix}/a", b"1", lease=lease)
+        kv = await store.get(f"{key_prefix}/a")
+        assert kv is not None
+        assert kv.lease == lease.id
+        assert 0 < await store.keep_alive(kv.lease) <= 10
+        remaining = await store.time_to_live(kv.lease)
+        assert remaining is not None
+        await store.revoke(kv.lease)
+        assert await store.get(f"{key_prefix}/a") is None
+        with pytest.raises(LeaseExpired):
+            await store.keep_alive(kv.lease)
+        await store.revoke(kv.lease)  # again: not an error
+
+    async def test_writes_take_a_lease_id(self, store: LeaseStore, key_prefix: str) -> None:
+        lease = await store.grant(10)
+        await store.put(f"{key_prefix}/put", b"1", lease=lease.id)
+        swapped = await store.compare_and_swap(
+            f"{key_prefix}/swap", b"2", expected_mod_revision=0, lease=lease.id
+        )
+        assert swapped.succeeded
+        await store.txn([], [Put(f"{key_prefix}/txn", b"3", lease.id)])
+        kvs, _ = await store.get_prefix_kv(f"{key_prefix}/")
+        assert [(kv.key.rsplit("/", 1)[1], kv.lease) for kv in kvs] == [
+            ("put", lease.id),
+            ("swap", lease.id),
+            ("txn", lease.id),
+        ]
+        assert (await store.txn([Compare.lease(f"{key_prefix}/put", "==", lease.id)])).succeeded
+        await store.revoke(lease.id)
+        assert (await store.get_prefix_kv(f"{key_prefix}/"))[0] == []
+
+    async def test_a_gone_lease_id_is_lease_expired(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        lease = await store.grant(10)
+        await store.revoke(lease)
+        with pytest.raises(LeaseExpired):
+            await store.put(f"{key_prefix}/x", b"", lease=lease.id)
+        with pytest.raises(LeaseExpired):
+            await store.compare_and_swap(
+                f"{key_prefix}/x", b"", expected_mod_revision=0, lease=lease.id
+            )
+        with pytest.raises(LeaseExpired):
+            await store.txn([], [Put(f"{key_prefix}/x", b"", lease.id)])
+        assert await store.time_to_live(lease.id) is None
+        assert await store.get(f"{key_prefix}/x") is None
+
+    @pytest.mark.parametrize(
+        ("bad", "error", "message"),
+        [
+            ("7", TypeError, "lease must be a Lease or an int, got str '7'"),
+            (1.0, TypeError, "lease must be a Lease or an int, got float 1.0"),
+            (True, TypeError, "lease must be a Lease or an int, got bool True"),
+            (0, ValueError, "lease must be at least 1, got 0"),
+            (-5, ValueError, "lease must be at least 1, got -5"),
+            (2**63, ValueError, "lease must be at most 9223372036854775807"),
+        ],
+    )
+    async def test_a_bad_lease_is_refused_before_any_request(
+        self, store: LeaseStore, key_prefix: str, bad: Any, error: type[Exception], message: str
+    ) -> None:
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: store.keep_alive(bad),
+            lambda: store.revoke(bad),
+            lambda: store.time_to_live(bad),
+        ]
+        for call in calls:
+            with pytest.raises(error, match=re.escape(message)):
+                await call()
+        # Where a lease is optional, None is taken too, and the message says so.
+        message = message.replace("a Lease or an int", "a Lease, an int or None")
+        writes: list[Callable[[], Awaitable[object]]] = [
+            lambda: store.put(f"{key_prefix}/x", b"", lease=bad),
+            lambda: store.compare_and_swap(
+                f"{key_prefix}/x", b"", expected_mod_revision=0, lease=bad
+            ),
+        ]
+        for call in writes:
+            with pytest.raises(error, match=re.escape(message)):
+                await call()
+        with pytest.raises(error, match=re.escape(message)):
+            Put(f"{key_prefix}/x", b"", bad)
+        assert await store.get(f"{key_prefix}/x") is None
 
 
 class TestTimeToLive:
     async def test_a_fresh_lease_has_its_ttl(self, store: LeaseStore) -> None:
         lease = await store.grant(10)
-        remaining = await time_to_live(store)(lease)
+        remaining = await store.time_to_live(lease)
         assert remaining is not None
         assert 0 < remaining <= 10
 
@@ -154,7 +239,7 @@ class TestTimeToLive:
         kv = await store.get("/ttl-test/by-id")
         assert kv is not None
         assert kv.lease == lease.id
-        remaining = await time_to_live(store)(kv.lease)
+        remaining = await store.time_to_live(kv.lease)
         assert remaining is not None
         assert 0 < remaining <= 10
         await store.revoke(lease)
@@ -163,32 +248,32 @@ class TestTimeToLive:
     async def test_keep_alive_restores_it(self, store: LeaseStore) -> None:
         lease = await store.grant(3)
         await anyio.sleep(1.1)
-        before = await time_to_live(store)(lease)
+        before = await store.time_to_live(lease)
         assert before is not None
         assert before <= 2
         await store.keep_alive(lease)
-        after = await time_to_live(store)(lease)
+        after = await store.time_to_live(lease)
         assert after is not None
         assert before < after <= 3
 
     async def test_revoked_lease_is_none(self, store: LeaseStore) -> None:
         lease = await store.grant(10)
         await store.revoke(lease)
-        assert await time_to_live(store)(lease) is None
+        assert await store.time_to_live(lease) is None
 
     async def test_unknown_lease_is_none(self, store: LeaseStore) -> None:
-        assert await time_to_live(store)(0x7EADBEEF12345) is None
+        assert await store.time_to_live(0x7EADBEEF12345) is None
 
     @pytest.mark.slow
     async def test_expired_lease_is_none(self, store: LeaseStore) -> None:
         lease = await store.grant(1)  # etcd may raise it to its minimum TTL
         await anyio.sleep(lease.ttl + 1.5)
-        assert await time_to_live(store)(lease) is None
+        assert await store.time_to_live(lease) is None
 
     @pytest.mark.parametrize("bad", ["1", 1.5, True, None])
     async def test_rejects_a_non_lease(self, store: LeaseStore, bad: object) -> None:
         with pytest.raises(TypeError, match="lease must be a Lease or an int"):
-            await time_to_live(store)(bad)  # type: ignore[arg-type]
+            await store.time_to_live(bad)  # type: ignore[arg-type]
 
 
 class TestKeys:

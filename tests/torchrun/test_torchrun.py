@@ -6,11 +6,15 @@ so they are few, marked slow, and run in parallel under pytest-xdist.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import ssl
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -21,7 +25,6 @@ from tests._support.torchrun_agents import FAST_CONF, Agent, run_keys, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from tests._support.etcd_cluster import EtcdCluster
     from tests._support.etcd_server import EtcdServer
@@ -101,6 +104,14 @@ def test_two_nodes_two_workers_each(
     assert run_keys(etcd_server.endpoint, run_id) == []  # the last node left no key
 
 
+#: A line of examples/torchrun_allreduce.py, found anywhere in a log: lines that other
+#: processes of the agent write next to it (its own logging) cannot hide one.
+ALLREDUCE_LINE = re.compile(
+    r"rank (\d+) of (\d+) \(node (\d+) of (\d+), master ([^)]*)\): "
+    r"all_reduce sum (\S+), expected (\d+)"
+)
+
+
 @pytest.mark.timeout(150)
 def test_the_readme_example(
     etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
@@ -108,19 +119,53 @@ def test_the_readme_example(
     """The README's two-node job: examples/torchrun_allreduce.py, torch's default conf."""
     example = EXAMPLES / "torchrun_allreduce.py"
     a, b = two_nodes_of_two(agents, tmp_path, etcd_server, run_id, conf="", worker=[str(example)])
-    printed = [
-        line.split("]:", 1)[-1].strip()
-        for line in (a.log() + b.log()).splitlines()
-        if "all_reduce sum" in line
-    ]
-    found = re.search(r"master 127\.0\.0\.1:(\d+)\)", printed[0]) if printed else None
-    assert found is not None, f"no worker printed its line:\n{a.log()[-3000:]}"
+    printed = ALLREDUCE_LINE.findall(a.log() + b.log())
+    assert printed, f"no worker printed its line:\n{a.log()[-3000:]}"
+    master = printed[0][4]
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", master), printed
     assert sorted(printed) == [
-        f"rank {rank} of 4 (node {rank // 2} of 2, master 127.0.0.1:{found[1]}): "
-        "all_reduce sum 10, expected 10"
-        for rank in range(4)
+        (str(rank), "4", str(rank // 2), "2", master, "10", "10") for rank in range(4)
     ]
     assert run_keys(etcd_server.endpoint, run_id) == []
+
+
+def test_the_example_writes_each_line_whole(tmp_path: Path) -> None:
+    """The workers of an agent share its stdout (PYTHONUNBUFFERED=1, as the agents
+    here run): two of them writing at once never interleave their lines, because the
+    example writes a line in one write(2), where print() writes the newline apart."""
+    writer = (
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
+        "from torchrun_allreduce import say\n"
+        "open(sys.argv[1] + '.ready', 'w').close()\n"
+        "while not os.path.exists(sys.argv[2]):\n"
+        "    time.sleep(0.001)\n"
+        "for i in range(3000):\n"
+        "    say(f'{sys.argv[1]} {i} ' + 'x' * 60)\n"
+    )
+    go = tmp_path / "go"
+    names = [str(tmp_path / name) for name in ("a", "b")]
+    log = tmp_path / "log"
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:  # one open file, shared, as an agent's log is
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", writer, name, str(go)], stdout=out, env=environment
+            )
+            for name in names
+        ]
+    try:
+        ready = [Path(f"{name}.ready") for name in names]
+        wait_for(lambda: all(path.exists() for path in ready), 60, "both writers imported")
+        go.touch()
+        assert [worker.wait(60) for worker in workers] == [0, 0]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    lines = log.read_text().splitlines()
+    expected = [f"{name} {i} " + "x" * 60 for name in names for i in range(3000)]
+    assert sorted(lines) == sorted(expected)
 
 
 @pytest.mark.timeout(150)

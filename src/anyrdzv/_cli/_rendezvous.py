@@ -57,20 +57,19 @@ def _node_record(node: NodeReport) -> dict[str, Any]:
 
 def _report_record(report: RunReport) -> dict[str, Any]:
     """The JSON object that ``--json`` prints for ``report``."""
-    state = report.state
     return {
         "run_id": report.run_id,
         "revision": report.revision,
         "keys": report.keys,
         "state": None
-        if state is None
+        if report.round is None
         else {
-            "round": state.round,
-            "complete": state.complete,
-            "closed": state.closed,
-            "min_nodes": state.min_nodes,
-            "max_nodes": state.max_nodes,
-            "previous": None if state.previous is None else list(state.previous),
+            "round": report.round,
+            "complete": report.complete,
+            "closed": report.closed,
+            "min_nodes": report.min_nodes,
+            "max_nodes": report.max_nodes,
+            "previous": None if report.previous is None else list(report.previous),
         },
         "participants": [
             {"rank": rank, **_node_record(node)} for rank, node in enumerate(report.participants)
@@ -94,37 +93,36 @@ def _lease_text(node: NodeReport) -> str:
 
 def _report_text(report: RunReport) -> str:
     """The lines that the command prints for ``report``, each ending in a newline."""
-    state = report.state
     head = f"run {report.run_id!r} at revision {report.revision}"
     if report.keys == 0:
         return f"{head}: no state (no key under {report.prefix})\n"
     lines: list[str] = []
-    if state is None:
+    if report.round is None:
         lines.append(f"{head}: no state yet ({report.keys} key(s) under {report.prefix})")
     else:
         lines.append(
-            f"{head}: round {state.round}, {'complete' if state.complete else 'open'}, "
-            f"{'CLOSED' if state.closed else 'not closed'}; "
-            f"min_nodes {state.min_nodes}, max_nodes {state.max_nodes}"
+            f"{head}: round {report.round}, {'complete' if report.complete else 'open'}, "
+            f"{'CLOSED' if report.closed else 'not closed'}; "
+            f"min_nodes {report.min_nodes}, max_nodes {report.max_nodes}"
         )
-        if state.complete:
-            lines.append(f"participants of round {state.round} ({len(report.participants)}):")
+        if report.complete:
+            lines.append(f"participants of round {report.round} ({len(report.participants)}):")
             lines.extend(
                 f"  rank {rank}  {node.node}  {_lease_text(node)}"
                 for rank, node in enumerate(report.participants)
             )
             lines.append(
-                f"waiting for round {state.round + 1}: {len(report.waiting)} node(s) joined it, "
+                f"waiting for round {report.round + 1}: {len(report.waiting)} node(s) joined it, "
                 f"{report.num_nodes_waiting} counted by num_nodes_waiting()"
             )
             lines.extend(f"  {node.node}  {_lease_text(node)}" for node in report.waiting)
         else:
-            if state.previous is not None:
-                previous = ", ".join(state.previous) or "none alive"
-                lines.append(f"live nodes of round {state.round - 1}: {previous}")
+            if report.previous is not None:
+                previous = ", ".join(report.previous) or "none alive"
+                lines.append(f"live nodes of round {report.round - 1}: {previous}")
             lines.append(
-                f"joined round {state.round}, waiting for it to complete: "
-                f"{len(report.joined)} node(s), min_nodes {state.min_nodes}"
+                f"joined round {report.round}, waiting for it to complete: "
+                f"{len(report.joined)} node(s), min_nodes {report.min_nodes}"
             )
             lines.extend(f"  {node.node}  {_lease_text(node)}" for node in report.joined)
     if report.others:
@@ -141,9 +139,11 @@ def _describe(exc: BaseException) -> str | None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    """Print the run's report, or (``--watch``) print it on every change until Ctrl-C.
+    """Print the run's report, or (``--watch``) print it on every change until SIGTERM or
+    Ctrl-C.
 
-    :return: 0, 1 when the store fails or a key of the run is malformed, 130 on Ctrl-C
+    :return: 0, 1 when the store fails or a key of the run is malformed, 130 on Ctrl-C,
+        143 on SIGTERM
     :raises UsageError: if the run id or an option is bad
     """
 

@@ -16,7 +16,7 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, ParamSpec, final
 
 import anyio
 import anyio.abc
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Self
+
+_P = ParamSpec("_P")
 
 _ALREADY_STARTED = "The timer has already started."
 _TASK_NAME = "PeriodicTimer"
@@ -390,7 +392,8 @@ class PeriodicTimer:
     nothing that runs it refers to it.
 
     :param interval: seconds, or a ``timedelta``; positive and finite
-    :param function: what to call
+    :param function: what to call, sync or async; a type checker checks ``args`` and
+        ``kwargs`` against its signature
     :param args: positional arguments for ``function``
     :param kwargs: keyword arguments for ``function``
     :raises TypeError: if ``interval`` is not a number or ``timedelta``, or ``function``
@@ -403,9 +406,9 @@ class PeriodicTimer:
     def __init__(
         self,
         interval: datetime.timedelta | float,
-        function: Callable[..., object],
-        *args: Any,
-        **kwargs: Any,
+        function: Callable[_P, object],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
     ) -> None:
         seconds = check_interval(interval)
         if not callable(function):

@@ -25,7 +25,7 @@ from .._exceptions import (
     StorePermissionError,
     StoreProtocolError,
 )
-from .._stores._model import EventType
+from .._stores._model import EventType, lease_id_of
 from .._stores._txn import Compare, Delete, Get, Put, TxnOp
 
 if TYPE_CHECKING:
@@ -447,8 +447,9 @@ def _compare(compare: Compare) -> dict[str, Any]:
 def _request_op(op: TxnOp) -> dict[str, Any]:
     if isinstance(op, Put):
         put: dict[str, Any] = {"key": b64_text(op.key), "value": b64(op.value)}
-        if op.lease is not None:
-            put["lease"] = str(op.lease.id)
+        lease_id = lease_id_of(op.lease)
+        if lease_id is not None:
+            put["lease"] = str(lease_id)
         return {"request_put": put}
     if isinstance(op, Delete):
         return {"request_delete_range": _range(op.key, op.prefix)}
@@ -458,7 +459,7 @@ def _request_op(op: TxnOp) -> dict[str, Any]:
 def txn_request(
     compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]
 ) -> dict[str, Any]:
-    """A txn, checked already (:func:`~anyrdzv._txn.check_txn`), as the gateway takes it.
+    """A txn, checked already (:func:`~anyrdzv._stores._txn.check_txn`), as the gateway takes it.
 
     Every comparison names its target, operator and operand, zeros included: the
     gateway would read a left-out one as 0, VERSION or EQUAL, but nothing is left to that.

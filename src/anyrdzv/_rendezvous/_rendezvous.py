@@ -108,8 +108,6 @@ class Rendezvous:
     :param prefix: the key prefix of all runs
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if an argument is out of range
-
-    .. versionadded:: 0.2
     """
 
     def __init__(
@@ -185,8 +183,6 @@ class Rendezvous:
         The rendezvous never reads its keys, and deletes them with the run's state when
         the run's last node leaves (or when a stale run is reset): an adapter such as
         the torchrun backend keeps its own keys there and need not clean them up.
-
-        .. versionadded:: 0.2
         """
         return self._keys.data
 
@@ -200,18 +196,41 @@ class Rendezvous:
         min_nodes: int,
         max_nodes: int,
         node: str | None = None,
+        payload: bytes = b"",
+        prefix: str = DEFAULT_PREFIX,
     ) -> Rendezvous:
         """Make a rendezvous from a torchrun ``--rdzv-conf`` string, or a mapping of strings.
 
         It reads ``join_timeout`` (600), ``last_call_timeout`` (30), ``close_timeout``
         (30), ``keep_alive_interval`` (5) and ``keep_alive_max_attempt`` (3), with
-        torch's defaults, and ignores other keys, as torch does.
+        torch's defaults, and ignores other keys, as torch does. The other arguments are
+        the constructor's.
 
-        :raises ValueError: if the string does not parse, or a value is bad; the
-            message names the key
+        :param store: the store
+        :param run_id: the run; non-empty, no ``/``
+        :param conf: ``"join_timeout=60,last_call_timeout=5"``, or
+            ``{"join_timeout": "60"}``
+        :param min_nodes: the fewest nodes of a round, at least 1
+        :param max_nodes: the most nodes of a round, at least ``min_nodes``
+        :param node: this node's name, unique among the run's live nodes; by default one
+            unique to this process and this object
+        :param payload: this node's payload, given to every participant of its rounds
+        :param prefix: the key prefix of all runs
+        :raises ValueError: if the string does not parse, or a value is bad (the message
+            names the key), or another argument is out of range
+        :raises TypeError: if an argument has the wrong type
         """
         values = parse_conf(conf)
-        return cls(store, run_id, node=node, min_nodes=min_nodes, max_nodes=max_nodes, **values)
+        return cls(
+            store,
+            run_id,
+            node=node,
+            min_nodes=min_nodes,
+            max_nodes=max_nodes,
+            payload=payload,
+            prefix=prefix,
+            **values,
+        )
 
     # -- lifetime ----------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from ._model import (
     check_key,
     check_lease_id,
     check_mod_revision,
+    check_optional_lease,
     check_put,
     check_ttl,
 )
@@ -26,6 +27,7 @@ from ._txn import TxnResult, check_txn
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from ._protocol import WatchStream
     from ._txn import Compare, TxnOp
 
 
@@ -40,15 +42,10 @@ class MemoryStore:
 
     Use one ``MemoryStore`` within one event loop.
 
+    A key and value over 1.5 MiB together are refused, as etcd refuses them.
+
     :param history_limit: how many events to keep for watches to resume from; older
         ones are compacted away
-
-    .. versionchanged:: 0.2
-       Keys carry etcd's create and mod revisions and versions; :meth:`get`,
-       :meth:`get_prefix_kv`, :meth:`delete`, :meth:`delete_prefix`,
-       :meth:`compare_and_swap` and :meth:`txn` answer as etcd does, and watch events
-       carry the key's create revision, version and lease. A key and value over 1.5 MiB
-       together (:data:`MAX_VALUE_BYTES`) are refused, as etcd refuses them.
     """
 
     def __init__(self, *, history_limit: int = 100_000) -> None:
@@ -76,44 +73,51 @@ class MemoryStore:
         keys, now = await self._ready()
         return keys.grant(ttl, now)
 
-    async def keep_alive(self, lease: Lease) -> int:
+    async def keep_alive(self, lease: Lease | int) -> int:
         """Renew ``lease`` to its full TTL and return that TTL.
 
+        :param lease: the lease, or its id
         :raises LeaseExpired: if the lease is gone
+        :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an ``int``
         """
+        lease_id = check_lease_id(lease)
         keys, now = await self._ready()
-        return keys.keep_alive(lease.id, now)
+        return keys.keep_alive(lease_id, now)
 
     async def time_to_live(self, lease: Lease | int) -> int | None:
         """Return the remaining time to live of ``lease``, in whole seconds (rounded
         down, as etcd does); or ``None`` if the lease is gone (expired, revoked or never
-        granted). It does not renew the lease. It is not part of
-        :class:`~anyrdzv.LeaseStore`.
+        granted). It does not renew the lease.
 
         :param lease: the lease, or its id (as :attr:`KeyValue.lease` gives it)
         :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an int
-
-        .. versionadded:: 0.2
         """
         lease_id = check_lease_id(lease)
         keys, now = await self._ready()
         return keys.time_to_live(lease_id, now)
 
-    async def revoke(self, lease: Lease) -> None:
-        """Revoke ``lease`` now, deleting its keys."""
+    async def revoke(self, lease: Lease | int) -> None:
+        """Revoke ``lease`` now, deleting its keys. Revoking a gone lease is not an error.
+
+        :param lease: the lease, or its id
+        :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an ``int``
+        """
+        lease_id = check_lease_id(lease)
         keys, _ = await self._ready()
-        keys.revoke(lease.id)
+        keys.revoke(lease_id)
 
     # -- keys ----------------------------------------------------------------------------
 
-    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
-        """Set ``key`` to ``value``, under ``lease`` if given; return the new revision.
+    async def put(self, key: str, value: bytes, *, lease: Lease | int | None = None) -> int:
+        """Set ``key`` to ``value``, under ``lease`` (a :class:`Lease` or its id) if given;
+        return the new revision.
 
         :raises LeaseExpired: if ``lease`` is gone
         """
         check_put(key, value)
+        lease_id = check_optional_lease(lease)
         keys, _ = await self._ready()
-        return keys.put(key, value, lease).mod_revision
+        return keys.put(key, value, lease_id).mod_revision
 
     async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
         """Return every key under ``prefix`` with its value, and the store revision."""
@@ -122,37 +126,25 @@ class MemoryStore:
         return keys.values(prefix), keys.revision
 
     async def get(self, key: str) -> KeyValue | None:
-        """Return ``key`` with its value and revisions, or ``None`` if it is absent.
-
-        .. versionadded:: 0.2
-        """
+        """Return ``key`` with its value and revisions, or ``None`` if it is absent."""
         check_key(key)
         keys, _ = await self._ready()
         return keys.get(key)
 
     async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Return every key under ``prefix``, sorted by key, and the revision read at.
-
-        .. versionadded:: 0.2
-        """
+        """Return every key under ``prefix``, sorted by key, and the revision read at."""
         check_str("prefix", prefix)
         keys, _ = await self._ready()
         return keys.range(prefix, True), keys.revision
 
     async def delete(self, key: str) -> bool:
-        """Delete ``key``; return whether it existed (see :meth:`LeaseStore.delete`).
-
-        .. versionadded:: 0.2
-        """
+        """Delete ``key``; return whether it existed (see :meth:`LeaseStore.delete`)."""
         check_key(key)
         keys, _ = await self._ready()
         return keys.delete(key, False) > 0
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Delete every key under ``prefix``, at one revision; return how many there were.
-
-        .. versionadded:: 0.2
-        """
+        """Delete every key under ``prefix``, at one revision; return how many there were."""
         check_str("prefix", prefix)
         keys, _ = await self._ready()
         return keys.delete(prefix, True)
@@ -163,22 +155,22 @@ class MemoryStore:
         value: bytes,
         *,
         expected_mod_revision: int,
-        lease: Lease | None = None,
+        lease: Lease | int | None = None,
     ) -> CasResult:
         """Set ``key`` to ``value`` only if its ``mod_revision`` is
         ``expected_mod_revision`` (0: only if the key is absent), atomically, as
         :meth:`LeaseStore.compare_and_swap` says.
 
+        :param lease: the lease to put the key under (a :class:`Lease` or its id), if any
         :raises LeaseExpired: if the comparison held but ``lease`` is gone; nothing is
             written
         :raises ValueError: if ``expected_mod_revision`` is negative, or the value too large
-
-        .. versionadded:: 0.2
         """
         check_put(key, value)
         check_mod_revision("expected_mod_revision", expected_mod_revision)
+        lease_id = check_optional_lease(lease)
         keys, _ = await self._ready()
-        return keys.compare_and_swap(key, value, expected_mod_revision, lease)
+        return keys.compare_and_swap(key, value, expected_mod_revision, lease_id)
 
     async def txn(
         self,
@@ -194,8 +186,6 @@ class MemoryStore:
             lease; nothing is written
         :raises ValueError: if the txn is too large, or a branch writes a key twice
         :raises TypeError: if an argument is not a sequence of the right kind
-
-        .. versionadded:: 0.2
         """
         compares, on_success, on_failure = check_txn(compare, success, failure)
         keys, _ = await self._ready()
@@ -207,7 +197,7 @@ class MemoryStore:
         *,
         start_revision: int,
         on_open: Callable[[], object] | None = None,
-    ) -> MemoryWatch:
+    ) -> WatchStream:
         """Yield every change under ``prefix`` from ``start_revision`` on, in order.
 
         :param on_open: called when the watch is first waited on

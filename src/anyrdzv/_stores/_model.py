@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .._checks import check_bytes, check_int, check_str, is_int, wrong_type
+from .._checks import check_bytes, check_int, check_str, echo, is_int, wrong_type
 
 
 def check_ttl(ttl: object) -> int:
@@ -25,10 +25,7 @@ MAX_VALUE_BYTES = 1_572_864 - 4096
 
 
 def check_key(key: object) -> str:
-    """Return ``key`` if it is a non-empty ``str``: etcd has no empty key.
-
-    .. versionadded:: 0.2
-    """
+    """Return ``key`` if it is a non-empty ``str``: etcd has no empty key."""
     text = check_str("key", key)
     if not text:
         raise ValueError("key must not be empty")
@@ -54,18 +51,47 @@ def check_mod_revision(name: str, revision: object) -> int:
     return check_int(name, revision, least=0)
 
 
-def check_lease_id(lease: object) -> int:
-    """The id of ``lease``: a :class:`Lease`, or a lease id as :attr:`KeyValue.lease`
-    gives it.
+#: The largest lease id: etcd's lease ids are 64-bit signed integers.
+MAX_LEASE_ID = 2**63 - 1
 
+
+def check_lease_id(lease: object, *, least: int = 1) -> int:
+    """The id of ``lease``: a :class:`Lease`, or a lease id as :attr:`KeyValue.lease`
+    gives it. Every parameter that takes a lease takes either.
+
+    :param least: the smallest id taken: 1, since no store grants lease 0; 0 where it
+        means "no lease" (:meth:`Compare.lease`)
     :raises TypeError: if ``lease`` is neither
-    :raises ValueError: if the id is negative
+    :raises ValueError: if the id is below ``least`` or above :data:`MAX_LEASE_ID`
     """
     if isinstance(lease, Lease):
         return lease.id
     if not is_int(lease):
         raise wrong_type("lease", lease, "a Lease or an int")
-    return check_int("lease", lease, least=0)
+    check_int("lease", lease, least=least)
+    if lease > MAX_LEASE_ID:
+        raise ValueError(
+            f"lease must be at most {MAX_LEASE_ID} (etcd's lease ids are 64-bit), got {echo(lease)}"
+        )
+    return lease
+
+
+def check_optional_lease(lease: object) -> int | None:
+    """The id of ``lease`` (see :func:`check_lease_id`), or ``None`` for no lease.
+
+    :raises TypeError: if ``lease`` is not a :class:`Lease`, an ``int`` or ``None``
+    :raises ValueError: if the id is out of range
+    """
+    if lease is None:
+        return None
+    if not isinstance(lease, Lease) and not is_int(lease):
+        raise wrong_type("lease", lease, "a Lease, an int or None")
+    return check_lease_id(lease)
+
+
+def lease_id_of(lease: Lease | int | None) -> int | None:
+    """The id of a lease already checked: a :class:`Lease`, its id, or ``None``."""
+    return lease.id if isinstance(lease, Lease) else lease
 
 
 class EventType(enum.Enum):
@@ -78,6 +104,10 @@ class EventType(enum.Enum):
 @dataclass(frozen=True)
 class Lease:
     """A lease granted by a store. Keys put under it vanish when it expires.
+
+    Every parameter that takes a lease takes a ``Lease`` or its id, an ``int``, as
+    :attr:`KeyValue.lease` and :attr:`StoreEvent.lease` give it: a key's lease can be
+    renewed, revoked or reused without knowing its TTL.
 
     :ivar id: the store's id for the lease
     :ivar ttl: the time to live it was granted with, in seconds
@@ -99,8 +129,6 @@ class KeyValue:
         :meth:`LeaseStore.compare_and_swap` compares
     :ivar version: how many puts the key has had since it was created (1 after the first)
     :ivar lease: the id of the lease the key lives under, or ``None``
-
-    .. versionadded:: 0.2
     """
 
     key: str
@@ -118,8 +146,6 @@ class CasResult:
     :ivar succeeded: whether the key was written
     :ivar kv: on success, the key as written (its ``mod_revision`` is the revision of the
         write); on failure, the key as it is now, or ``None`` if it is absent
-
-    .. versionadded:: 0.2
     """
 
     succeeded: bool
@@ -141,9 +167,6 @@ class StoreEvent:
         for ``DELETE``
     :ivar lease: for ``PUT``, the id of the lease the key lives under, or ``None``;
         ``None`` for ``DELETE``
-
-    .. versionchanged:: 0.2
-       ``create_revision``, ``version``, ``lease`` and :attr:`mod_revision`.
     """
 
     type: EventType
@@ -156,8 +179,5 @@ class StoreEvent:
 
     @property
     def mod_revision(self) -> int:
-        """The store revision of the change: the same as :attr:`revision`.
-
-        .. versionadded:: 0.2
-        """
+        """The store revision of the change: the same as :attr:`revision`."""
         return self.revision
