@@ -4,7 +4,9 @@ It renews the lease every interval, and at once while the lease is over an inter
 A renewal that fails with a :class:`~anyrdzv.StoreError` is retried with backoff for as
 long as the lease can still be alive, each retry logged at WARNING; once it cannot, or
 the store says the lease is gone or refuses the credentials, the task raises
-:class:`~anyrdzv.HeartbeatLost` with the last error as its cause.
+:class:`~anyrdzv.HeartbeatLost` with the last error as its cause. A renewal answered
+after the end of the lease it proves (it waited for a new leader), or due after it (this
+process stalled), is not a loss: the store is asked again within the grace, and decides.
 """
 
 from __future__ import annotations
@@ -210,6 +212,7 @@ class Renewal:
                 )
                 alive_until = max(alive_until, asked_at + remaining)
                 give_up_at = max(give_up_at, alive_until + grace)
+                retry, last_error = None, None  # the store answered: errors start afresh
                 continue
             log.debug(
                 "renewed lease %d of member %r in group %r: %d s to live",
