@@ -275,8 +275,9 @@ class TestLeaderLoss:
                 await anyio.to_thread.run_sync(cluster.restart, i)
             await anyio.to_thread.run_sync(cluster.wait_leader)
             async with Heartbeat(store, "g", "q", interval=1, max_missed=3, prefix=PREFIX) as beat:
-                await anyio.sleep(2.5)
-                assert beat.renewals >= 2
+                # It renews again: how soon depends on how fast the restarted members
+                # catch up, on a loaded machine.
+                await poll(lambda: beat.renewals >= 2, 10)
 
 
 class TestNoLostUpdate:

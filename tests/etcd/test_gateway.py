@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import socket
 from contextlib import AsyncExitStack, aclosing
 from typing import TYPE_CHECKING, Any
@@ -319,6 +320,55 @@ class TestKeepAliveRace:
         assert KEEPALIVE in b.paths()  # B was asked too, after the member timeout
         assert elapsed >= 1.3 * MEMBER_TIMEOUT
         assert elapsed < 5 * MEMBER_TIMEOUT  # B's answer was not waited for
+
+    @pytest.mark.slow
+    async def test_once_each_member_has_a_try_out_each_is_asked_afresh_sooner(self) -> None:
+        # A hung leader (C), and two followers (A, B) whose keep-alives wait on it: a try
+        # that reaches them before a new leader is elected never comes back, and a fresh
+        # one after that is answered at once. The election comes after every member has
+        # a try out.
+        member_timeout = 1.0
+        sent: list[tuple[str, float]] = []
+        elected_at = math.inf  # set when the keep-alive starts
+
+        def follower(name: str) -> Callable[[Request], Awaitable[Answer]]:
+            async def answers(request: Request) -> Answer:
+                if request.path != KEEPALIVE:
+                    return healthy(request)
+                sent.append((name, anyio.current_time()))
+                if anyio.current_time() < elected_at:
+                    return await stall()
+                return renewed(42, 9)
+
+            return answers
+
+        async def hung_leader(request: Request) -> Answer:
+            if request.path != KEEPALIVE:
+                return healthy(request)
+            sent.append(("c", anyio.current_time()))
+            return await stall()
+
+        mock = MockGateways(follower("a"), follower("b"), hung_leader)
+        a, _, _ = mock.members
+        async with store_on(
+            *(m.endpoint for m in mock.members),
+            timeout=10.0,
+            member_timeout=member_timeout,
+            transport=mock.transport,
+        ) as store:
+            start_at(store, 0)
+            started = anyio.current_time()
+            elected_at = started + 2.1 * member_timeout
+            ttl = await store.keep_alive(Lease(42, 10))
+            assert store.member == a.endpoint  # A answered: requests stay there
+        assert ttl == 9
+        names = [name for name, _ in sent]
+        assert names[:4] == ["a", "b", "c", "a"]  # one each member timeout, then afresh
+        times = [at - started for _, at in sent]
+        assert times[2] >= 1.8 * member_timeout  # the first round: a member timeout apart
+        # The fresh round goes faster: A is asked again well before a member timeout
+        # after C, so soon after the election.
+        assert times[3] - times[2] < 0.75 * member_timeout
 
 
 class TestNoMemberAnswers:
