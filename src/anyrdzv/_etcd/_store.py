@@ -51,14 +51,17 @@ class EtcdStore:
             ...
 
     Passing faults are retried within ``timeout``: a refused connection, and answers
-    that etcd cannot serve a request now (no leader, stopping, unavailable). An expired
-    auth token is renewed. A watch that hears nothing for ``watch_idle`` seconds is
-    re-created, so a connection that went silent is found out.
+    that etcd cannot serve a request now (no leader, stopping, unavailable). Opening
+    retries them too, so a store opened before etcd is up waits for it; a TLS failure or
+    refused credentials fail at once. An expired auth token is renewed. A watch that
+    hears nothing for ``watch_idle`` seconds is re-created, so a connection that went
+    silent is found out.
 
     :param endpoint: ``host[:port]``, parsed like torch's endpoints, default port 2379;
         or an ``http://`` or ``https://`` URL, as etcd's own flags take them
     :param ssl: an SSL context for HTTPS; ``None`` means plain HTTP, or, with an
-        ``https://`` URL, TLS with the system's CAs
+        ``https://`` URL, TLS with the system's CAs (loaded when a store first opens,
+        once a process, in a worker thread)
     :param username: the etcd user, when etcd has auth enabled
     :param password: that user's password
     :param timeout: how long etcd may take to answer one request, retries included, in
@@ -92,15 +95,14 @@ class EtcdStore:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         parsed_members = parse_etcd_endpoints(endpoint, ssl)
-        self.endpoints: tuple[Endpoint, ...] = tuple(parsed for parsed, _, _ in parsed_members)
+        self.endpoints: tuple[Endpoint, ...] = tuple(parsed for parsed, _ in parsed_members)
         self.endpoint: Endpoint = self.endpoints[0]
         check_credentials(username, password)
         self._timeout = check_positive("timeout", timeout)
         self._watch_idle = check_positive("watch_idle", watch_idle)
-        members, context = gateway_members(parsed_members, ssl)
         self._gateway = Gateway(
-            members,
-            ssl=context,
+            gateway_members(parsed_members),
+            ssl=ssl,
             username=username,
             password=password,
             timeout=self._timeout,
