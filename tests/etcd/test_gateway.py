@@ -475,6 +475,45 @@ class TestWatchFailover:
         assert start_revision(watch_b) == "7"  # the last seen + 1
         assert PUT in b.paths()
 
+    async def test_a_watch_from_now_resumes_after_the_revision_it_was_created_at(self) -> None:
+        def answers_a(request: Request) -> Answer:
+            if request.path == WATCH:
+                return Answer(lines=[CREATED], hold=True)  # created at revision 4
+            return NO_LEADER if request.path == PUT else healthy(request)
+
+        history = {5: b"b5", 6: b"b6"}  # what B has seen since
+
+        def answers_b(request: Request) -> Answer:
+            if request.path == WATCH:
+                start = int(start_revision(request))
+                # As etcd: 0 is B's revision now, 6, with nothing after it yet.
+                events = [event_line(r, v) for r, v in history.items() if 0 < start <= r]
+                return Answer(lines=[CREATED, *events], hold=True)
+            return healthy(request)
+
+        opened = anyio.Event()
+        async with (
+            FakeGateway(answers_a) as a,
+            FakeGateway(answers_b) as b,
+            store_on(a.endpoint, b.endpoint, watch_idle=30) as store,
+        ):
+            start_at(store, 0)
+            watch = store.watch_prefix("/p/", start_revision=0, on_open=opened.set)
+            async with aclosing(watch), anyio.create_task_group() as tg:
+
+                async def leave_a() -> None:
+                    await opened.wait()
+                    await store.put("/other", b"x")  # A has no leader: on to B
+
+                tg.start_soon(leave_a)
+                with anyio.fail_after(5):
+                    seen = [await anext(watch), await anext(watch)]
+        assert [e.value for e in seen] == [b"b5", b"b6"]
+        [watch_a] = [r for r in a.requests if r.path == WATCH]
+        [watch_b] = [r for r in b.requests if r.path == WATCH]
+        assert start_revision(watch_a) == "0"
+        assert start_revision(watch_b) == "5"
+
 
 USER_IS_EMPTY = etcd_error(400, 3, "etcdserver: user name is empty")
 INVALID_TOKEN = etcd_error(400, 3, "etcdserver: invalid auth token")

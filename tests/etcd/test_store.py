@@ -664,6 +664,16 @@ async def test_an_etcd_store_refuses_a_bad_txn_before_any_request() -> None:
         await store.txn(None, [])  # type: ignore[arg-type]
 
 
+async def test_an_etcd_store_refuses_a_key_that_utf8_cannot_encode_before_any_request() -> None:
+    store = EtcdStore("127.0.0.1:9")  # never opened, and nothing listens there
+    with pytest.raises(ValueError, match="^key must be text that UTF-8 can encode"):
+        await store.put("/k/\udcff", b"")
+    with pytest.raises(ValueError, match="^prefix must be text that UTF-8 can encode"):
+        await store.delete_prefix("/k/\udcff")
+    with pytest.raises(ValueError, match="^prefix must be text that UTF-8 can encode"):
+        store.watch_prefix("/k/\udcff", start_revision=0)
+
+
 async def test_compacted_history_etcd(etcd_server: object, key_prefix: str) -> None:
     from tests._support.etcd_server import EtcdServer
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import pytest
@@ -20,6 +21,7 @@ from anyrdzv import (
     EventType,
     Get,
     GetResult,
+    Heartbeat,
     KeyValue,
     Lease,
     LeaseExpired,
@@ -29,13 +31,18 @@ from anyrdzv import (
     PutResult,
     StoreEvent,
     TxnResult,
+    members,
 )
 from anyrdzv._stores._model import MAX_VALUE_BYTES
 from anyrdzv._stores._txn import MAX_TXN_OPS, TXN_ITEM_BYTES
+from anyrdzv.testing import StoreWrapper
 from tests._support.stores import collect
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from types import TracebackType
+
+    from typing_extensions import Self
 
     from anyrdzv._stores._txn import CompareOp, CompareTarget, TxnOp
 
@@ -251,6 +258,57 @@ class TestWatch:
         rest = await collect(store, f"{key_prefix}/", seen[0].revision + 1, 2)
         assert [e.value for e in rest] == [b"2", b"3"]
 
+    async def test_from_revision_0_it_yields_what_comes_after_it_opens(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        """As etcd: 0 is the store's revision when the watch opens, however fresh the
+        store (a MemoryStore that has seen nothing has compacted nothing)."""
+        await store.put(f"{key_prefix}/before", b"0")
+        opened = anyio.Event()
+        seen: list[StoreEvent] = []
+
+        async def watch() -> None:
+            stream = store.watch_prefix(f"{key_prefix}/", start_revision=0, on_open=opened.set)
+            async with aclosing(stream):
+                async for event in stream:
+                    seen.append(event)
+                    if len(seen) == 2:
+                        break
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                await opened.wait()
+                first = await store.put(f"{key_prefix}/after", b"1")
+                second = await store.put(f"{key_prefix}/before", b"2")
+        assert [(e.key, e.value, e.revision) for e in seen] == [
+            (f"{key_prefix}/after", b"1", first),
+            (f"{key_prefix}/before", b"2", second),
+        ]
+
+    async def test_a_watch_from_0_on_a_fresh_store_is_no_compaction(self) -> None:
+        store = MemoryStore(history_limit=1)
+        opened = anyio.Event()
+        async with aclosing(store.watch_prefix("/", start_revision=0, on_open=opened.set)) as w:
+            with anyio.move_on_after(0.05) as waited:
+                await anext(w)
+        assert waited.cancelled_caught
+        assert opened.is_set()
+
+    @pytest.mark.parametrize(
+        ("start", "error", "message"),
+        [
+            (-1, ValueError, "start_revision must be at least 0, got -1"),
+            ("1", TypeError, "start_revision must be an int, got str '1'"),
+            (True, TypeError, "start_revision must be an int, got bool True"),
+        ],
+    )
+    async def test_a_bad_start_revision_is_refused_at_once(
+        self, store: LeaseStore, start: Any, error: type[Exception], message: str
+    ) -> None:
+        with pytest.raises(error, match=f"^{re.escape(message)}$"):
+            store.watch_prefix("/", start_revision=start)
+
     @pytest.mark.slow
     async def test_watch_sees_lease_expiry(self, store: LeaseStore, key_prefix: str) -> None:
         _, start = await store.get_prefix(f"{key_prefix}/")
@@ -258,6 +316,70 @@ class TestWatch:
         await store.put(f"{key_prefix}/m", b"x", lease=lease)
         events = await collect(store, f"{key_prefix}/", start + 1, 2)
         assert [e.type for e in events] == [EventType.PUT, EventType.DELETE]
+
+
+def no_utf8(name: str, text: str) -> str:
+    """The error for ``text``, which holds a lone surrogate, given as ``name``."""
+    index = next(i for i, c in enumerate(text) if "\ud800" <= c <= "\udfff")
+    return re.escape(
+        f"{name} must be text that UTF-8 can encode, got {text!r}, which holds a lone "
+        f"surrogate at index {index}"
+    )
+
+
+#: A key with a byte that is not UTF-8, as ``os.fsdecode`` gives it.
+SURROGATE = "/k/\udcff"
+
+#: Every store method that takes a key or a prefix, called with ``SURROGATE``.
+WITH_A_SURROGATE: dict[str, Callable[[LeaseStore], Awaitable[object]]] = {
+    "get": lambda s: s.get(SURROGATE),
+    "put": lambda s: s.put(SURROGATE, b"v"),
+    "delete": lambda s: s.delete(SURROGATE),
+    "compare_and_swap": lambda s: s.compare_and_swap(SURROGATE, b"v", expected_mod_revision=0),
+    "get_prefix": lambda s: s.get_prefix(SURROGATE),
+    "get_prefix_kv": lambda s: s.get_prefix_kv(SURROGATE),
+    "delete_prefix": lambda s: s.delete_prefix(SURROGATE),
+}
+
+
+class TestKeysUtf8:
+    """etcd's keys are bytes, sent in UTF-8: a lone surrogate has no UTF-8 form, and
+    every store refuses it alike, with a ValueError naming the parameter and the value."""
+
+    @pytest.mark.parametrize("method", WITH_A_SURROGATE)
+    async def test_every_method_refuses_a_key_or_prefix_with_a_lone_surrogate(
+        self, store: LeaseStore, method: str
+    ) -> None:
+        name = "prefix" if method.endswith("prefix") or method == "get_prefix_kv" else "key"
+        with pytest.raises(ValueError, match=f"^{no_utf8(name, SURROGATE)}$"):
+            await WITH_A_SURROGATE[method](store)
+
+    async def test_a_watch_refuses_it_at_once(self, store: LeaseStore) -> None:
+        with pytest.raises(ValueError, match=f"^{no_utf8('prefix', SURROGATE)}$"):
+            store.watch_prefix(SURROGATE, start_revision=0)
+
+    @pytest.mark.parametrize(
+        "make",
+        [
+            lambda: Put(SURROGATE, b"v"),
+            lambda: Delete(SURROGATE),
+            lambda: Delete(SURROGATE, prefix=True),
+            lambda: Get(SURROGATE),
+            lambda: Get(SURROGATE, prefix=True),
+            lambda: Compare.value(SURROGATE, "==", b"v"),
+            lambda: Compare.mod_revision(SURROGATE, "==", 0),
+        ],
+        ids=["put", "delete", "delete-prefix", "get", "get-prefix", "value", "mod-revision"],
+    )
+    def test_a_txn_op_refuses_it_when_made(self, make: Callable[[], Compare | TxnOp]) -> None:
+        with pytest.raises(ValueError, match=f"^{no_utf8('key', SURROGATE)}$"):
+            make()
+
+    async def test_any_other_text_is_a_key(self, store: LeaseStore, key_prefix: str) -> None:
+        key = f"{key_prefix}/\u00e9\u4e00\U0001f600\ufffd"
+        revision = await store.put(key, b"v")
+        assert await store.get(key) == KeyValue(key, b"v", revision, revision, 1, None)
+        assert (await store.get_prefix(f"{key_prefix}/\u00e9"))[0] == {key: b"v"}
 
 
 class TestGet:
@@ -931,3 +1053,46 @@ async def test_the_empty_prefix_watches_every_key(store: LeaseStore, key_prefix:
                 if event.key == f"{key_prefix}/any":
                     assert event.revision == written
                     break
+
+
+class OpenableStore(LeaseStore, Protocol):
+    """Any store that is also an async context manager, as code written for both
+    stores may ask for: the LeaseStore protocol itself does not ask for it, so that
+    stores written before (like :class:`~anyrdzv.testing.StoreWrapper`) stay stores."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None: ...
+
+
+async def write_and_read(store: OpenableStore, key: str) -> bytes | None:
+    """Code written for any store: open it, write and read."""
+    async with store as opened:
+        assert opened is store
+        await opened.put(key, b"v")
+        kv = await opened.get(key)
+        return None if kv is None else kv.value
+
+
+class TestAsyncWith:
+    @pytest.mark.parametrize("kind", ["memory", "etcd"])
+    async def test_either_store_opens_with_async_with(
+        self, kind: str, key_prefix: str, request: pytest.FixtureRequest
+    ) -> None:
+        store: OpenableStore
+        if kind == "memory":
+            store = MemoryStore()
+        else:
+            store = EtcdStore(request.getfixturevalue("etcd_server").endpoint)
+        assert await write_and_read(store, f"{key_prefix}/k") == b"v"
+
+    async def test_a_store_with_only_the_protocols_methods_is_still_a_store(self) -> None:
+        # StoreWrapper has no __aenter__: as a third-party store written before.
+        store: LeaseStore = StoreWrapper(MemoryStore())
+        async with Heartbeat(store, "g", "m", interval=0.5):
+            assert set((await members(store, "g")).members) == {"m"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, final
 
-from .._checks import check_positive, check_str
+from .._checks import check_int, check_positive
 from .._stores._model import (
     CasResult,
     KeyValue,
@@ -15,6 +15,7 @@ from .._stores._model import (
     check_key,
     check_lease_id,
     check_mod_revision,
+    check_prefix,
     check_put,
     check_ttl,
 )
@@ -209,7 +210,7 @@ class EtcdStore:
 
         .. versionadded:: 0.2
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         return await _requests.get_prefix(self._gateway, prefix)
 
     async def delete(self, key: str) -> bool:
@@ -236,7 +237,7 @@ class EtcdStore:
 
         .. versionadded:: 0.2
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         return await _requests.delete(self._gateway, _wire.prefix_range(prefix))
 
     async def compare_and_swap(
@@ -277,12 +278,18 @@ class EtcdStore:
         start_revision: int,
         on_open: Callable[[], object] | None = None,
     ) -> AsyncGenerator[StoreEvent, None]:
-        """Yield every change under ``prefix`` from ``start_revision`` on, in order.
+        """Yield every change under ``prefix`` from ``start_revision`` on, in order; from
+        ``start_revision=0``, every change after etcd confirms the watch.
 
         :param on_open: called each time etcd confirms the watch
         :raises StoreCompacted: if ``start_revision`` has been compacted
         :raises StoreConnectionError: if the stream breaks; resume from the next revision
+        :raises ValueError: if ``start_revision`` is negative, or ``prefix`` holds a lone
+            surrogate, at once
+        :raises TypeError: if an argument has the wrong type, at once
         """
+        check_prefix(prefix)
+        check_int("start_revision", start_revision, least=0)
         return watch(
             self._gateway,
             prefix,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .._checks import check_int, check_str
+from .._checks import check_int
 from ._keyspace import KeySpace
 from ._memory_watch import Changes, MemoryWatch
 from ._model import (
@@ -18,6 +18,7 @@ from ._model import (
     check_key,
     check_lease_id,
     check_mod_revision,
+    check_prefix,
     check_put,
     check_ttl,
 )
@@ -25,6 +26,9 @@ from ._txn import TxnResult, check_txn
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from types import TracebackType
+
+    from typing_extensions import Self
 
     from ._txn import Compare, TxnOp
 
@@ -38,7 +42,12 @@ class MemoryStore:
     etcd's: a lease revoke deletes all its keys at one revision, and a watch can resume
     from any revision still in the history.
 
-    Use one ``MemoryStore`` within one event loop.
+    Use one ``MemoryStore`` within one event loop. It needs no opening, but it is an
+    async context manager as :class:`EtcdStore` is, so that code written for any store
+    can say ``async with store:``. It holds nothing to release: entering gives the store
+    itself, and may happen any number of times, nested or at once (several agents of one
+    process sharing a store, as they share a cluster); leaving, or :meth:`aclose`, keeps
+    every key, lease and watch, and the store stays usable.
 
     :param history_limit: how many events to keep for watches to resume from; older
         ones are compacted away
@@ -56,6 +65,23 @@ class MemoryStore:
         self._keys = KeySpace(
             check_int("history_limit", history_limit, least=1), self._changes.notify
         )
+
+    async def __aenter__(self) -> Self:
+        await anyio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Nothing to release: the keys, leases and watches stay, and so does the store's
+        use (see the class)."""
+        await anyio.lowlevel.checkpoint()
 
     async def _ready(self) -> tuple[KeySpace, float]:
         """A checkpoint; then the state, with every lease that is due expired, and the
@@ -117,7 +143,7 @@ class MemoryStore:
 
     async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
         """Return every key under ``prefix`` with its value, and the store revision."""
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.values(prefix), keys.revision
 
@@ -135,7 +161,7 @@ class MemoryStore:
 
         .. versionadded:: 0.2
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.range(prefix, True), keys.revision
 
@@ -153,7 +179,7 @@ class MemoryStore:
 
         .. versionadded:: 0.2
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.delete(prefix, True)
 
@@ -208,10 +234,16 @@ class MemoryStore:
         start_revision: int,
         on_open: Callable[[], object] | None = None,
     ) -> MemoryWatch:
-        """Yield every change under ``prefix`` from ``start_revision`` on, in order.
+        """Yield every change under ``prefix`` from ``start_revision`` on, in order; from
+        ``start_revision=0``, every change after the watch is first waited on, as etcd
+        watches from its revision then.
 
         :param on_open: called when the watch is first waited on
         :raises StoreCompacted: if ``start_revision`` is older than the kept history
+        :raises ValueError: if ``start_revision`` is negative, or ``prefix`` holds a lone
+            surrogate, at once
+        :raises TypeError: if an argument has the wrong type, at once
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
+        check_int("start_revision", start_revision, least=0)
         return MemoryWatch(self._keys, self._changes, prefix, start_revision, on_open)
