@@ -28,7 +28,7 @@ def check_prefix(prefix: object, name: str = "prefix") -> str:
     """Return ``prefix`` if it is a ``str`` that UTF-8 can encode (``""`` is every key).
 
     etcd's keys are bytes, which a store sends a ``str`` as, in UTF-8; a lone surrogate
-    (such as ``"\udcff"``, which ``os.fsdecode`` makes of a byte that is not UTF-8) has
+    (such as ``"\\udcff"``, which ``os.fsdecode`` makes of a byte that is not UTF-8) has
     no UTF-8 form, so every store refuses it alike, before any I/O.
 
     :param name: the parameter, for the error message

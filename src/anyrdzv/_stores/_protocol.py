@@ -32,7 +32,7 @@ class LeaseStore(Protocol):
     etcd's semantics.
 
     :class:`MemoryStore` and :class:`EtcdStore` implement it, and pass one contract
-    test suite. Keys and prefixes are ``str``\ s that UTF-8 can encode; both stores
+    test suite. Keys and prefixes are ``str``\\ s that UTF-8 can encode; both stores
     refuse one with a lone surrogate with a ``ValueError``, before any I/O. Both are
     async context managers too, but the protocol does not ask for it, so that a store
     with these methods alone is one. Heartbeats and the members functions need only :meth:`grant`,
