@@ -321,4 +321,6 @@ def test_errors(args: list[str], status: int, message: str) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("anyrdzv rendezvous: error: ")
     if status == 1:
-        assert len(proc.stderr.splitlines()) == 1
+        # Before the error, only the open's retries within --timeout, each a WARNING.
+        *retries, _ = proc.stderr.splitlines()
+        assert all(" WARNING anyrdzv._etcd._gateway: retrying opening" in r for r in retries)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, final
 
-from .._checks import check_positive, check_str
+from .._checks import check_int, check_positive
 from .._stores._model import (
     CasResult,
     KeyValue,
@@ -16,6 +16,7 @@ from .._stores._model import (
     check_lease_id,
     check_mod_revision,
     check_optional_lease,
+    check_prefix,
     check_put,
     check_ttl,
 )
@@ -52,14 +53,17 @@ class EtcdStore:
             ...
 
     Passing faults are retried within ``timeout``: a refused connection, and answers
-    that etcd cannot serve a request now (no leader, stopping, unavailable). An expired
-    auth token is renewed. A watch that hears nothing for ``watch_idle`` seconds is
-    re-created, so a connection that went silent is found out.
+    that etcd cannot serve a request now (no leader, stopping, unavailable). Opening
+    retries them too, so a store opened before etcd is up waits for it; a TLS failure or
+    refused credentials fail at once. An expired auth token is renewed. A watch that
+    hears nothing for ``watch_idle`` seconds is re-created, so a connection that went
+    silent is found out.
 
     :param endpoint: ``host[:port]``, parsed like torch's endpoints, default port 2379;
         or an ``http://`` or ``https://`` URL, as etcd's own flags take them
     :param ssl: an SSL context for HTTPS; ``None`` means plain HTTP, or, with an
-        ``https://`` URL, TLS with the system's CAs
+        ``https://`` URL, TLS with the system's CAs (loaded when a store first opens,
+        once a process, in a worker thread)
     :param username: the etcd user, when etcd has auth enabled
     :param password: that user's password
     :param timeout: how long etcd may take to answer one request, retries included, in
@@ -90,15 +94,14 @@ class EtcdStore:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         parsed_members = parse_etcd_endpoints(endpoint, ssl)
-        self.endpoints: tuple[Endpoint, ...] = tuple(parsed for parsed, _, _ in parsed_members)
+        self.endpoints: tuple[Endpoint, ...] = tuple(parsed for parsed, _ in parsed_members)
         self.endpoint: Endpoint = self.endpoints[0]
         check_credentials(username, password)
         self._timeout = check_positive("timeout", timeout)
         self._watch_idle = check_positive("watch_idle", watch_idle)
-        members, context = gateway_members(parsed_members, ssl)
         self._gateway = Gateway(
-            members,
-            ssl=context,
+            gateway_members(parsed_members),
+            ssl=ssl,
             username=username,
             password=password,
             timeout=self._timeout,
@@ -202,7 +205,7 @@ class EtcdStore:
 
         Keys that are not UTF-8, which no anyrdzv writer makes, are skipped and logged.
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         return await _requests.get_prefix(self._gateway, prefix)
 
     async def delete(self, key: str) -> bool:
@@ -225,7 +228,7 @@ class EtcdStore:
 
         :raises StoreConnectionError: if etcd could not be reached or did not answer
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         return await _requests.delete(self._gateway, _wire.prefix_range(prefix))
 
     async def compare_and_swap(
@@ -265,12 +268,18 @@ class EtcdStore:
         start_revision: int,
         on_open: Callable[[], object] | None = None,
     ) -> AsyncGenerator[StoreEvent, None]:
-        """Yield every change under ``prefix`` from ``start_revision`` on, in order.
+        """Yield every change under ``prefix`` from ``start_revision`` on, in order; from
+        ``start_revision=0``, every change after etcd confirms the watch.
 
         :param on_open: called each time etcd confirms the watch
         :raises StoreCompacted: if ``start_revision`` has been compacted
         :raises StoreConnectionError: if the stream breaks; resume from the next revision
+        :raises ValueError: if ``start_revision`` is negative, or ``prefix`` holds a lone
+            surrogate, at once
+        :raises TypeError: if an argument has the wrong type, at once
         """
+        check_prefix(prefix)
+        check_int("start_revision", start_revision, least=0)
         return watch(
             self._gateway,
             prefix,

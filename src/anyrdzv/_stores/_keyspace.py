@@ -34,7 +34,7 @@ class _LeaseState:
 
 def _utf8_order(kv: KeyValue) -> bytes:
     """etcd's order of keys: by their bytes."""
-    return kv.key.encode("utf-8", "surrogatepass")
+    return kv.key.encode()
 
 
 def _gone(lease_id: int) -> LeaseExpired:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .._checks import check_int, check_str
+from .._checks import check_int
 from ._keyspace import KeySpace
 from ._memory_watch import Changes, MemoryWatch
 from ._model import (
@@ -19,6 +19,7 @@ from ._model import (
     check_lease_id,
     check_mod_revision,
     check_optional_lease,
+    check_prefix,
     check_put,
     check_ttl,
 )
@@ -26,6 +27,9 @@ from ._txn import TxnResult, check_txn
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from types import TracebackType
+
+    from typing_extensions import Self
 
     from ._protocol import WatchStream
     from ._txn import Compare, TxnOp
@@ -40,7 +44,12 @@ class MemoryStore:
     etcd's: a lease revoke deletes all its keys at one revision, and a watch can resume
     from any revision still in the history.
 
-    Use one ``MemoryStore`` within one event loop.
+    Use one ``MemoryStore`` within one event loop. It needs no opening, but it is an
+    async context manager as :class:`EtcdStore` is, so that code written for any store
+    can say ``async with store:``. It holds nothing to release: entering gives the store
+    itself, and may happen any number of times, nested or at once (several agents of one
+    process sharing a store, as they share a cluster); leaving, or :meth:`aclose`, keeps
+    every key, lease and watch, and the store stays usable.
 
     A key and value over 1.5 MiB together are refused, as etcd refuses them.
 
@@ -53,6 +62,23 @@ class MemoryStore:
         self._keys = KeySpace(
             check_int("history_limit", history_limit, least=1), self._changes.notify
         )
+
+    async def __aenter__(self) -> Self:
+        await anyio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Nothing to release: the keys, leases and watches stay, and so does the store's
+        use (see the class)."""
+        await anyio.lowlevel.checkpoint()
 
     async def _ready(self) -> tuple[KeySpace, float]:
         """A checkpoint; then the state, with every lease that is due expired, and the
@@ -121,7 +147,7 @@ class MemoryStore:
 
     async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
         """Return every key under ``prefix`` with its value, and the store revision."""
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.values(prefix), keys.revision
 
@@ -133,7 +159,7 @@ class MemoryStore:
 
     async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Return every key under ``prefix``, sorted by key, and the revision read at."""
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.range(prefix, True), keys.revision
 
@@ -145,7 +171,7 @@ class MemoryStore:
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix``, at one revision; return how many there were."""
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.delete(prefix, True)
 
@@ -202,6 +228,10 @@ class MemoryStore:
 
         :param on_open: called when the watch is first waited on
         :raises StoreCompacted: if ``start_revision`` is older than the kept history
+        :raises ValueError: if ``start_revision`` is negative, or ``prefix`` holds a lone
+            surrogate, at once
+        :raises TypeError: if an argument has the wrong type, at once
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
+        check_int("start_revision", start_revision, least=0)
         return MemoryWatch(self._keys, self._changes, prefix, start_revision, on_open)

@@ -24,11 +24,39 @@ def check_ttl(ttl: object) -> int:
 MAX_VALUE_BYTES = 1_572_864 - 4096
 
 
-def check_key(key: object) -> str:
-    """Return ``key`` if it is a non-empty ``str``: etcd has no empty key."""
-    text = check_str("key", key)
+def check_prefix(prefix: object, name: str = "prefix") -> str:
+    """Return ``prefix`` if it is a ``str`` that UTF-8 can encode (``""`` is every key).
+
+    etcd's keys are bytes, which a store sends a ``str`` as, in UTF-8; a lone surrogate
+    (such as ``"\\udcff"``, which ``os.fsdecode`` makes of a byte that is not UTF-8) has
+    no UTF-8 form, so every store refuses it alike, before any I/O.
+
+    :param name: the parameter, for the error message
+    :raises TypeError: if it is not a ``str``
+    :raises ValueError: if it holds a lone surrogate
+    """
+    text = check_str(name, prefix)
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{name} must be text that UTF-8 can encode, got {echo(text)}, which holds a "
+            f"lone surrogate at index {exc.start}"
+        ) from None
+    return text
+
+
+def check_key(key: object, name: str = "key") -> str:
+    """Return ``key`` if it is a non-empty ``str`` that UTF-8 can encode: etcd has no
+    empty key (and see :func:`check_prefix`).
+
+    :param name: the parameter, for the error message
+    :raises TypeError: if it is not a ``str``
+    :raises ValueError: if it is empty, or holds a lone surrogate
+    """
+    text = check_prefix(key, name)
     if not text:
-        raise ValueError("key must not be empty")
+        raise ValueError(f"{name} must not be empty")
     return text
 
 
@@ -38,7 +66,7 @@ def check_put(key: object, value: object) -> None:
     text = check_key(key)
     value = check_bytes("value", value)
     if len(value) + 4 * len(text) > MAX_VALUE_BYTES:  # UTF-8 takes at most 4 bytes a character
-        size = len(value) + len(text.encode("utf-8", "surrogatepass"))
+        size = len(value) + len(text.encode())
         if size > MAX_VALUE_BYTES:
             raise ValueError(
                 f"value is too large: the key and value hold {size} bytes, and a store "

@@ -28,11 +28,14 @@ class WatchStream(Protocol):
 
 
 class LeaseStore(Protocol):
-    """An async key-value store with leases, watches, revisions and transactions, with
+    r"""An async key-value store with leases, watches, revisions and transactions, with
     etcd's semantics.
 
     :class:`MemoryStore` and :class:`EtcdStore` implement it, and pass one contract
-    test suite. :class:`Heartbeat` and the members functions call only :meth:`grant`,
+    test suite. Keys and prefixes are ``str``\\ s that UTF-8 can encode; both stores
+    refuse one with a lone surrogate with a ``ValueError``, before any I/O. Both are
+    async context managers too, but the protocol does not ask for it, so that a store
+    with these methods alone is one. Heartbeats and the members functions need only :meth:`grant`,
     :meth:`keep_alive`, :meth:`revoke`, :meth:`put`, :meth:`get_prefix` and
     :meth:`watch_prefix`, and a store passed to them needs only those.
 
@@ -84,9 +87,10 @@ class LeaseStore(Protocol):
     ) -> WatchStream:
         """Yield every change under ``prefix`` from ``start_revision`` on, in order.
 
-        ``on_open``, if given, is called each time the store confirms the watch (for
-        etcd, again whenever the stream is made anew): a caller can tell a watch that
-        works but is quiet from one that keeps failing.
+        ``start_revision=0`` means from now on: the changes after the store confirms the
+        watch, as etcd means it. ``on_open``, if given, is called each time the store
+        confirms the watch (for etcd, again whenever the stream is made anew): a caller
+        can tell a watch that works but is quiet from one that keeps failing.
 
         :raises StoreCompacted: if ``start_revision`` is older than the kept history
         :raises StoreConnectionError: if the stream breaks; resume from the next revision

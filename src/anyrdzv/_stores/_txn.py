@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, TypeVar
 
-from .._checks import check_bytes, check_int, check_str, cut, echo, is_int, type_name, wrong_type
+from .._checks import check_bytes, check_int, cut, echo, is_int, type_name, wrong_type
 from ._model import (
     MAX_VALUE_BYTES,
     KeyValue,
@@ -31,6 +31,7 @@ from ._model import (
     check_key,
     check_lease_id,
     check_optional_lease,
+    check_prefix,
     check_put,
 )
 
@@ -76,7 +77,7 @@ TXN_ITEM_BYTES = 64
 
 
 def _utf8_size(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
+    return len(text.encode())
 
 
 def _check_prefix_flag(prefix: object) -> bool:
@@ -87,7 +88,7 @@ def _check_prefix_flag(prefix: object) -> bool:
 
 def _check_range_key(key: object, prefix: bool) -> str:
     """A key, or with ``prefix`` a prefix, which may be empty: every key."""
-    return check_str("key", key) if prefix else check_key(key)
+    return check_prefix(key, "key") if prefix else check_key(key)
 
 
 def _in_range(key: str, start: str, prefix: bool) -> bool:
