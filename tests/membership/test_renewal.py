@@ -78,10 +78,10 @@ class TestRetries:
         error = kind("simulated")
         store = FakeStore()
         store.keep_alive_fault = error
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
                 await anyio.sleep(math.inf)
-        lost = lost_in(group)
+        lost = lost_in(caught)
         assert why in str(lost)
         assert lost.__cause__ is error
         assert (lost.group, lost.member) == ("g", "m")
@@ -94,10 +94,10 @@ class TestRetries:
         store = FakeStore()
         refused = StorePermissionError("etcd refused /v3/lease/keepalive: permission denied")
         store.keep_alive_fault = refused
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
                 await anyio.sleep(math.inf)
-        lost = lost_in(group)
+        lost = lost_in(caught)
         assert "the store refused the renewal: etcd refused" in str(lost)
         assert lost.__cause__ is refused
         assert store.count("keep_alive") == 1
@@ -109,10 +109,10 @@ class TestRetries:
         store = FakeStore()
         gone = LeaseExpired("lease 1 has expired or was revoked")
         store.keep_alive_fault = gone
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
                 await anyio.sleep(math.inf)
-        assert lost_in(group).__cause__ is gone
+        assert lost_in(caught).__cause__ is gone
         assert store.count("keep_alive") == 1
         assert store.count("revoke") == 0
 
@@ -120,10 +120,10 @@ class TestRetries:
         store = FakeStore()
         store.keep_alive_fault = "hang"
         start = anyio.current_time()
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
                 await anyio.sleep(math.inf)
-        lost = lost_in(group)
+        lost = lost_in(caught)
         assert "no renewal succeeded before the lease ran out" in str(lost)
         assert isinstance(lost.__cause__, TimeoutError)
         assert "the renewal of lease" in str(lost.__cause__)
@@ -137,10 +137,10 @@ class TestRetries:
         odd = StoreError("etcd answered 503")
         store.keep_alive_faults = [odd]
         store.keep_alive_fault = "hang"
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
                 await anyio.sleep(math.inf)
-        cause = lost_in(group).__cause__
+        cause = lost_in(caught).__cause__
         assert isinstance(cause, TimeoutError)
         assert cause.__cause__ is odd
 
@@ -151,10 +151,10 @@ class TestRetries:
                 return 0  # the lease runs out before the next renewal is due
 
         store = NoTimeLeft()
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
                 await anyio.sleep(math.inf)
-        lost = lost_in(group)
+        lost = lost_in(caught)
         assert "no renewal succeeded before the lease ran out" in str(lost)
         assert isinstance(lost.__cause__, TimeoutError)
         assert "s after the lease ran out" in str(lost.__cause__)
@@ -169,9 +169,9 @@ class TestRetries:
     async def test_revoked_behind_its_back_on_each_store(
         self, store: LeaseStore, key_prefix: str
     ) -> None:
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, prefix=key_prefix) as beat:
                 assert beat.lease is not None
                 await store.revoke(beat.lease)
                 await anyio.sleep(math.inf)
-        assert isinstance(lost_in(group).__cause__, LeaseExpired)
+        assert isinstance(lost_in(caught).__cause__, LeaseExpired)
