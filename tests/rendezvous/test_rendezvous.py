@@ -567,6 +567,11 @@ class TestDataSubtree:
         assert await run_keys(store, run_id) == []
 
 
+#: A lease TTL of 5 s (renewals every 0.2 s), for tests that do not wait for a lease to
+#: run out: a loaded machine that stalls the loop for a second loses no lease.
+STEADY: dict[str, Any] = {"keep_alive_max_attempt": 25}
+
+
 class TestExceptionsLeaveAsThemselves:
     """``try: async with Rendezvous(...)`` catches what it names, on both stores: nothing
     leaves in a group but errors that happen at once."""
@@ -588,7 +593,7 @@ class TestExceptionsLeaveAsThemselves:
     async def test_the_blocks_error(self, store: LeaseStore, run_id: str) -> None:
         error = ValueError("the block's own")
         with pytest.raises(ValueError, match="the block's own") as caught:
-            async with make(store, run_id, "a"):
+            async with make(store, run_id, "a", **STEADY):
                 raise error
         assert caught.value is error
         assert await run_keys(store, run_id) == []
@@ -596,7 +601,7 @@ class TestExceptionsLeaveAsThemselves:
     async def test_a_lost_heartbeat_cancels_the_block(self, store: LeaseStore, run_id: str) -> None:
         cancelled = False
         with pytest.raises(HeartbeatLost, match="'a' in group") as caught:
-            async with make(store, run_id, "a"):
+            async with make(store, run_id, "a", **STEADY):
                 await kill(store, run_id, "a")
                 try:
                     await anyio.sleep(10)
@@ -612,7 +617,7 @@ class TestExceptionsLeaveAsThemselves:
     ) -> None:
         faulty = FaultyStore(store)
         with pytest.raises(StorePermissionError, match="permission denied"):
-            async with make(faulty, run_id, "a"):
+            async with make(faulty, run_id, "a", **STEADY):
                 faulty.fail("watch_prefix", error=StorePermissionError("permission denied"))
                 faulty.break_watches()
                 await anyio.sleep(10)
@@ -621,7 +626,7 @@ class TestExceptionsLeaveAsThemselves:
     async def test_errors_at_once_leave_together(self, store: LeaseStore, run_id: str) -> None:
         mine = ValueError("the block's own")
         with pytest.RaisesGroup(ValueError, HeartbeatLost) as caught:
-            async with make(store, run_id, "a"):
+            async with make(store, run_id, "a", **STEADY):
                 await kill(store, run_id, "a")
                 try:
                     await anyio.sleep(10)
@@ -631,14 +636,14 @@ class TestExceptionsLeaveAsThemselves:
 
     async def test_an_outer_cancellation(self, store: LeaseStore, run_id: str) -> None:
         with anyio.move_on_after(0.3) as scope:
-            async with make(store, run_id, "a") as a:
+            async with make(store, run_id, "a", **STEADY) as a:
                 await a.next_rendezvous()
         assert scope.cancelled_caught
         assert await run_keys(store, run_id) == []
 
     async def test_keyboard_interrupt(self, store: LeaseStore, run_id: str) -> None:
         with pytest.raises(KeyboardInterrupt):
-            async with make(store, run_id, "a"):
+            async with make(store, run_id, "a", **STEADY):
                 raise KeyboardInterrupt
         assert await run_keys(store, run_id) == []
 
@@ -652,7 +657,7 @@ class TestExceptionsLeaveAsThemselves:
                 return await super().put(key, value, lease=lease)
 
         with pytest.raises(KeyboardInterrupt):
-            async with make(Interrupted(store), run_id, "a") as a:
+            async with make(Interrupted(store), run_id, "a", **STEADY) as a:
                 await a.next_rendezvous()
         assert await run_keys(store, run_id) == []
 
@@ -669,7 +674,9 @@ class TestLeaseGone:
         # next_rendezvous() hears of the loss first.
         faulty.hang("keep_alive")
         with pytest.raises(HeartbeatLost) as outside:
-            async with make(faulty, run_id, "a", keep_alive_interval=1) as a:
+            async with make(
+                faulty, run_id, "a", keep_alive_interval=1, keep_alive_max_attempt=10
+            ) as a:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(kill, store, run_id, "a")
                     with pytest.raises(HeartbeatLost) as inside:
@@ -687,7 +694,7 @@ class TestLeaseGone:
 
         async def node() -> None:
             try:
-                async with make(watched, run_id, "a") as a:
+                async with make(watched, run_id, "a", **STEADY) as a:
                     await a.next_rendezvous()
             except HeartbeatLost as exc:  # from next_rendezvous() or the heartbeat
                 caught.append(exc)
@@ -720,7 +727,7 @@ async def nodes_on(
     stack: AsyncExitStack, stores: list[LeaseStore], run_id: str, **kwargs: Any
 ) -> list[Rendezvous]:
     """Nodes a, b and c, each on its own store, min_nodes = max_nodes = 3 unless told."""
-    options = {"min_nodes": 3, "max_nodes": 3, **kwargs}
+    options = {"min_nodes": 3, "max_nodes": 3, **STEADY, **kwargs}
     return [
         await stack.enter_async_context(make(store, run_id, name, **options))
         for store, name in zip(stores, "abc", strict=True)
@@ -834,7 +841,7 @@ class TestOverlap:
     async def test_entering_twice_at_once_is_refused(self, store: LeaseStore, run_id: str) -> None:
         slow = FakeStore(store)
         slow.grant_may_finish = anyio.Event()
-        rdzv = make(slow, run_id, "a")
+        rdzv = make(slow, run_id, "a", **STEADY)
         async with anyio.create_task_group() as tg:
 
             async def enter() -> None:
