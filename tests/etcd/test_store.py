@@ -170,8 +170,9 @@ class TestMisuse:
 
 
 class TestExceptionsLeaveAsThemselves:
-    """EtcdStore hosts no task group: what the block raises leaves unchanged, also from
-    the context managers inside it, as users nest them."""
+    """EtcdStore hosts no task group (so no error of its own comes at once with the
+    block's): what the block raises leaves unchanged, also from the context managers
+    inside it, as users nest them."""
 
     async def test_the_blocks_error(self, etcd_server: EtcdServer) -> None:
         error = ValueError("the block's own")
@@ -184,6 +185,14 @@ class TestExceptionsLeaveAsThemselves:
         with pytest.raises(KeyboardInterrupt):
             async with EtcdStore(etcd_server.endpoint):
                 raise KeyboardInterrupt
+
+    async def test_an_outer_cancellation(self, etcd_server: EtcdServer) -> None:
+        with anyio.move_on_after(0.1) as scope:
+            async with EtcdStore(etcd_server.endpoint) as store:
+                await anyio.sleep(10)
+        assert scope.cancelled_caught
+        with pytest.raises(RuntimeError, match="not open"):
+            await store.grant(5)  # it was closed on the way out
 
     async def test_a_rendezvous_timeout_inside(self, etcd_server: EtcdServer) -> None:
         caught: list[str] = []
