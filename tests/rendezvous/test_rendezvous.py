@@ -623,6 +623,14 @@ class TestExceptionsLeaveAsThemselves:
                 await anyio.sleep(10)
         assert await run_keys(store, run_id) == []
 
+    async def test_a_watch_that_fails_while_entering(self, store: LeaseStore, run_id: str) -> None:
+        faulty = FaultyStore(store)
+        faulty.fail("watch_prefix", error=StorePermissionError("permission denied"))
+        with pytest.raises(StorePermissionError, match="permission denied"):
+            async with make(faulty, run_id, "a", **STEADY):
+                pytest.fail("entered without a watch")
+        assert await run_keys(store, run_id) == []
+
     async def test_errors_at_once_leave_together(self, store: LeaseStore, run_id: str) -> None:
         mine = ValueError("the block's own")
         with pytest.RaisesGroup(ValueError, HeartbeatLost) as caught:
