@@ -31,20 +31,20 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from _runner import BACKENDS, is_interrupt, run
+from _runner import BACKENDS, run
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from anyrdzv import EtcdStore, LeaseStore, MemoryStore, Rendezvous, RendezvousInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -99,18 +99,19 @@ async def agent(
                     info.world_size,
                 )
             )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run_worker, info, name, emit)
+            async with worker(info, name, emit):
                 async with aclosing(rdzv.changes()) as changes:
                     change = await anext(changes)
                 emit(Event(name, "change", f"changes() yielded {change!r}", info.round))
-                tg.cancel_scope.cancel()
             if change == "closed":
                 return
 
 
-async def run_worker(info: RendezvousInfo, name: str, emit: Callable[[Event], None]) -> None:
-    """Run this round's worker until cancelled; then kill it."""
+@asynccontextmanager
+async def worker(
+    info: RendezvousInfo, name: str, emit: Callable[[Event], None]
+) -> AsyncIterator[None]:
+    """Run this round's worker for the span of the block; then kill it."""
     env = {
         **os.environ,
         "RANK": str(info.rank),
@@ -133,8 +134,7 @@ async def run_worker(info: RendezvousInfo, name: str, emit: Callable[[Event], No
                 int(seen["WORLD_SIZE"]),
             )
         )
-        status = await proc.wait()
-        raise RuntimeError(f"the worker of {name} exited on its own, with status {status}")
+        yield
     finally:
         with anyio.CancelScope(shield=True):
             if proc.returncode is None:
@@ -479,9 +479,8 @@ def node_main(args: argparse.Namespace) -> int:
     options = {"use_uvloop": True} if args.backend == "uvloop" else {}
     try:
         anyio.run(run_node, args, backend=name, backend_options=options)
-    except BaseException as exc:
-        if not is_interrupt(exc):
-            raise
+    except KeyboardInterrupt:
+        pass  # SIGINT: the node has left cleanly
     return 0
 
 

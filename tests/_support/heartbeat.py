@@ -122,9 +122,9 @@ class FakeStore(StoreWrapper):
             await self._renewal.wait()
 
 
-def lost_in(group: pytest.ExceptionInfo[Any]) -> HeartbeatLost:
-    """The one HeartbeatLost that an ``async with Heartbeat`` block raised."""
-    (exc,) = group.value.exceptions
+def lost_in(caught: pytest.ExceptionInfo[Any]) -> HeartbeatLost:
+    """The HeartbeatLost that an ``async with Heartbeat`` block raised, as itself."""
+    exc = caught.value
     assert isinstance(exc, HeartbeatLost)
     return exc
 

@@ -242,7 +242,7 @@ class TestSpec:
         def boom() -> None:
             raise ValueError("bad beat")
 
-        with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="bad beat")):
+        with pytest.raises(ValueError, match="bad beat"):
             async with PeriodicTimer(0.005, boom):
                 await anyio.sleep(10)
 
@@ -378,6 +378,79 @@ class TestContextManagerMisuse:
             async with timer:
                 pytest.fail("entered again")
         assert timer_tasks() == []
+
+
+class TestExceptionsLeaveAsThemselves:
+    """``async with PeriodicTimer``: what is raised leaves as itself, not in a group,
+    with a sync function (the shared task) and an async one (a task of its own)."""
+
+    @staticmethod
+    def failing(error: BaseException, kind: str) -> Any:
+        def sync_fn() -> None:
+            raise error
+
+        async def async_fn() -> None:
+            raise error
+
+        return sync_fn if kind == "sync" else async_fn
+
+    @pytest.mark.parametrize("kind", ["sync", "async"])
+    async def test_the_blocks_error(self, kind: str) -> None:
+        error = ValueError("the block's own")
+        with pytest.raises(ValueError, match="the block's own") as caught:
+            async with PeriodicTimer(0.005, self.failing(KeyError("never"), kind)):
+                raise error
+        assert caught.value is error
+        assert timer_tasks() == []
+
+    @pytest.mark.parametrize("kind", ["sync", "async"])
+    async def test_the_functions_error_cancels_the_block(self, kind: str) -> None:
+        error = KeyError("the beat failed")
+        cancelled = False
+        with pytest.raises(KeyError, match="the beat failed") as caught:
+            async with PeriodicTimer(0.005, self.failing(error, kind)):
+                try:
+                    await anyio.sleep(10)
+                except anyio.get_cancelled_exc_class():
+                    cancelled = True
+                    raise
+        assert caught.value is error
+        assert cancelled
+
+    @pytest.mark.parametrize("kind", ["sync", "async"])
+    async def test_both_at_once_leave_together(self, kind: str) -> None:
+        mine, theirs = ValueError("the block's own"), KeyError("the beat failed")
+        with pytest.RaisesGroup(ValueError, KeyError) as caught:
+            async with PeriodicTimer(0.005, self.failing(theirs, kind)):
+                try:
+                    await anyio.sleep(10)
+                finally:
+                    raise mine  # as it handles the cancellation the failure caused
+        assert list(caught.value.exceptions) == [mine, theirs]
+
+    async def test_an_outer_cancellation(self) -> None:
+        calls: list[int] = []
+        with anyio.move_on_after(0.05) as scope:
+            async with PeriodicTimer(0.005, calls.append, 1):
+                await anyio.sleep(10)
+        assert scope.cancelled_caught
+        assert calls
+        assert timer_tasks() == []
+
+    async def test_keyboard_interrupt_in_the_block(self) -> None:
+        with pytest.raises(KeyboardInterrupt):
+            async with PeriodicTimer(0.005, lambda: None):
+                raise KeyboardInterrupt
+        assert timer_tasks() == []
+
+    @pytest.mark.parametrize("anyio_backend", ["trio"])
+    @pytest.mark.parametrize("kind", ["sync", "async"])
+    async def test_keyboard_interrupt_in_the_function(self, kind: str) -> None:
+        """On trio, Ctrl-C lands in whatever code runs, the timer's included (asyncio
+        takes a task's KeyboardInterrupt out of the event loop itself)."""
+        with pytest.raises(KeyboardInterrupt):
+            async with PeriodicTimer(0.005, self.failing(KeyboardInterrupt(), kind)):
+                await anyio.sleep(10)
 
 
 class TestSharedTask:

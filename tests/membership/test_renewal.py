@@ -79,10 +79,10 @@ class TestRetries:
         error = kind("simulated")
         store = FakeStore()
         store.keep_alive_fault = error
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
                 await anyio.sleep(math.inf)
-        lost = lost_in(group)
+        lost = lost_in(caught)
         assert why in str(lost)
         assert lost.__cause__ is error
         assert (lost.group, lost.member) == ("g", "m")
@@ -95,10 +95,10 @@ class TestRetries:
         store = FakeStore()
         refused = StorePermissionError("etcd refused /v3/lease/keepalive: permission denied")
         store.keep_alive_fault = refused
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
                 await anyio.sleep(math.inf)
-        lost = lost_in(group)
+        lost = lost_in(caught)
         assert "the store refused the renewal: etcd refused" in str(lost)
         assert lost.__cause__ is refused
         assert store.count("keep_alive") == 1
@@ -110,10 +110,10 @@ class TestRetries:
         store = FakeStore()
         gone = LeaseExpired("lease 1 has expired or was revoked")
         store.keep_alive_fault = gone
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
                 await anyio.sleep(math.inf)
-        assert lost_in(group).__cause__ is gone
+        assert lost_in(caught).__cause__ is gone
         assert store.count("keep_alive") == 1
         assert store.count("revoke") == 0
 
@@ -121,10 +121,10 @@ class TestRetries:
         store = FakeStore()
         store.keep_alive_fault = "hang"
         start = anyio.current_time()
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10) as beat:
                 await anyio.sleep(math.inf)
-        lost = lost_in(group)
+        lost = lost_in(caught)
         assert "no renewal succeeded before the lease ran out" in str(lost)
         assert isinstance(lost.__cause__, TimeoutError)
         assert "the renewal of lease" in str(lost.__cause__)
@@ -138,10 +138,10 @@ class TestRetries:
         odd = StoreError("etcd answered 503")
         store.keep_alive_faults = [odd]
         store.keep_alive_fault = "hang"
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
                 await anyio.sleep(math.inf)
-        cause = lost_in(group).__cause__
+        cause = lost_in(caught).__cause__
         assert isinstance(cause, TimeoutError)
         assert cause.__cause__ is odd
 
@@ -152,10 +152,10 @@ class TestRetries:
                 return 0  # the lease runs out before the next renewal is due
 
         store = NoTimeLeft()
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
                 await anyio.sleep(math.inf)
-        lost = lost_in(group)
+        lost = lost_in(caught)
         assert "no renewal succeeded before the lease ran out" in str(lost)
         assert isinstance(lost.__cause__, TimeoutError)
         assert "s after the lease ran out" in str(lost.__cause__)
@@ -170,12 +170,12 @@ class TestRetries:
     async def test_revoked_behind_its_back_on_each_store(
         self, store: LeaseStore, key_prefix: str
     ) -> None:
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.1, prefix=key_prefix) as beat:
                 assert beat.lease is not None
                 await store.revoke(beat.lease)
                 await anyio.sleep(math.inf)
-        assert isinstance(lost_in(group).__cause__, LeaseExpired)
+        assert isinstance(lost_in(caught).__cause__, LeaseExpired)
 
 
 class ExtendedByTheStore(FakeStore):
@@ -223,10 +223,10 @@ class TestLateAnswers:
         store = ExtendedByTheStore(late_at=1, delay=1.3)
         gone = LeaseExpired("lease 1 has expired or was revoked")
         store.keep_alive_faults = [None, gone]
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.5, max_missed=2):
                 await anyio.sleep(math.inf)
-        assert lost_in(group).__cause__ is gone
+        assert lost_in(caught).__cause__ is gone
         assert store.count("keep_alive") == 2
 
     async def test_no_answer_after_a_late_one_is_lost_within_the_grace(self) -> None:
@@ -234,11 +234,11 @@ class TestLateAnswers:
         store.keep_alive_faults = [None]
         store.keep_alive_fault = "hang"
         entered = anyio.current_time()
-        with pytest.RaisesGroup(HeartbeatLost) as group:
+        with pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.5, max_missed=2):
                 await anyio.sleep(math.inf)
         lost_after = anyio.current_time() - entered
-        cause = lost_in(group).__cause__
+        cause = lost_in(caught).__cause__
         assert isinstance(cause, TimeoutError)
         assert "got no answer within" in str(cause)
         # The late answer proved the lease until 0.5 + 1 s after entry; the grace is 1 s

@@ -23,6 +23,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._clock import current_clock
+from ._groups import close_task_group
 from ._periodic import check_interval
 from ._wakeup import CallSoon, current_call_soon
 
@@ -376,6 +377,9 @@ class PeriodicTimer:
             timer.cancel()
 
     or, for the span of a block, ``async with PeriodicTimer(5, beat) as timer: ...``.
+    There, an exception from ``function`` cancels the block and leaves it as itself,
+    and an exception raised in the block leaves unchanged; the two leave together, in
+    an exception group, only when they happen at once.
 
     ``function`` may be sync or async; if a call returns an awaitable, it is awaited.
     A sync function runs on the event loop thread, so a blocking one belongs in
@@ -495,7 +499,9 @@ class PeriodicTimer:
         try:
             self.start(task_group)
         except BaseException as exc:
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            await close_task_group(
+                task_group, type(exc), exc, exc.__traceback__, what="PeriodicTimer"
+            )
             raise
         self._task_group = task_group
         return self
@@ -511,4 +517,6 @@ class PeriodicTimer:
             raise RuntimeError("PeriodicTimer was not entered")
         self._task_group = None
         self.cancel()
-        return await task_group.__aexit__(exc_type, exc_value, traceback)
+        return await close_task_group(
+            task_group, exc_type, exc_value, traceback, what="PeriodicTimer"
+        )

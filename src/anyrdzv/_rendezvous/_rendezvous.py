@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from .._checks import check_bytes, check_int, check_seconds, echo, type_name
-from .._exceptions import RendezvousTimeout, StoreError
+from .._exceptions import HeartbeatLost, RendezvousTimeout, StoreError
 from .._membership._heartbeat import MIN_INTERVAL, MemberLease, lease_ttl
 from .._membership._keys import DEFAULT_PREFIX, check_name, check_prefix
 from .._stores._protocol import LeaseStore, check_store
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _local_ids = itertools.count()
+
+#: How long withdrawing a join may take, in seconds, when a call ends without a round.
+WITHDRAW_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,15 @@ class Rendezvous:
     A node entering with the name of a live node of the run is refused with a
     :class:`RendezvousError`; the live node is left alone. The name of a node whose
     lease has expired is free again.
+
+    Exceptions leave the ``async with`` block as themselves, so ``except
+    RendezvousTimeout:`` around it works: one raised in the block leaves unchanged (a
+    ``KeyboardInterrupt`` too), and a background failure that is the only error cancels
+    the block and leaves as itself: :class:`HeartbeatLost` when this node's lease is
+    gone (the same object :meth:`next_rendezvous` raises if it notices first), or the
+    store's error if the run's watch gives up. Only errors that happen at once (the
+    block raises as the heartbeat is lost, before the loss could cancel it, or while it
+    handles that cancellation) leave together, in an exception group.
 
     :param store: the store
     :param run_id: the run; non-empty, no ``/``
@@ -175,6 +187,7 @@ class Rendezvous:
             store, self.run_id, self._keys, self._heartbeat, claim, close_timeout=self.close_timeout
         )
         self._rounds: Rounds | None = None  # while entered
+        self._calling = False  # a next_rendezvous() call runs
 
     @property
     def data_prefix(self) -> str:
@@ -257,6 +270,21 @@ class Rendezvous:
         self._rounds = None
         return await self._entry.__aexit__(exc_type, exc_value, traceback)
 
+    async def _withdraw(self, rounds: Rounds) -> None:
+        """Withdraw this node's join, shielded from cancellation, within a second; log a
+        failure (the next call withdraws it)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(WITHDRAW_TIMEOUT) as scope:
+            try:
+                await rounds.withdraw()
+            except StoreError as exc:
+                logger.warning("node %r could not withdraw its join: %s", self.node, exc)
+        if scope.cancelled_caught:
+            logger.warning(
+                "node %r could not withdraw its join: no answer within %g s",
+                self.node,
+                WITHDRAW_TIMEOUT,
+            )
+
     def _entered(self) -> Rounds:
         rounds = self._rounds
         if rounds is None:
@@ -271,26 +299,43 @@ class Rendezvous:
         A node still in a complete round asks for a new one; a node that comes after
         its round completed waits for the next.
 
+        A call that ends without a round (``join_timeout``, a cancellation, an error)
+        withdraws this node's join before it returns, so that no round counts a node
+        that is not waiting for it; the next call joins the open round afresh.
+
         :raises RendezvousClosed: if the run is closed, or is closed meanwhile
         :raises RendezvousTimeout: if no round takes this node in ``join_timeout``
+        :raises HeartbeatLost: if this node's lease is gone (its heartbeat's error,
+            which also ends the ``async with`` block)
         :raises RendezvousError: if the run's state is malformed, or its nodes disagree
             on ``min_nodes`` or ``max_nodes``
+        :raises RuntimeError: if another call of it on this object is running: calls on
+            one ``Rendezvous`` must not overlap
         """
         rounds = self._entered()
-        await anyio.lowlevel.checkpoint()
+        if self._calling:
+            raise RuntimeError(
+                f"next_rendezvous() of node {self.node!r} of run {self.run_id!r} is already "
+                "running in another task: calls of it on one Rendezvous must not overlap"
+            )
+        self._calling = True
         try:
+            await anyio.lowlevel.checkpoint()
             with anyio.fail_after(self.join_timeout):
                 state = await rounds.next()
         except TimeoutError:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
-                try:
-                    await self._store.delete(self._keys.join)
-                except StoreError as exc:
-                    logger.warning("node %r could not withdraw its join: %s", self.node, exc)
+            await self._withdraw(rounds)
             raise RendezvousTimeout(
                 f"node {self.node!r} of run {self.run_id!r}: no round completed with it "
                 f"within join_timeout={self.join_timeout:g} s"
             ) from None
+        except HeartbeatLost:
+            raise  # the lease is gone, and the join key with it
+        except BaseException:
+            await self._withdraw(rounds)
+            raise
+        finally:
+            self._calling = False
         ranks, payloads = rounds.info_of(state)
         info = RendezvousInfo(
             self.run_id,

@@ -15,7 +15,7 @@ import anyio
 
 from .._core._delay import backoff, delay
 from .._exceptions import LeaseExpired, RendezvousClosed, RendezvousError, StoreConnectionError
-from .._stores._txn import Put
+from .._stores._txn import Delete, Put
 from . import _rules as rules
 
 if TYPE_CHECKING:
@@ -66,6 +66,9 @@ class Rounds:
         self._last_call_timeout = last_call_timeout
         #: the last round :meth:`next` returned
         self.handed_out: int | None = None
+        # The revision at which a call that ended without a round withdrew its join, or
+        # 0 if it could not: the next call must not find that join in the view.
+        self._withdrawn: int | None = None
 
     def _check_errors(self) -> None:
         errors = self._entry.run.errors
@@ -89,45 +92,17 @@ class Rounds:
         """Join the next round, and wait until it completes with this node in it.
 
         :raises RendezvousClosed: if the run is closed, or is closed meanwhile
-        :raises RendezvousError: if the run's state is malformed, its nodes disagree on
-            ``min_nodes`` or ``max_nodes``, or this node's lease is gone
+        :raises RendezvousError: if the run's state is malformed, or its nodes disagree
+            on ``min_nodes`` or ``max_nodes``
+        :raises HeartbeatLost: if this node's lease is gone
         :return: the round's state
         """
         retry: Iterator[float] | None = None
-        run = self._entry.run
         while True:
-            self._check_errors()
-            version = run.version
-            min_reached = run.min_reached
-            view = run.view
-            if view.state is not None and not view.state[0].complete:
-                # Another node of this process swaps the open round (it completes it,
-                # most likely): every node would decide the same, at a cost that grows
-                # with the round; wait for the outcome instead. Not in a complete round:
-                # a participant may still be owed it.
-                pending = run.swaps.get(view.state[1])
-                if pending is not None:
-                    await pending.wait()
-                    continue
             try:
-                action = rules.decide(
-                    view,
-                    self._node,
-                    min_nodes=self._min_nodes,
-                    max_nodes=self._max_nodes,
-                    handed_out=self.handed_out,
-                    min_reached_at=None
-                    if min_reached is None
-                    or view.state is None
-                    or min_reached[0] != view.state[0].round
-                    else min_reached[1],
-                    last_call_timeout=self._last_call_timeout,
-                    now=anyio.current_time(),
-                )
-            except ValueError as exc:
-                raise RendezvousError(f"run {self._run_id!r}: {exc}") from None
-            try:
-                done = await self._act(action, version)
+                if self._withdrawn is not None:
+                    await self._drop_withdrawn_join()
+                done = await self._step()
             except StoreConnectionError as exc:
                 retry = retry or backoff(0.05, 2.0)
                 pause = next(retry)
@@ -141,13 +116,75 @@ class Rounds:
                 await delay(pause)
                 continue
             except LeaseExpired as exc:
-                raise RendezvousError(
-                    f"node {self._node!r} of run {self._run_id!r}: its lease is gone"
-                ) from exc
+                # The heartbeat's renewals hear of it too: both raise this one error.
+                loss = self._lease._lost(f"the store said its lease is gone: {exc}", exc)
+                break
             retry = None
             if done is not None:
                 self.handed_out = done.round
                 return done
+        raise loss
+
+    async def _step(self) -> rules.RunState | None:
+        """Decide from the view, and carry it out; return the round's state once it is
+        done."""
+        self._check_errors()
+        run = self._entry.run
+        version = run.version
+        min_reached = run.min_reached
+        view = run.view
+        if view.state is not None and not view.state[0].complete:
+            # Another node of this process swaps the open round (it completes it, most
+            # likely): every node would decide the same, at a cost that grows with the
+            # round; wait for the outcome instead. Not in a complete round: a
+            # participant may still be owed it.
+            pending = run.swaps.get(view.state[1])
+            if pending is not None:
+                await pending.wait()
+                return None
+        try:
+            action = rules.decide(
+                view,
+                self._node,
+                min_nodes=self._min_nodes,
+                max_nodes=self._max_nodes,
+                handed_out=self.handed_out,
+                min_reached_at=None
+                if min_reached is None
+                or view.state is None
+                or min_reached[0] != view.state[0].round
+                else min_reached[1],
+                last_call_timeout=self._last_call_timeout,
+                now=anyio.current_time(),
+            )
+        except ValueError as exc:
+            raise RendezvousError(f"run {self._run_id!r}: {exc}") from None
+        return await self._act(action, version)
+
+    async def withdraw(self) -> None:
+        """Delete this node's join key: a call of :meth:`next` ended without a round
+        (a timeout, a cancellation), so no round may count this node, and the next call
+        joins afresh.
+
+        :raises StoreError: if the store fails; the next call then deletes the key
+        """
+        self._withdrawn = 0
+        result = await self._store.txn([], [Delete(self._keys.join)])
+        self._withdrawn = result.revision
+
+    async def _drop_withdrawn_join(self) -> None:
+        """Once the view shows the withdrawal, make sure that it holds no join of this
+        node: a put of the withdrawn call may have landed after it (a batch in flight),
+        or the withdrawal failed. A round completed with this node meanwhile is then no
+        longer this node's to return: as one of its participants, it asks for a new one.
+        """
+        run = self._entry.run
+        assert self._withdrawn is not None
+        await run.until_revision(self._withdrawn)
+        if self._node in run.view.joins:
+            result = await self._store.txn([], [Delete(self._keys.join)])
+            await run.until_revision(result.revision)
+        self._withdrawn = None
 
     async def _act(self, action: rules.Action, version: int) -> rules.RunState | None:
         """Carry out ``action``; return the round's state, once it is done."""

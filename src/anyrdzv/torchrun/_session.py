@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 import anyio.abc
 
-from .._exceptions import HeartbeatLost, LeaseExpired, RendezvousError
+from .._exceptions import HeartbeatLost
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -153,10 +153,8 @@ class Session:
             self._calls.add(scope)
             try:
                 return await func(rendezvous)
-            except RendezvousError as exc:
-                if isinstance(exc.__cause__, LeaseExpired):  # the heartbeat hears it soon
-                    raise SessionLost(str(exc)) from exc.__cause__
-                raise
+            except HeartbeatLost as exc:  # heard by the call: the rendezvous ends with it
+                raise SessionLost(str(exc)) from exc
             finally:
                 self._calls.discard(scope)
         self._check()  # cancelled by a lost heartbeat
