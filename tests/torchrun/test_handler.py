@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -20,6 +20,8 @@ from anyrdzv import EtcdStore, Lease
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from typing_extensions import Self
 
     from tests._support.etcd_server import EtcdServer
 
