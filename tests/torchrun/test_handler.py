@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import logging
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -524,3 +526,59 @@ except SignalException as exc:
     assert proc.returncode != 0
     assert out.strip() == "signal SIGTERM", err
     assert anyio.run(keys) == []  # its lease revoked (TTL 15 s), the run never closed
+
+
+def readme_block(after: str) -> str:
+    """The first fenced block of the README after the line that holds ``after``."""
+    from tests._support import README
+
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if after in line)
+    fences = [i for i in range(start, len(lines)) if lines[i].strip().startswith("```")]
+    return "\n".join(line.strip() for line in lines[fences[0] + 1 : fences[1]])
+
+
+def test_a_scoped_etcd_user_as_the_readme_makes_it(
+    own_etcd_server: EtcdServer, handlers: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's etcdctl commands make a user whose role grants /anyrdzv/ only (and
+    one whose role grants one run only): a whole round works for each, and a request
+    outside the grant is refused with a message that names the key and the user."""
+    from torch.distributed.elastic.rendezvous import RendezvousConnectionError
+
+    etcdctl = shutil.which("etcdctl")
+    if etcdctl is None:
+        message = "etcdctl is not installed (apt-get install etcd-client)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}: CI must run the scoped-user test")
+        pytest.skip(message)
+    run_id = f"h-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "ETCDCTL_ENDPOINTS": own_etcd_server.url}
+    commands = readme_block("A scoped etcd user").replace("ROOT_PASSWORD", "rootpw")
+    commands = commands.replace("TRAINER_PASSWORD", "trainerpw")
+    root = ["--user", "root:rootpw"]
+    commands_of_one_run = [
+        ["role", "add", "one-run", *root],
+        ["role", "grant-permission", "one-run", "--prefix=true", "readwrite", f"/anyrdzv/{run_id}/"]
+        + root,
+        ["user", "add", "solo:solopw", *root],
+        ["user", "grant-role", "solo", "one-run", *root],
+    ]
+    for command in [shlex.split(line) for line in commands.splitlines()] + [
+        ["etcdctl", *args] for args in commands_of_one_run
+    ]:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, (command, done.stderr)
+    for user, password in (("trainer", "trainerpw"), ("solo", "solopw")):
+        monkeypatch.setenv("ANYRDZV_ETCD_PASSWORD", password)
+        handler = make(handlers, own_etcd_server.endpoint, run_id, {"user": user})
+        info = handler.next_rendezvous()
+        assert info.world_size == 1
+        info.store.set("k", user)
+        assert info.store.get("k") == user.encode()
+        assert handler.shutdown() is True
+    other = f"{run_id}-other"
+    with pytest.raises(RendezvousConnectionError) as refused:
+        make(handlers, own_etcd_server.endpoint, other, {"user": "solo"})
+    assert f"(key '/anyrdzv/{other}/') for user 'solo'" in str(refused.value)
+    assert "permission denied" in str(refused.value)
