@@ -35,6 +35,7 @@ from .._etcd._store import EtcdStore
 from .._exceptions import StoreError
 from .._membership._keys import DEFAULT_PREFIX
 from .._rendezvous import _rendezvous
+from .._rendezvous._report import TORCH_ROUND_PREFIX
 from ._conf import read_conf
 from ._loop import LoopGone, LoopThread
 from ._session import Session, SessionClosed, SessionLost
@@ -193,7 +194,8 @@ class EtcdRendezvousHandler(RendezvousHandler):
             info = self._run(
                 "next_rendezvous", lambda: self._loop.run(self._session.next_rendezvous)
             )
-            store = PrefixStore(f"torch.rendezvous.{self._run_id}.{info.round}", self._store)
+            round_prefix = TORCH_ROUND_PREFIX.format(run_id=self._run_id, round=info.round)
+            store = PrefixStore(round_prefix.removesuffix("/"), self._store)
             try:
                 bootstrap = RendezvousStoreInfo.build(info.rank, store, self._local_addr)
                 store.set(f"{READY}/{info.rank}", "")
