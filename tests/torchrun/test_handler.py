@@ -582,3 +582,38 @@ def test_a_scoped_etcd_user_as_the_readme_makes_it(
         make(handlers, own_etcd_server.endpoint, other, {"user": "solo"})
     assert f"(key '/anyrdzv/{other}/') for user 'solo'" in str(refused.value)
     assert "permission denied" in str(refused.value)
+
+
+def test_unknown_conf_keys_are_one_warning(
+    etcd_server: EtcdServer, handlers: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id = f"h-{uuid.uuid4().hex[:8]}"
+    with caplog.at_level(logging.WARNING, logger="anyrdzv.torchrun"):
+        make(handlers, etcd_server.endpoint, run_id, {"join_timout": "5", "is_host": "1"})
+    (record,) = [r for r in caplog.records if "--rdzv-conf" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "'join_timout' (did you mean 'join_timeout'?)" in record.getMessage()
+    assert "'is_host'" in record.getMessage()
+    assert "'timeout'" not in record.getMessage().split("ignored")[0]  # torchrun's own
+
+
+def test_store_errors_name_the_torchrun_levers(
+    own_etcd_server: EtcdServer, handlers: list[Any]
+) -> None:
+    """https:// to a plain etcd names --rdzv-conf cacert=, and auth with no user names
+    user= and ANYRDZV_ETCD_PASSWORD; neither names the Python API's ssl= or username."""
+    from torch.distributed.elastic.rendezvous import RendezvousConnectionError
+
+    port = own_etcd_server.endpoint.rsplit(":", 1)[1]
+    conf = {"store_timeout": "2"}
+    with pytest.raises(RendezvousConnectionError) as tls:
+        make(handlers, f"https://127.0.0.1:{port}", "r", conf)
+    assert "--rdzv-conf cacert=" in str(tls.value)
+    assert "http:// endpoint" in str(tls.value)
+    assert "ssl=" not in str(tls.value)
+    own_etcd_server.enable_auth("s3cret")
+    with pytest.raises(RendezvousConnectionError) as auth:
+        make(handlers, own_etcd_server.endpoint, "r", conf)
+    assert "set --rdzv-conf user=<etcd user>" in str(auth.value)
+    assert "ANYRDZV_ETCD_PASSWORD" in str(auth.value)
+    assert "username" not in str(auth.value)

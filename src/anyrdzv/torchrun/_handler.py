@@ -36,7 +36,7 @@ from .._exceptions import StoreError
 from .._membership._keys import DEFAULT_PREFIX
 from .._rendezvous import _rendezvous
 from .._rendezvous._report import TORCH_ROUND_PREFIX
-from ._conf import read_conf
+from ._conf import in_torchrun_terms, read_conf
 from ._loop import LoopGone, LoopThread
 from ._session import Session, SessionClosed, SessionLost
 from ._store import TorchStore
@@ -76,7 +76,7 @@ def _torch_errors(what: str) -> Iterator[None]:
             f"{what}: the heartbeat of this node was lost, so the other nodes see it as gone: {exc}"
         ) from exc
     except (StoreError, LoopGone) as exc:
-        raise RendezvousConnectionError(f"{what}: {exc}") from exc
+        raise RendezvousConnectionError(f"{what}: {in_torchrun_terms(str(exc))}") from exc
     except SessionClosed as exc:
         raise RendezvousClosedError(f"{what}: {exc}") from exc
     except ours.RendezvousError as exc:
@@ -104,15 +104,21 @@ class EtcdRendezvousHandler(RendezvousHandler):
 
     def __init__(self, params: RendezvousParameters) -> None:
         conf = read_conf(params.endpoint, params.config, os.environ)
+        warning = conf.unknown_keys_warning()
+        if warning is not None:
+            logger.warning("%s", warning)
         self._run_id = params.run_id
         self._local_addr = params.local_addr
-        store = EtcdStore(
-            conf.endpoint,
-            ssl=conf.ssl,
-            username=conf.username,
-            password=conf.password,
-            timeout=conf.store_timeout,
-        )
+        try:
+            store = EtcdStore(
+                conf.endpoint,
+                ssl=conf.ssl,
+                username=conf.username,
+                password=conf.password,
+                timeout=conf.store_timeout,
+            )
+        except ValueError as exc:
+            raise ValueError(in_torchrun_terms(str(exc))) from None
 
         def make_rendezvous(store: LeaseStore) -> _rendezvous.Rendezvous:
             return _rendezvous.Rendezvous.from_conf(
