@@ -152,6 +152,7 @@ class EtcdRendezvousHandler(RendezvousHandler):
         self._shut_down = False
         # torchrun skips shutdown() when a signal ends the agent: leave the run then (the
         # lease revoked, the run left open), so that the others go on at once.
+        self._pid = os.getpid()
         atexit.register(self._leave_at_exit)
         self._sigterm = _catch_sigterm()
         logger.info(
@@ -288,8 +289,9 @@ class EtcdRendezvousHandler(RendezvousHandler):
 
     def _leave_at_exit(self) -> None:
         """At the exit of a process that did not call :meth:`shutdown` (torchrun skips it
-        when a signal ends the agent): leave the run, open, and stop the loop."""
-        if self._shut_down:
+        when a signal ends the agent): leave the run, open, and stop the loop. Nothing in
+        a forked child, which inherits the hook but not the loop."""
+        if self._shut_down or os.getpid() != self._pid:
             return
         self._shut_down = True
         try:
