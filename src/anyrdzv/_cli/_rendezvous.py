@@ -1,10 +1,11 @@
 """``anyrdzv rendezvous``: a run of the Rendezvous on etcd (its round, participants and
-waiting nodes, and their leases), once or (``--watch``) on every change, in words or as
-JSON lines."""
+waiting nodes, and their leases, and the torchrun backend's bootstrap), once or
+(``--watch``) on every change, in words or as JSON lines."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .._rendezvous._report import (
@@ -35,8 +36,10 @@ def add_parser(
         description=(
             "Show a run of anyrdzv's Rendezvous on etcd, to debug a job that hangs: the "
             "round and whether it is complete, its participants with their ranks and the "
-            "remaining TTL of their leases, the nodes waiting, and whether the run is "
-            "closed. With --watch, print it again on every change of the run's keys. "
+            "remaining TTL of their leases, the nodes waiting, whether the run is closed, "
+            "and (for torchrun) whether rank 0 published the round's MASTER_ADDR. With "
+            "--watch, print it again, with the time, each time it changes (not for the "
+            "torch store's own writes, nor for a lease's TTL running down). "
             f"{PASSWORD_SOURCES}"
         ),
     )
@@ -44,7 +47,7 @@ def add_parser(
         run_parser,
         "--run-id",
         subject_help="the run",
-        watch="print it again on every change",
+        watch="print it again, with the time, each time it changes",
         json="print JSON, one object a report",
     )
     run_parser.set_defaults(handler=run)
@@ -78,7 +81,28 @@ def _report_record(report: RunReport) -> dict[str, Any]:
         "waiting": [_node_record(node) for node in report.waiting],
         "num_nodes_waiting": report.num_nodes_waiting,
         "others": [_node_record(node) for node in report.others],
+        "bootstrap": None
+        if report.bootstrap is None
+        else {
+            "round": report.bootstrap.round,
+            "key": report.bootstrap.key,
+            "master_addr": report.bootstrap.master_addr,
+            "master_port": report.bootstrap.master_port,
+        },
     }
+
+
+def _sameness(record: dict[str, Any]) -> str:
+    """What must change for ``--watch`` to print a report again: the record but its
+    revision and the TTLs (whether a node has a live lease counts)."""
+
+    def node(each: dict[str, Any]) -> dict[str, Any]:
+        return {**each, "ttl": each["ttl"] is not None}
+
+    same = {key: value for key, value in record.items() if key not in ("revision", "keys")}
+    for field in ("participants", "joined", "waiting", "others"):
+        same[field] = [node(each) for each in record[field]]
+    return json.dumps(same, sort_keys=True)
 
 
 def _lease_text(node: NodeReport) -> str:
@@ -125,6 +149,26 @@ def _report_text(report: RunReport) -> str:
                 f"{len(report.joined)} node(s), min_nodes {report.min_nodes}"
             )
             lines.extend(f"  {node.node}  {_lease_text(node)}" for node in report.joined)
+    bootstrap = report.bootstrap
+    if bootstrap is not None:
+        head = f"torchrun bootstrap of round {bootstrap.round}:"
+        rank0 = report.participants[0]
+        if bootstrap.master_addr is not None:
+            lines.append(
+                f"{head} MASTER_ADDR {bootstrap.master_addr}, MASTER_PORT "
+                f"{bootstrap.master_port or 'missing'}"
+            )
+        elif rank0.alive or rank0.ttl is not None:
+            lines.append(
+                f"{head} MASTER_ADDR not published yet by rank 0, {rank0.node} "
+                f"(key {bootstrap.key})"
+            )
+        else:
+            lines.append(
+                f"{head} MASTER_ADDR MISSING (key {bootstrap.key}), and rank 0, "
+                f"{rank0.node}, is GONE: the other participants cannot start their workers "
+                "(they take the next round)"
+            )
     if report.others:
         lines.append(f"other nodes ({len(report.others)}):")
         for node in report.others:
@@ -147,8 +191,22 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     :raises UsageError: if the run id or an option is bad
     """
 
+    last: list[str] = []  # under --watch: what the last report printed showed
+
     def show(report: RunReport) -> None:
-        out.write(json.dumps(_report_record(report)) + "\n" if args.json else _report_text(report))
+        record = _report_record(report)
+        if not args.watch:
+            out.write(json.dumps(record) + "\n" if args.json else _report_text(report))
+            return
+        same = _sameness(record)
+        if last and last[0] == same:
+            return
+        last[:] = [same]
+        now = datetime.now().astimezone().isoformat(timespec="milliseconds")
+        if args.json:
+            out.write(json.dumps({"time": now, **record}) + "\n")
+        else:
+            out.write(f"[{now}] {_report_text(report)}")
 
     return read_or_watch(
         args,

@@ -115,6 +115,11 @@ class Gateway:
         return self._auth.has_credentials
 
     @property
+    def username(self) -> str | None:
+        """The etcd user, or ``None`` without auth."""
+        return self._auth.username
+
+    @property
     def is_open(self) -> bool:
         return self._transport.is_open
 
@@ -343,7 +348,14 @@ class Gateway:
             status, content = await self.post(
                 member, path, data, deadline=deadline, held=True, waited=waited
             )
-            return _wire.read_answer(path, status, content, has_credentials=self.has_credentials)
+            return _wire.read_answer(
+                path,
+                status,
+                content,
+                has_credentials=self.has_credentials,
+                request=payload,
+                user=self.username,
+            )
 
         return await self.attempts(path, send, retry=retry, urgent=urgent, opening=opening)
 

@@ -93,7 +93,12 @@ async def _stream(gateway: Gateway, payload: dict[str, Any]) -> AsyncIterator[Wa
             if answer.status != 200:
                 content = await answer.read()
                 _wire.read_answer(
-                    WATCH, answer.status, content, has_credentials=gateway.has_credentials
+                    WATCH,
+                    answer.status,
+                    content,
+                    has_credentials=gateway.has_credentials,
+                    request=payload,
+                    user=gateway.username,
                 )
                 raise StoreProtocolError(f"HTTP {answer.status} on {WATCH} from {member.where}")
             yield WatchConnection(member, answer.lines)
@@ -158,7 +163,12 @@ async def watch(
                         break
                     if not line.strip():
                         continue
-                    message = _wire.watch_line(line, has_credentials=gateway.has_credentials)
+                    message = _wire.watch_line(
+                        line,
+                        has_credentials=gateway.has_credentials,
+                        request=_wire.prefix_range(prefix),
+                        user=gateway.username,
+                    )
                     if message.compact_revision:
                         raise StoreCompacted(
                             f"revision {next_revision} has been compacted; "
@@ -167,7 +177,10 @@ async def watch(
                         )
                     if message.canceled:
                         raise _wire.watch_cancelled(
-                            message.cancel_reason, has_credentials=gateway.has_credentials
+                            message.cancel_reason,
+                            has_credentials=gateway.has_credentials,
+                            request=_wire.prefix_range(prefix),
+                            user=gateway.username,
                         )
                     if message.created and not created:
                         created = True

@@ -35,6 +35,17 @@ logger = logging.getLogger(__name__)
 _TTL_REQUESTS = 32
 
 
+#: The store prefix of a round of the torchrun backend, under the run's adapters'
+#: subtree: torch's own ``PrefixStore`` name for the round's store.
+TORCH_ROUND_PREFIX = "torch.rendezvous.{run_id}.{round}/"
+
+#: The key in a round's torch store where rank 0 publishes its address.
+MASTER_ADDR = "MASTER_ADDR"
+
+#: ... and its port.
+MASTER_PORT = "MASTER_PORT"
+
+
 class MalformedRun(RendezvousError):
     """A key of the run holds a value no node writes."""
 
@@ -60,6 +71,23 @@ class NodeReport:
     ttl: int | None
     rank: int | None = None
     payload: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """The torchrun backend's bootstrap of a complete round: the address its rank 0
+    publishes in the round's store, as the keys show it.
+
+    :ivar round: the round
+    :ivar key: the full key of ``MASTER_ADDR``
+    :ivar master_addr: its value, or ``None`` while it is missing
+    :ivar master_port: the value of ``MASTER_PORT``, or ``None``
+    """
+
+    round: int
+    key: str
+    master_addr: str | None
+    master_port: str | None
 
 
 @dataclass(frozen=True)
@@ -92,6 +120,9 @@ class RunReport:
     :ivar data_keys: how many keys the run has under its adapters' subtree,
         ``<prefix>/<run_id>/store/`` (the torchrun backend's store): not the
         rendezvous's, and never malformed
+    :ivar bootstrap: for a complete round, the torchrun backend's bootstrap, if the run
+        has keys under its adapters' subtree or the round's rank 0 is gone; else
+        ``None``
     """
 
     run_id: str
@@ -110,6 +141,7 @@ class RunReport:
     num_nodes_waiting: int
     others: tuple[NodeReport, ...]
     data_keys: int = 0
+    bootstrap: Bootstrap | None = None
 
 
 def run_prefix(run_id: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -221,6 +253,19 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
             counted = view.waiting()
         else:
             joined = view.joined(state.round)
+    bootstrap = None
+    if state is not None and state.complete and participants:
+        round_prefix = data + TORCH_ROUND_PREFIX.format(run_id=run_id, round=state.round)
+        values = {kv.key: kv.value for kv in kvs if kv.key.startswith(round_prefix)}
+        if data_keys or participants[0] not in view.members:
+
+            def text(name: str) -> str | None:
+                value = values.get(round_prefix + name)
+                return None if value is None else value.decode("utf-8", "replace")
+
+            bootstrap = Bootstrap(
+                state.round, round_prefix + MASTER_ADDR, text(MASTER_ADDR), text(MASTER_PORT)
+            )
     shown = {*participants, *joined, *waiting}
     others = sorted((set(view.members) | set(view.joins)) - shown)
     return RunReport(
@@ -240,6 +285,7 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
         num_nodes_waiting=counted,
         others=tuple(report(n) for n in others),
         data_keys=data_keys,
+        bootstrap=bootstrap,
     )
 
 
