@@ -188,16 +188,18 @@ class ExtendedByTheStore(FakeStore):
         super().__init__()
         self.late_at = late_at
         self.delay = delay
+        self.granted: dict[int, int] = {}
 
     async def grant(self, ttl: int) -> Lease:
         lease = await super().grant(ttl * 10)
+        self.granted[lease.id] = ttl
         return Lease(lease.id, ttl)
 
-    async def keep_alive(self, lease: Lease) -> int:
+    async def keep_alive(self, lease: Lease | int) -> int:
         if self.count("keep_alive") + 1 == self.late_at:
             await anyio.sleep(self.delay)
         await super().keep_alive(lease)
-        return lease.ttl
+        return self.granted[lease if isinstance(lease, int) else lease.id]
 
 
 @pytest.mark.slow

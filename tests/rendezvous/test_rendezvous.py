@@ -659,7 +659,7 @@ class TestExceptionsLeaveAsThemselves:
         self, store: LeaseStore, run_id: str
     ) -> None:
         class Interrupted(WatchedStore):
-            async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
+            async def put(self, key: str, value: bytes, *, lease: Lease | int | None = None) -> int:
                 if "/join/" in key:
                     raise KeyboardInterrupt  # Ctrl-C, as trio delivers it in a checkpoint
                 return await super().put(key, value, lease=lease)

@@ -21,6 +21,7 @@ from .._core._endpoint import parse_rendezvous_endpoint
 from .._core._hostname import explain_machine_hostname, local_identity
 from .._etcd._endpoints import gateway_members, parse_etcd_endpoints
 from .._etcd._status import ClusterStatus, MemberStatus
+from .._etcd._transport import default_context
 from .._exceptions import StoreError, StorePermissionError
 from .._membership._keys import check_name, check_prefix
 from ._errors import is_interrupt, one_line, usage_errors
@@ -357,11 +358,13 @@ def _run_backend(args: argparse.Namespace, out: TextIO) -> int:
             if args.rdzv_id is not None
             else f"{prefix}/anyrdzv-doctor-{os.getpid()}/"
         )
-        members, context = gateway_members(parse_etcd_endpoints(args.etcd, tls), tls)
+        members = gateway_members(parse_etcd_endpoints(args.etcd, tls))
     store = etcd_store(args, tls)
 
     async def diagnose() -> tuple[ClusterStatus, list[_Check], list[Skew]]:
         skews: list[Skew] = []
+        https = any(url.startswith("https://") for url, _ in members)
+        context = tls or (await default_context() if https else None)
 
         async def skew(base_url: str, where: str) -> None:
             skews.append(await _measure_skew(base_url, where, context, args.timeout))
