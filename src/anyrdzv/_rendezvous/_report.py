@@ -79,9 +79,9 @@ class Bootstrap:
     publishes in the round's store, as the keys show it.
 
     :ivar round: the round
-    :ivar key: the full key of ``MASTER_ADDR``
+    :ivar key: the full key where rank 0 publishes its address (torch's MASTER_ADDR)
     :ivar master_addr: its value, or ``None`` while it is missing
-    :ivar master_port: the value of ``MASTER_PORT``, or ``None``
+    :ivar master_port: the value of torch's MASTER_PORT key, or ``None``
     """
 
     round: int
