@@ -14,11 +14,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "_ext"))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-import anyrdzv  # noqa: E402
+import anyrdzv
 
 project = "anyrdzv"
 author = "anyrdzv developers"
-copyright = "anyrdzv developers"  # noqa: A001 - Sphinx's name for it
+copyright = "anyrdzv developers"
 version = release = anyrdzv.__version__
 
 extensions = [

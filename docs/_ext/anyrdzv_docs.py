@@ -85,7 +85,8 @@ class RdzvConfKeys(_Generated):
             )
         plain = read_conf("", {}, {})
         defaults: dict[str, str] = {
-            key: f"``{DEFAULTS[key]:g}``" for key in RENDEZVOUS_KEYS  # type: ignore[literal-required]
+            key: f"``{DEFAULTS[key]:g}``"
+            for key in RENDEZVOUS_KEYS  # type: ignore[literal-required]
         }
         defaults |= {
             "store_timeout": f"``{plain.store_timeout:g}``",
@@ -126,9 +127,7 @@ class ErrorHierarchy(_Generated):
         lines: list[str] = [".. currentmodule:: anyrdzv", ""]
 
         def walk(cls: type[BaseException], depth: int) -> None:
-            others = [
-                base for base in cls.__bases__ if base is not Exception and base not in ours
-            ]
+            others = [base for base in cls.__bases__ if base is not Exception and base not in ours]
             also = f" (also {', '.join(_qualified(b) for b in others)})" if others else ""
             summary = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
             lines.append(f"{'  ' * depth}- {_qualified(cls)}{also}: {summary}")

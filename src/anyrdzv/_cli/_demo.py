@@ -22,9 +22,9 @@ import anyio
 import anyio.lowlevel
 
 from .._exceptions import RendezvousError, StoreConnectionError
-from .._stores._memory import MemoryStore
 from .._rendezvous._rendezvous import Rendezvous
-from ._errors import UsageError
+from .._stores._memory import MemoryStore
+from ._errors import UsageError, is_interrupt
 
 if TYPE_CHECKING:
     from typing import TextIO
@@ -206,7 +206,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--backend {backend} needs {backend}: pip install {backend}")
     options = {"use_uvloop": True} if backend == "uvloop" else {}
     name = "trio" if backend == "trio" else "asyncio"
-    status: int = anyio.run(_demo, args, out, backend=name, backend_options=options)
+    try:
+        status: int = anyio.run(_demo, args, out, backend=name, backend_options=options)
+    except BaseException as exc:
+        # Ctrl-C that reached a node's task leaves the task group in a group: it is
+        # still Ctrl-C (exit status 130); anything else is raised as it is.
+        if is_interrupt(exc) and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
     return status
 
 
@@ -219,7 +226,7 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
     links = {name: _Link(store, name) for name in names}
     nodes = {
         name: Rendezvous(
-            links[name],  # type: ignore[arg-type]  # a LeaseStore, through __getattr__
+            links[name],  # a LeaseStore: its methods come through __getattr__
             run_id,
             node=name,
             min_nodes=count - 1,
