@@ -98,7 +98,7 @@ def check_agreement(infos: dict[str, RendezvousInfo]) -> RendezvousInfo:
 
 async def kill(store: LeaseStore, run_id: str, node: str) -> None:
     """Revoke a node's lease from outside, as if its process had died."""
-    kv = await store.get(f"{PREFIX}/{run_id}/members/{node}")
+    kv = await store.get(f"{PREFIX}/{run_id}/nodes/{node}")
     assert kv is not None
     assert kv.lease is not None
     await store.revoke(Lease(kv.lease, 1))

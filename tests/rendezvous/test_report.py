@@ -57,7 +57,7 @@ async def test_the_adapters_keys_are_counted_not_malformed(etcd_server: Any, run
 
 
 def state(round_: int) -> bytes:
-    return rules.encode_state(rules.RunState(round_, True, False, 1, 2, ("x",), {"x": b""}))
+    return rules.encode_state(rules.RunState(round_, True, False, 1, 2, size=1))
 
 
 async def next_report(reports: AsyncGenerator[RunReport, None]) -> RunReport:

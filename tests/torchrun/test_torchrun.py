@@ -247,7 +247,7 @@ def test_a_cluster_leader_killed_during_the_rendezvous(
         "conf": "keep_alive_interval=1,keep_alive_max_attempt=3",
     }
     a = start(agents, tmp_path, "a", **options)
-    joined = lambda: any("/members/" in key for key in run_keys(etcd_cluster.endpoint_list, run_id))
+    joined = lambda: any("/nodes/" in key for key in run_keys(etcd_cluster.endpoint_list, run_id))
     wait_for(joined, 90, "the first node joined", a)
     leader = etcd_cluster.leader_index()
     etcd_cluster.kill(leader)
@@ -413,7 +413,7 @@ def test_sigterm_during_the_first_rendezvous_ends_the_agent_at_once(
         run_id=run_id,
         nnodes="2",  # waits for a second node that never comes
     )
-    joined = lambda: any("/members/" in key for key in run_keys(etcd_server.endpoint, run_id))
+    joined = lambda: any("/nodes/" in key for key in run_keys(etcd_server.endpoint, run_id))
     wait_for(joined, 60, "the node joined", agent)
     time.sleep(0.3)
     agent.process.send_signal(signal.SIGINT)

@@ -70,8 +70,9 @@ def _report_record(report: RunReport) -> dict[str, Any]:
             "closed": state.closed,
             "min_nodes": state.min_nodes,
             "max_nodes": state.max_nodes,
-            "previous": None if state.previous is None else list(state.previous),
         },
+        "previous": None if report.previous is None else list(report.previous),
+        "coordinator": report.coordinator,
         "participants": [
             {"rank": rank, **_node_record(node)} for rank, node in enumerate(report.participants)
         ],
@@ -119,8 +120,8 @@ def _report_text(report: RunReport) -> str:
             )
             lines.extend(f"  {node.node}  {_lease_text(node)}" for node in report.waiting)
         else:
-            if state.previous is not None:
-                previous = ", ".join(state.previous) or "none alive"
+            if report.previous is not None:
+                previous = ", ".join(report.previous) or "none alive"
                 lines.append(f"live nodes of round {state.round - 1}: {previous}")
             lines.append(
                 f"joined round {state.round}, waiting for it to complete: "

@@ -27,6 +27,7 @@ from .._stores._protocol import LeaseStore, check_store
 from . import _rules as rules
 from ._claim import Claim
 from ._conf import parse_conf
+from ._coordinator import Coordinator, candidacy, run_lease_ttl
 from ._lifecycle import RunEntry
 from ._rounds import Rounds
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._rules import Change
+    from ._run_view import RunView
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +175,32 @@ class Rendezvous:
             ttl=ttl,
             put=claim,
         )
+        run_ttl = run_lease_ttl(ttl)
+
+        async def stand(run: RunView) -> None:
+            def coordinator() -> Coordinator:
+                return Coordinator(
+                    self._store,
+                    self.run_id,
+                    self._keys,
+                    self._heartbeat,
+                    min_nodes=self.min_nodes,
+                    max_nodes=self.max_nodes,
+                    last_call_timeout=self.last_call_timeout,
+                    run_ttl=run_ttl,
+                    floor=lambda: run.next_round,
+                )
+
+            await candidacy(self._store, run, coordinator, self._keys, self._heartbeat)
+
         self._entry = RunEntry(
-            store, self.run_id, self._keys, self._heartbeat, claim, close_timeout=self.close_timeout
+            store,
+            self.run_id,
+            self._keys,
+            self._heartbeat,
+            claim,
+            stand,
+            close_timeout=self.close_timeout,
         )
         self._rounds: Rounds | None = None  # while entered
 
@@ -225,7 +251,6 @@ class Rendezvous:
             self._keys,
             min_nodes=self.min_nodes,
             max_nodes=self.max_nodes,
-            last_call_timeout=self.last_call_timeout,
         )
         return self
 
@@ -261,25 +286,24 @@ class Rendezvous:
         await anyio.lowlevel.checkpoint()
         try:
             with anyio.fail_after(self.join_timeout):
-                state = await rounds.next()
+                state, record = await rounds.next()
         except TimeoutError:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 try:
-                    await self._store.delete(self._keys.join)
+                    await rounds.withdraw()
                 except StoreError as exc:
                     logger.warning("node %r could not withdraw its join: %s", self.node, exc)
             raise RendezvousTimeout(
                 f"node {self.node!r} of run {self.run_id!r}: no round completed with it "
                 f"within join_timeout={self.join_timeout:g} s"
             ) from None
-        ranks, payloads = rounds.info_of(state)
         info = RendezvousInfo(
             self.run_id,
             state.round,
-            ranks[self.node],
-            len(state.participants),
-            state.participants,
-            payloads,
+            rounds.ranks_of(record)[self.node],
+            len(record.participants),
+            record.participants,
+            await rounds.payloads_of(record),
         )
         logger.debug(
             "node %r holds rank %d of %d in round %d of run %r",

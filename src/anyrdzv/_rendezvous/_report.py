@@ -50,7 +50,7 @@ class NodeReport:
     """One node of a run, as its keys show it.
 
     :ivar node: its name
-    :ivar alive: whether its heartbeat key (``members/<node>``) exists
+    :ivar alive: whether its heartbeat key (``nodes/<node>``) exists
     :ivar round: the round its join key (``join/<node>``) asks for, or ``None``
     :ivar ttl: the remaining TTL of its lease, in whole seconds; ``None`` if it has no
         key under a live lease
@@ -85,6 +85,9 @@ class RunReport:
     :ivar data_keys: how many keys the run has under its adapters' subtree,
         ``<prefix>/<run_id>/store/`` (the torchrun backend's store): not the
         rendezvous's, and never malformed
+    :ivar previous: if the round is open, the live participants of the round before it,
+        which a round after the first waits for (D6); ``None`` in round 0
+    :ivar coordinator: the node that decides the run's rounds, or ``None``
     """
 
     run_id: str
@@ -98,6 +101,8 @@ class RunReport:
     num_nodes_waiting: int
     others: tuple[NodeReport, ...]
     data_keys: int = 0
+    previous: tuple[str, ...] | None = None
+    coordinator: str | None = None
 
 
 def run_prefix(run_id: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -109,37 +114,49 @@ def run_prefix(run_id: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{check_prefix(prefix)}/{check_name('run_id', run_id)}/"
 
 
-def _view(kvs: list[KeyValue], start: str) -> tuple[rules.View, dict[str, int]]:
-    """The run's keys as a :class:`rules.View`, and each node's lease id.
+def _view(kvs: list[KeyValue], start: str) -> tuple[rules.View, dict[str, int], str | None]:
+    """The run's keys as a :class:`rules.View`, each node's lease id, and the coordinator.
 
     :raises MalformedRun: naming the key, if one holds a malformed value
     """
-    view = rules.View(None, {}, {})
+    view = rules.View(None, None, {}, {})
     leases: dict[str, int] = {}
+    coordinator: str | None = None
     for kv in kvs:
         name = kv.key[len(start) :]
+        if name == rules.COORDINATOR:
+            try:
+                coordinator = rules.decode_coordinator(kv.value)
+            except ValueError:
+                coordinator = None
+            continue
         try:
             if name == rules.STATE:
                 view.state = (rules.decode_state(kv.value), kv.mod_revision)
                 continue
-            for kind in (rules.MEMBERS, rules.JOIN):
+            if name == rules.RECORD:
+                view.record = rules.decode_record(kv.value)
+                continue
+            for kind in (rules.NODES, rules.JOIN):
                 node = name[len(kind) :]
                 if name.startswith(kind) and node and "/" not in node:
                     break
             else:
                 continue  # no node writes it: not the report's business
-            if kind == rules.MEMBERS:
+            if kind == rules.NODES:
                 view.set_member(node, rules.decode_member(kv.value))
             else:
                 view.set_join(node, (rules.decode_join(kv.value), kv.mod_revision))
+        except rules.OtherLayout as exc:
+            raise MalformedRun(f"key {echo(kv.key)}: {exc}") from None
         except ValueError as exc:
             raise MalformedRun(
                 f"key {echo(kv.key)} holds a malformed value ({exc}): {echo(kv.value)}"
             ) from None
         # The heartbeat and the join key share the node's lease; the heartbeat's wins.
-        if kv.lease is not None and (kind == rules.MEMBERS or node not in leases):
+        if kv.lease is not None and (kind == rules.NODES or node not in leases):
             leases[node] = kv.lease
-    return view, leases
+    return view, leases, coordinator
 
 
 async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX) -> RunReport:
@@ -157,7 +174,7 @@ async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
     kvs, revision = await store.get_prefix_kv(start)
     data = start + rules.DATA
     data_keys = sum(1 for kv in kvs if kv.key.startswith(data))
-    view, leases = _view([kv for kv in kvs if not kv.key.startswith(data)], start)
+    view, leases, coordinator = _view([kv for kv in kvs if not kv.key.startswith(data)], start)
     ttls: dict[str, int | None] = {}
     limiter = anyio.CapacityLimiter(_TTL_REQUESTS)
 
@@ -179,14 +196,18 @@ async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
     joined: list[str] = []
     waiting: list[str] = []
     counted = 0
+    previous: tuple[str, ...] | None = None
     state = None if view.state is None else view.state[0]
     if state is not None:
-        participants = list(state.participants)
         if state.complete:
-            waiting = [n for n in view.joined(state.round + 1) if n not in state.participants]
+            participants = list(view.participants_of(state.round) or ())
+            waiting = [n for n in view.joined(state.round + 1) if n not in participants]
             counted = view.waiting()
         else:
             joined = view.joined(state.round)
+            last = view.participants_of(state.round - 1)
+            if last is not None:
+                previous = tuple(name for name in last if name in view.members)
     shown = {*participants, *joined, *waiting}
     others = sorted((set(view.members) | set(view.joins)) - shown)
     return RunReport(
@@ -201,6 +222,8 @@ async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
         num_nodes_waiting=counted,
         others=tuple(report(n) for n in others),
         data_keys=data_keys,
+        previous=previous,
+        coordinator=coordinator,
     )
 
 
