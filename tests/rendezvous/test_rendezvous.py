@@ -34,6 +34,7 @@ from anyrdzv._rendezvous import _rules as rules
 from anyrdzv.testing import CountingStore
 from tests._support.rendezvous import (
     LOST,
+    NODE_PROCESS,
     PREFIX,
     WatchedStore,
     all_next,
@@ -774,31 +775,6 @@ class TestRandomized:
                 await one_run(f"random-{run}")
         print(f"{3 * STEPS} moves, {completed} rounds held")
         assert completed > 100
-
-
-NODE_PROCESS = """
-import json, sys
-from contextlib import aclosing
-import anyio
-from anyrdzv import EtcdStore, Rendezvous
-
-async def main(endpoint, run_id, node, conf):
-    async with EtcdStore(endpoint) as store, Rendezvous.from_conf(
-        store, run_id, conf, min_nodes=2, max_nodes=3, node=node
-    ) as rdzv:
-        while True:
-            info = await rdzv.next_rendezvous()
-            print(json.dumps([info.round, info.rank, info.world_size]), flush=True)
-            async with aclosing(rdzv.changes()) as changes:
-                async for change in changes:
-                    print(json.dumps(change), flush=True)
-                    break
-
-try:
-    anyio.run(main, *sys.argv[1:5], backend=sys.argv[5])
-except KeyboardInterrupt:
-    pass  # SIGINT: the node has left cleanly
-"""
 
 
 #: --rdzv-conf, and the issue's bound on the time from the SIGKILL to the next round

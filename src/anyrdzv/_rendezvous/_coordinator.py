@@ -55,7 +55,7 @@ SIGNALS_GAP = 0.2
 def run_lease_ttl(node_ttl: int) -> int:
     """The run lease's TTL for nodes whose leases live ``node_ttl`` seconds: long enough
     to outlive a coordinator's death and the election of the next."""
-    return max(10, 2 * node_ttl + 5)
+    return 2 * node_ttl + 5
 
 
 @final

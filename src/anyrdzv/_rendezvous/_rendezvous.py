@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 _local_ids = itertools.count()
 
+#: The most bytes one node's payload may hold: it is kept base64 in JSON in the node's
+#: own key, which etcd takes up to 1.5 MiB.
+MAX_PAYLOAD = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class RendezvousInfo:
@@ -106,7 +110,9 @@ class Rendezvous:
     :param close_timeout: how long :meth:`set_closed` may take, in seconds
     :param keep_alive_interval: seconds between lease renewals, at least 0.1
     :param keep_alive_max_attempt: how many missed renewals make a node dead
-    :param payload: this node's payload, given to every participant of its rounds
+    :param payload: this node's payload, given to every participant of its rounds; at most
+        1 MiB (1,048,576 bytes). It lives in the node's own key, and a participant
+        reads the round's payloads in one read, only when one is not empty
     :param prefix: the key prefix of all runs
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if an argument is out of range
@@ -160,6 +166,12 @@ class Rendezvous:
             "keep_alive_max_attempt", keep_alive_max_attempt, least=1
         )
         check_bytes("payload", payload)
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(
+                f"payload must be at most {MAX_PAYLOAD} bytes (it travels in the node's own "
+                f"key, base64 in JSON, and etcd takes values up to 1.5 MiB), got "
+                f"{len(payload)} bytes"
+            )
         self._keys = rules.NodeKeys(f"{check_prefix(prefix)}/{self.run_id}/", self.node)
         ttl = lease_ttl(
             self.keep_alive_interval, keep_alive_max_attempt, interval=self.keep_alive_interval
