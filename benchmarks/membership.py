@@ -124,16 +124,6 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def _heartbeat_lost(exc: BaseException) -> HeartbeatLost | None:
-    if isinstance(exc, HeartbeatLost):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _heartbeat_lost(inner)
-        if found is not None:
-            return found
-    return None
-
-
 def _why(exc: BaseException) -> str:
     """The message of ``exc`` and of its causes, cut short."""
     parts: list[str] = []
@@ -244,10 +234,7 @@ async def steady(
             except StoreError:  # the join failed: try again, as a supervisor would
                 timeline.join_failures.append(time.perf_counter())
                 await anyio.sleep(0.5)
-            except Exception as exc:
-                lost = _heartbeat_lost(exc)
-                if lost is None:
-                    raise
+            except HeartbeatLost as lost:
                 timeline.lost.append(time.perf_counter())  # and join again
                 why = _why(lost).replace(f"'m{i}'", "'m…'")
                 why = re.sub(r"\d+\.\d+ s\b", "… s", re.sub(r"lease \d+", "lease …", why))

@@ -13,21 +13,11 @@ if TYPE_CHECKING:
 BACKENDS = ("asyncio", "uvloop", "trio")
 
 
-def is_interrupt(exc: BaseException) -> bool:
-    """True for a KeyboardInterrupt, or an exception group made only of them (trio)."""
-    if isinstance(exc, KeyboardInterrupt):
-        return True
-    inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
-    return bool(inner) and all(is_interrupt(e) for e in inner)
-
-
 def interruptible(call: Callable[[], object]) -> int:
     """Call ``call()``; return 0, or 130 after Ctrl-C, with one line and no traceback."""
     try:
         call()
-    except BaseException as exc:
-        if not is_interrupt(exc):
-            raise
+    except KeyboardInterrupt:
         print("interrupted: stopped cleanly", file=sys.stderr)
         return 130
     return 0

@@ -46,10 +46,8 @@ async def launch(endpoint: Endpoint, rdzv_id: str, interval: float, duration: fl
 
     timer = PeriodicTimer(interval, keep_alive, rdzv_id, f"pid{os.getpid()}", started)
     timer.set_name(f"keep-alive-{rdzv_id}")
-    async with anyio.create_task_group() as tg:
-        timer.start(tg)
+    async with timer:  # the keep-alives run for the span of the block
         await anyio.sleep(duration)
-        timer.cancel()
     print(f"{time.monotonic() - started:7.3f}s  left after {timer.statistics().calls} keep-alives")
 
 

@@ -13,6 +13,11 @@ expire, as a dead process leaves it; its own goodbye cannot reach the store eith
 its heartbeat logs that). The timeline shows the kill, ``changes()`` firing on
 the survivors, the next round completing with one node fewer, and the workers restarting.
 It exits 0 once the survivors' workers run that round, and 1 if that takes over --timeout.
+
+On etcd, a node process ends on SIGTERM (what Kubernetes and Slurm send) or SIGINT as
+any agent should: the signal cancels the node, which kills its worker and leaves the
+run, its lease revoked, so its peers see it go at once instead of after the lease's TTL
+(``stop_on_signals``). The demo stops its nodes so at the end.
 """
 
 from __future__ import annotations
@@ -26,20 +31,20 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from _runner import BACKENDS, is_interrupt, run
+from _runner import BACKENDS, run
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from anyrdzv import EtcdStore, LeaseStore, MemoryStore, Rendezvous, RendezvousInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -94,18 +99,19 @@ async def agent(
                     info.world_size,
                 )
             )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run_worker, info, name, emit)
+            async with worker(info, name, emit):
                 async with aclosing(rdzv.changes()) as changes:
                     change = await anext(changes)
                 emit(Event(name, "change", f"changes() yielded {change!r}", info.round))
-                tg.cancel_scope.cancel()
             if change == "closed":
                 return
 
 
-async def run_worker(info: RendezvousInfo, name: str, emit: Callable[[Event], None]) -> None:
-    """Run this round's worker until cancelled; then kill it."""
+@asynccontextmanager
+async def worker(
+    info: RendezvousInfo, name: str, emit: Callable[[Event], None]
+) -> AsyncIterator[None]:
+    """Run this round's worker for the span of the block; then kill it."""
     env = {
         **os.environ,
         "RANK": str(info.rank),
@@ -128,8 +134,7 @@ async def run_worker(info: RendezvousInfo, name: str, emit: Callable[[Event], No
                 int(seen["WORLD_SIZE"]),
             )
         )
-        status = await proc.wait()
-        raise RuntimeError(f"the worker of {name} exited on its own, with status {status}")
+        yield
     finally:
         with anyio.CancelScope(shield=True):
             if proc.returncode is None:
@@ -362,10 +367,10 @@ async def on_etcd(
 
 
 async def stop(procs: list[anyio.abc.Process]) -> None:
-    """Stop node processes: SIGINT first (they leave cleanly), SIGKILL after 5 s."""
+    """Stop node processes: SIGTERM first (they leave cleanly), SIGKILL after 5 s."""
     for proc in procs:
         if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
     with anyio.move_on_after(5):
         for proc in procs:
             await proc.wait()
@@ -400,14 +405,30 @@ def node_command(args: argparse.Namespace, name: str) -> list[str]:
     ]
 
 
+async def stop_on_signals(
+    scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    """Cancel ``scope`` when SIGTERM or SIGINT arrives: the code under it then unwinds
+    as from any cancellation, each ``async with`` leaving cleanly (a rendezvous or a
+    heartbeat revokes its lease, and its keys are gone at once)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
 async def run_node(args: argparse.Namespace) -> None:
-    """One node as its own process (etcd mode): its events go to stdout, as JSON lines."""
+    """One node as its own process (etcd mode): its events go to stdout, as JSON lines.
+    SIGTERM or SIGINT makes it leave cleanly."""
 
     def emit(event: Event) -> None:
         print(json.dumps(asdict(event)), flush=True)
 
-    async with EtcdStore(args.etcd) as store:
+    async with EtcdStore(args.etcd) as store, anyio.create_task_group() as tg:
+        await tg.start(stop_on_signals, tg.cancel_scope)
         await agent(store, args.node, args, emit)
+        tg.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,14 +473,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def node_main(args: argparse.Namespace) -> int:
-    """Run one node until SIGINT, which makes it leave cleanly, with no message."""
+    """Run one node until SIGTERM or SIGINT, which make it leave cleanly, with no
+    message; exit status 0."""
     name = "trio" if args.backend == "trio" else "asyncio"
     options = {"use_uvloop": True} if args.backend == "uvloop" else {}
     try:
         anyio.run(run_node, args, backend=name, backend_options=options)
-    except BaseException as exc:
-        if not is_interrupt(exc):
-            raise
+    except KeyboardInterrupt:
+        pass  # SIGINT: the node has left cleanly
     return 0
 
 

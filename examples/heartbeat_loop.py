@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import AsyncExitStack
 
 import anyio
 from _runner import BACKENDS
@@ -28,13 +29,12 @@ def beat(node: str, timers: dict[str, PeriodicTimer], started: float) -> None:
 
 
 async def run(timers: dict[str, PeriodicTimer], duration: float) -> None:
-    async with anyio.create_task_group() as tg:
+    # Each timer runs for the span of the block; Ctrl-C leaves it as KeyboardInterrupt.
+    async with AsyncExitStack() as stack:
         for name, timer in timers.items():
             timer.set_name(f"heartbeat-{name}")
-            timer.start(tg)
+            await stack.enter_async_context(timer)
         await anyio.sleep(duration)
-        for timer in timers.values():
-            timer.cancel()
     print("summary:")
     for name, timer in timers.items():
         stats = timer.statistics()

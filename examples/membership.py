@@ -28,6 +28,7 @@ from _runner import BACKENDS, run
 from anyrdzv import (
     EtcdStore,
     Heartbeat,
+    HeartbeatLost,
     LeaseStore,
     MemberEvent,
     MemberEventType,
@@ -172,17 +173,10 @@ async def member_task(
                 max_missed=args.max_missed,
             ):
                 await anyio.sleep(math.inf)
-        except BaseException as exc:
-            if not _is_lost(exc):
-                raise
+        except HeartbeatLost:
             print(f"         {name} itself learned: heartbeat lost", flush=True)
         finally:
             ended.set()
-
-
-def _is_lost(exc: BaseException) -> bool:
-    inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
-    return type(exc).__name__ == "HeartbeatLost" or (bool(inner) and all(map(_is_lost, inner)))
 
 
 async def start_member_process(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import pytest
 
 from tests._support import EXAMPLES
+from tests._support.torchrun_agents import run_keys
 
 BACKENDS = ["asyncio", "uvloop", "trio"]
 
@@ -260,3 +264,56 @@ def test_elastic_agent_on_etcd_with_node_processes(etcd_server: Any) -> None:
     assert "KILL    SIGKILL pid " in proc.stdout
     check_elastic_timeline(proc.stdout)
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_elastic_agent_node_leaves_at_once_on_sigterm(etcd_server: Any, backend: str) -> None:
+    """SIGTERM, what Kubernetes and Slurm send, ends a node process cleanly: it kills its
+    worker and leaves the run, its lease revoked, so its keys are gone at once, not after
+    the lease's TTL (30 s here), and it exits 0."""
+    run_id = f"sigterm-{backend}-{uuid.uuid4().hex[:8]}"
+    node = [
+        sys.executable,
+        str(EXAMPLES / "elastic_agent.py"),
+        "--etcd",
+        etcd_server.endpoint,
+        "--node",
+        "node-0",
+        "--nodes",
+        "2",
+        "--run-id",
+        run_id,
+        "--keep-alive-interval",
+        "3",
+        "--keep-alive-max-attempt",
+        "10",
+        "--last-call-timeout",
+        "0.2",
+        "--timeout",
+        "60",
+        "--backend",
+        backend,
+    ]
+    with subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        worker = None
+        for line in proc.stdout:  # its events, until its worker runs
+            event = json.loads(line)
+            if event["kind"] == "worker":
+                worker = int(event["text"].split()[2])
+                break
+        assert worker is not None, proc.stderr.read() if proc.stderr else ""
+        assert f"/anyrdzv/{run_id}/members/node-0" in run_keys(etcd_server.endpoint, run_id)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        out, err = proc.communicate(timeout=20)
+        left = run_keys(etcd_server.endpoint, run_id)
+        took = time.monotonic() - signalled
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert [json.loads(line)["kind"] for line in out.splitlines()] == ["stop"]
+    assert left == []  # the last node of the run leaves no key
+    assert took < 10  # well before the 30-s TTL
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)  # its worker is gone too

@@ -42,6 +42,7 @@ PURE = {
     "_stores._history",
     "_stores._keyspace",
     "_etcd._wire",
+    "_membership._payload",
     "_rendezvous._conf",
     "_rendezvous._rules",
 }

@@ -1,31 +1,205 @@
-"""The README's example is real code: extract it and run it."""
+"""Every Python snippet of the README and of ``docs/*.md`` is real code: each one is
+type-checked with ``mypy --strict``, and run.
+
+A snippet is a module (a program, or functions), or a fragment with top-level ``await``,
+which becomes the body of ``async def snippet(...)``, whose parameters are the names the
+text around it gives (``store``, ``lease``). A harness below says which, and defines, with
+their types, the names a snippet uses without defining them (the agent's own work:
+``train()``, ``beat()``). The code that mypy checks is the code that runs, but for one
+thing: the etcd endpoints a snippet names (``etcd1:2379``, a cluster of three) become a
+real etcd's, a test's own.
+"""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 import re
+import signal
 import subprocess
 import sys
 import textwrap
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
-from anyrdzv import GetResult, MemoryStore
-from tests._support import README
+from anyrdzv import (
+    EtcdStore,
+    GetResult,
+    HostMatch,
+    MemoryStore,
+    Rendezvous,
+    RendezvousInfo,
+    TxnResult,
+)
+from tests._support import README, ROOT
+from tests._support.typecheck import mypy_strict
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+    from tests._support.etcd_server import EtcdServer
+
+#: The documents whose snippets are code.
+DOCUMENTS = (README, *sorted((ROOT / "docs").glob("*.md")))
 
 
-def test_readme_example_runs() -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Example", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match is not None, "README has no python example"
-    code = match.group(1)
-    assert len(code.strip().splitlines()) <= 12
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+@dataclass(frozen=True)
+class Snippet:
+    """A fenced ``python`` block of a document."""
+
+    path: Path
+    line: int
+    code: str
+
+
+def snippets() -> list[Snippet]:
+    """Every ``python`` block of :data:`DOCUMENTS`, indented ones too (in a list)."""
+    found = []
+    for path in DOCUMENTS:
+        text = path.read_text(encoding="utf-8")
+        for block in re.finditer(r"^( *)```python\n(.*?)^\1```", text, re.MULTILINE | re.DOTALL):
+            line = text.count("\n", 0, block.start()) + 1
+            found.append(Snippet(path, line, textwrap.dedent(block.group(2))))
+    return found
+
+
+@dataclass(frozen=True)
+class Harness:
+    """How one snippet is checked and run.
+
+    :ivar marker: a line that only this snippet has
+    :ivar prelude: the names the snippet uses and does not define, with their types
+    :ivar parameters: for a fragment, the parameters of the ``async def snippet`` that
+        it becomes, which returns its locals; ``None`` for a module
+    """
+
+    marker: str
+    prelude: str = ""
+    parameters: str | None = None
+
+
+HARNESSES = {
+    # The first screen's program: it runs itself, with anyio.run.
+    "example": Harness("host, port = parse_rendezvous_endpoint("),
+    "host": Harness('await matches_machine_hostname("192.0.2.2")', parameters=""),
+    # The timers: the keep-alive and the beat are the agent's own.
+    "timers": Harness(
+        "async for tick in periodic(5",
+        prelude=(
+            "import anyio\n"
+            "sent: list[str] = []\n"
+            "beats: list[float] = []\n"
+            "def send_keep_alive(node: str) -> None:\n"
+            "    sent.append(node)\n"
+            "async def beat() -> None:\n"
+            "    beats.append(anyio.current_time())\n"
+        ),
+    ),
+    # Heartbeats, with the agent's training.
+    "heartbeat": Harness(
+        "await train()",
+        prelude="import anyio\nasync def train() -> None:\n    await anyio.sleep(0.1)\n",
+        parameters="",
+    ),
+    # Ending on SIGTERM: a program, with the agent's work.
+    "sigterm": Harness(
+        "async def leave_on_signals(",
+        prelude=(
+            "import anyio\n"
+            "from anyrdzv import LeaseStore\n"
+            "async def run_agent(store: LeaseStore) -> None:\n"
+            "    await anyio.sleep_forever()\n"
+        ),
+    ),
+    "cluster": Harness('"etcd1:2379,etcd2:2379,etcd3:2379"', parameters=""),
+    # A txn, on the store and lease that the text around it has.
+    "txn": Harness(
+        "result = await store.txn(",
+        prelude="from anyrdzv import Lease, LeaseStore\n",
+        parameters="store: LeaseStore, lease: Lease",
+    ),
+    "rendezvous": Harness(
+        'async with Rendezvous(store, "job42", node="node-3"',
+        prelude="from anyrdzv import LeaseStore\n",
+        parameters="store: LeaseStore",
+    ),
+}
+
+
+def find(name: str) -> Snippet:
+    """The one snippet that harness ``name`` is for."""
+    marker = HARNESSES[name].marker
+    found = [snippet for snippet in snippets() if marker in snippet.code]
+    assert len(found) == 1, f"{len(found)} snippets have {marker!r}"
+    return found[0]
+
+
+def module(name: str, endpoint: str | None = None) -> str:
+    """The module that mypy checks and the test runs for snippet ``name``; with
+    ``endpoint``, the etcd endpoints it names are that one."""
+    harness = HARNESSES[name]
+    code = find(name).code
+    if endpoint is not None:
+        for named in ("etcd1:2379,etcd2:2379,etcd3:2379", "etcd1:2379"):
+            code = code.replace(f'"{named}"', repr(endpoint))
+    if harness.parameters is None:
+        return harness.prelude + code
+    body = textwrap.indent(f"{code}return locals()\n", "    ")
+    return (
+        f"{harness.prelude}\nasync def snippet({harness.parameters}) -> dict[str, object]:\n{body}"
     )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("fe80::1%eth0 29400 {'join_timeout': '60'")
+
+
+def load(name: str, endpoint: str | None = None) -> dict[str, Any]:
+    """Run snippet ``name``'s module, and return its namespace."""
+    snippet = find(name)
+    namespace: dict[str, Any] = {"__name__": f"readme_{name}"}
+    code = compile(module(name, endpoint), f"{snippet.path.name}:{snippet.line}", "exec")
+    exec(code, namespace)  # noqa: S102 - the README's own code
+    return namespace
+
+
+def test_every_snippet_has_a_harness() -> None:
+    """A new snippet needs a harness here (how to check and run it); a harness whose
+    snippet is gone is a stale one."""
+    for snippet in snippets():
+        names = [name for name, h in HARNESSES.items() if h.marker in snippet.code]
+        assert len(names) == 1, f"{snippet.path.name}:{snippet.line} matches {names}"
+    for name in HARNESSES:
+        find(name)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # a first mypy run checks anyio, httpx and trio too
+def test_every_snippet_type_checks(tmp_path: Path) -> None:
+    """``mypy --strict``, as on the package: a fragment's ``result.results[-1].kvs``,
+    say, must first find out that the answer is a ``GetResult``."""
+    sources = {f"readme_{name}.py": module(name) for name in HARNESSES}
+    errors = mypy_strict(sources, tmp_path)
+    assert errors == {name: [] for name in sources}
+
+
+#: The async generators of anyrdzv: a loop that may stop early closes them with
+#: ``contextlib.aclosing``, or trio under ``-X dev`` warns of a generator left open.
+GENERATORS = {"watch_members", "watch_run", "changes", "watch_prefix"}
+
+
+def test_async_generators_are_closed_with_aclosing() -> None:
+    unclosed = []
+    for snippet in snippets():
+        for node in ast.walk(ast.parse(snippet.code)):
+            if isinstance(node, ast.AsyncFor) and isinstance(node.iter, ast.Call):
+                called = node.iter.func
+                name = called.attr if isinstance(called, ast.Attribute) else ast.unparse(called)
+                if name in GENERATORS:
+                    unclosed.append(f"{snippet.path.name}:{snippet.line + node.lineno}: {name}")
+    assert unclosed == []
 
 
 def test_quick_start_has_exactly_two_command_blocks() -> None:
@@ -34,22 +208,150 @@ def test_quick_start_has_exactly_two_command_blocks() -> None:
     assert quick_start.count("```bash") == 2
 
 
+# -- each snippet, run ------------------------------------------------------------------
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    assert len(find("example").code.strip().splitlines()) <= 12  # the first screen's
+    program = tmp_path / "example.py"
+    program.write_text(module("example"), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(program)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("fe80::1%eth0 29400 {'join_timeout': '60'")
+
+
 @pytest.mark.anyio
-async def test_readme_txn_snippet_runs() -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("`txn(compare, success=(), failure=())`", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match is not None, "README has no txn example"
-    code = textwrap.dedent(match.group(1))
-    body = textwrap.indent(f"{code}return result, holder\n", "    ")
-    namespace: dict[str, Any] = {}
-    exec(f"async def snippet(store, lease):\n{body}", namespace)  # noqa: S102 - the README's own code
+async def test_the_host_check_runs() -> None:
+    found = await load("host")["snippet"]()
+    assert isinstance(found["m"], HostMatch)
+    assert found["m"].rule in ("resolves-to-local", "no-match", "unresolvable", "timeout")
+
+
+def test_the_timers_run() -> None:
+    """On trio's MockClock: the snippet's intervals are seconds long, and its periodic()
+    loop never ends; a minute of virtual time passes at once."""
+    from trio.testing import MockClock
+
+    namespace = load("timers")
+
+    async def main() -> None:
+        with anyio.move_on_after(60):
+            await namespace["main"]()
+
+    anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
+    assert namespace["sent"] == []  # each timer stops before its first interval is up
+    assert 10 <= len(namespace["beats"]) <= 12  # fixed-rate, every 5 s
+
+
+async def printing(call: Callable[[], Awaitable[object]], until: str, limit: float) -> str:
+    """What ``call()`` prints, until it has printed ``until``; then it is cancelled."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), anyio.fail_after(limit):
+        async with anyio.create_task_group() as tg:
+
+            async def stop_once_printed() -> None:
+                while until not in out.getvalue():  # noqa: ASYNC110 - polls a StringIO
+                    await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_once_printed)
+            await call()
+    return out.getvalue()
+
+
+@pytest.mark.anyio
+async def test_the_heartbeat_snippet_runs(etcd_server: EtcdServer) -> None:
+    """On a real etcd: the heartbeat, then a watch of the group, from inside the store's
+    block; it watches for ever, so it is cancelled once its snapshot is printed."""
+    snippet = load("heartbeat", etcd_server.endpoint)["snippet"]
+    printed = await printing(snippet, "MembersSnapshot(", limit=30)
+    assert printed.startswith("MembersSnapshot(members={}, revision=")  # node-0 has left
+
+
+@pytest.mark.slow
+def test_the_sigterm_snippet_leaves_at_once(etcd_server: EtcdServer, tmp_path: Path) -> None:
+    """The program, on a real etcd, sent SIGTERM once its member is in: it exits 0, and
+    its key is gone at once, not after its lease's TTL (15 s)."""
+    program = tmp_path / "sigterm.py"
+    program.write_text(module("sigterm", etcd_server.endpoint), encoding="utf-8")
+    key = "/anyrdzv/job42/members/node-0"
+
+    def present() -> bool:
+        async def get() -> bool:
+            async with EtcdStore(etcd_server.endpoint) as store:
+                return await store.get(key) is not None
+
+        return anyio.run(get)
+
+    with subprocess.Popen([sys.executable, str(program)], stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + 30
+        while not present():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the member never joined"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, err = proc.communicate(timeout=20)
+        gone = not present()
+        took = time.monotonic() - signalled
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err
+    assert gone
+    assert took < 10
+
+
+@pytest.mark.anyio
+async def test_the_cluster_snippet_runs(etcd_server: EtcdServer) -> None:
+    """Its three members are one real etcd's endpoint."""
+    found = await load("cluster", etcd_server.endpoint)["snippet"]()
+    assert isinstance(found["store"], EtcdStore)
+
+
+@pytest.mark.anyio
+async def test_the_txn_snippet_runs() -> None:
     store = MemoryStore()
     lease = await store.grant(10)
-    result, holder = await namespace["snippet"](store, lease)
+    snippet = load("txn")["snippet"]
+    found = await snippet(store, lease)
+    result, holder = found["result"], found["holder"]
+    assert isinstance(result, TxnResult)
     assert result.succeeded
     assert isinstance(result.results[-1], GetResult)
     assert (holder.value, holder.lease) == (b"me", lease.id)
-    again, holder = await namespace["snippet"](store, lease)
-    assert not again.succeeded
-    assert holder.value == b"me"
+    found = await snippet(store, lease)  # again: /lock is taken
+    assert not found["result"].succeeded
+    assert found["holder"].value == b"me"
+
+
+def test_the_rendezvous_snippet_runs() -> None:
+    """Node ``node-3`` of the snippet, and a peer that closes the run once both hold
+    round 0: the snippet's loop over ``changes()`` ends on ``"closed"``. On trio's
+    MockClock, since the snippet keeps torch's 30-s last call."""
+    from trio.testing import MockClock
+
+    snippet = load("rendezvous")["snippet"]
+    found: dict[str, Any] = {}
+
+    async def main() -> RendezvousInfo:
+        store = MemoryStore()
+        peer = Rendezvous(store, "job42", node="node-4", min_nodes=2, max_nodes=4)
+
+        async def node_3() -> None:
+            found.update(await snippet(store))
+
+        async with anyio.create_task_group() as tg, peer:
+            tg.start_soon(node_3)
+            info = await peer.next_rendezvous()
+            await peer.set_closed()
+        return info
+
+    info = anyio.run(
+        main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
+    )
+    assert found["change"] == "closed"
+    assert found["info"] == RendezvousInfo(
+        "job42", 0, 0, 2, ("node-3", "node-4"), {"node-3": b"10.0.0.3", "node-4": b""}
+    )
+    assert info.rank == 1

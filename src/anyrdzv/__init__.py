@@ -1,16 +1,21 @@
 """PyTorch's elastic-rendezvous utilities for async code, on anyio."""
 
 from ._core._config import parse_rendezvous_config as parse_rendezvous_config
+from ._core._delay import JitterMode as JitterMode
 from ._core._delay import backoff as backoff
 from ._core._delay import delay as delay
 from ._core._endpoint import Endpoint as Endpoint
 from ._core._endpoint import parse_rendezvous_endpoint as parse_rendezvous_endpoint
 from ._core._endpoint import try_parse_port as try_parse_port
 from ._core._hostname import HostMatch as HostMatch
+from ._core._hostname import HostRule as HostRule
 from ._core._hostname import LocalIdentity as LocalIdentity
 from ._core._hostname import explain_machine_hostname as explain_machine_hostname
 from ._core._hostname import local_identity as local_identity
 from ._core._hostname import matches_machine_hostname as matches_machine_hostname
+from ._core._periodic import FirstTick as FirstTick
+from ._core._periodic import Periodic as Periodic
+from ._core._periodic import Schedule as Schedule
 from ._core._periodic import Tick as Tick
 from ._core._periodic import periodic as periodic
 from ._core._public import __version__ as __version__
@@ -38,6 +43,11 @@ from ._membership._members import members as members
 from ._membership._members import watch_members as watch_members
 from ._rendezvous._rendezvous import Rendezvous as Rendezvous
 from ._rendezvous._rendezvous import RendezvousInfo as RendezvousInfo
+from ._rendezvous._report import NodeReport as NodeReport
+from ._rendezvous._report import RunReport as RunReport
+from ._rendezvous._report import read_run as read_run
+from ._rendezvous._report import watch_run as watch_run
+from ._rendezvous._rules import Change as Change
 from ._stores._memory import MemoryStore as MemoryStore
 from ._stores._model import CasResult as CasResult
 from ._stores._model import EventType as EventType
@@ -45,29 +55,40 @@ from ._stores._model import KeyValue as KeyValue
 from ._stores._model import Lease as Lease
 from ._stores._model import StoreEvent as StoreEvent
 from ._stores._protocol import LeaseStore as LeaseStore
+from ._stores._protocol import WatchStream as WatchStream
 from ._stores._txn import Compare as Compare
+from ._stores._txn import CompareOp as CompareOp
+from ._stores._txn import CompareTarget as CompareTarget
 from ._stores._txn import Delete as Delete
 from ._stores._txn import DeleteResult as DeleteResult
 from ._stores._txn import Get as Get
 from ._stores._txn import GetResult as GetResult
 from ._stores._txn import Put as Put
 from ._stores._txn import PutResult as PutResult
+from ._stores._txn import TxnOp as TxnOp
+from ._stores._txn import TxnOpResult as TxnOpResult
 from ._stores._txn import TxnResult as TxnResult
 
 __all__ = (
     "CasResult",
+    "Change",
     "ClusterStatus",
     "Compare",
+    "CompareOp",
+    "CompareTarget",
     "Delete",
     "DeleteResult",
     "Endpoint",
     "EtcdStore",
     "EventType",
+    "FirstTick",
     "Get",
     "GetResult",
     "Heartbeat",
     "HeartbeatLost",
     "HostMatch",
+    "HostRule",
+    "JitterMode",
     "KeyValue",
     "Lease",
     "LeaseExpired",
@@ -78,6 +99,8 @@ __all__ = (
     "MemberStatus",
     "MembersSnapshot",
     "MemoryStore",
+    "NodeReport",
+    "Periodic",
     "PeriodicTimer",
     "Put",
     "PutResult",
@@ -86,6 +109,8 @@ __all__ = (
     "RendezvousError",
     "RendezvousInfo",
     "RendezvousTimeout",
+    "RunReport",
+    "Schedule",
     "StoreCompacted",
     "StoreConnectionError",
     "StoreError",
@@ -94,7 +119,10 @@ __all__ = (
     "StoreProtocolError",
     "Tick",
     "TimerStatistics",
+    "TxnOp",
+    "TxnOpResult",
     "TxnResult",
+    "WatchStream",
     "backoff",
     "delay",
     "explain_machine_hostname",
@@ -104,8 +132,10 @@ __all__ = (
     "parse_rendezvous_config",
     "parse_rendezvous_endpoint",
     "periodic",
+    "read_run",
     "try_parse_port",
     "watch_members",
+    "watch_run",
 )
 
 _fixup_module_metadata(__name__, globals())

@@ -80,7 +80,7 @@ class FakeStore(StoreWrapper):
             await self.grant_may_finish.wait()
         return await super().grant(ttl)
 
-    async def keep_alive(self, lease: Lease) -> int:
+    async def keep_alive(self, lease: Lease | int) -> int:
         """Renew a lease, or do what the next keep-alive fault says."""
         self.calls.append("keep_alive")
         fault = self.keep_alive_faults.pop(0) if self.keep_alive_faults else self.keep_alive_fault
@@ -91,13 +91,13 @@ class FakeStore(StoreWrapper):
         self._renewal = anyio.Event()
         return remaining
 
-    async def revoke(self, lease: Lease) -> None:
+    async def revoke(self, lease: Lease | int) -> None:
         """Revoke a lease, after :attr:`revoke_fault` and :attr:`revoke_delay`."""
         self.calls.append("revoke")
         await self._apply(self.revoke_fault, self.revoke_delay)
         await super().revoke(lease)
 
-    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
+    async def put(self, key: str, value: bytes, *, lease: Lease | int | None = None) -> int:
         """Put a key, after :attr:`put_fault` and :attr:`put_delay`."""
         self.calls.append("put")
         if self.put_fault is not None or self.put_delay:
@@ -122,9 +122,9 @@ class FakeStore(StoreWrapper):
             await self._renewal.wait()
 
 
-def lost_in(group: pytest.ExceptionInfo[Any]) -> HeartbeatLost:
-    """The one HeartbeatLost that an ``async with Heartbeat`` block raised."""
-    (exc,) = group.value.exceptions
+def lost_in(caught: pytest.ExceptionInfo[Any]) -> HeartbeatLost:
+    """The HeartbeatLost that an ``async with Heartbeat`` block raised, as itself."""
+    exc = caught.value
     assert isinstance(exc, HeartbeatLost)
     return exc
 

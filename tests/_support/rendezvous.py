@@ -11,7 +11,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from anyrdzv import HeartbeatLost, Lease, LeaseStore, Rendezvous, RendezvousInfo
+from anyrdzv import HeartbeatLost, LeaseStore, Rendezvous, RendezvousInfo
 from anyrdzv._rendezvous._rules import decode_join
 from anyrdzv.testing import StoreWrapper
 
@@ -19,9 +19,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
 
     from anyrdzv import StoreEvent
-
-#: What a node's ``async with`` raises when its lease is revoked from outside.
-LOST = pytest.RaisesGroup(HeartbeatLost, flatten_subgroups=True)
 
 PREFIX = "/anyrdzv"
 #: Short timeouts, so that the tests run fast.
@@ -101,12 +98,12 @@ async def kill(store: LeaseStore, run_id: str, node: str) -> None:
     kv = await store.get(f"{PREFIX}/{run_id}/nodes/{node}")
     assert kv is not None
     assert kv.lease is not None
-    await store.revoke(Lease(kv.lease, 1))
+    await store.revoke(kv.lease)
 
 
 async def doomed(rdzv: Rendezvous, *, task_status: anyio.abc.TaskStatus[Rendezvous]) -> None:
     """Hold ``rdzv`` until its lease is revoked from outside."""
-    with LOST:
+    with pytest.raises(HeartbeatLost):
         async with rdzv:
             task_status.started(rdzv)
             await anyio.sleep_forever()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 WORKER = Path(__file__).resolve().parent / "torchrun_worker.py"
+LAUNCH = Path(__file__).resolve().parent / "torchrun_launch.py"
 
 #: A conf that notices a lost node in about 2 s and completes a first round 1 s after
 #: it has min_nodes.
@@ -19,7 +20,12 @@ FAST_CONF = "keep_alive_interval=1,keep_alive_max_attempt=2,last_call_timeout=1"
 
 
 class Agent:
-    """One ``torchrun`` agent process, in its own process group, logging to a file."""
+    """One ``torchrun`` agent process, in its own process group, logging to a file
+    (anyrdzv's records too).
+
+    With ``hold``, torch is imported first, and torchrun starts once that file exists:
+    :meth:`until_held` waits for the import.
+    """
 
     def __init__(
         self,
@@ -36,7 +42,10 @@ class Agent:
         steps: int = 1,
         pause: float = 0.0,
         until_world: int = 0,
+        until_file: Path | None = None,
+        fail_file: Path | None = None,
         env: dict[str, str] | None = None,
+        hold: Path | None = None,
         extra: list[str] | None = None,
         worker: list[str] | None = None,
     ) -> None:
@@ -46,8 +55,7 @@ class Agent:
         self.results.touch()
         args = [
             sys.executable,
-            "-m",
-            "torch.distributed.run",
+            str(LAUNCH),
             f"--rdzv-backend={backend}",
             f"--rdzv-endpoint={endpoint}",
             f"--rdzv-id={run_id}",
@@ -68,6 +76,10 @@ class Agent:
             str(pause),
             "--until-world",
             str(until_world),
+            "--until-file",
+            str(until_file or ""),
+            "--fail-file",
+            str(fail_file or ""),
         ]
         environment = {
             **os.environ,
@@ -76,6 +88,7 @@ class Agent:
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
             "LOGLEVEL": "INFO",
+            "HOLD": str(hold or ""),
             **(env or {}),
         }
         self.started = time.monotonic()
@@ -86,6 +99,15 @@ class Agent:
             stderr=subprocess.STDOUT,
             env=environment,
             start_new_session=True,
+        )
+
+    def until_held(self, timeout: float = 90) -> None:
+        """Wait until the held agent has imported torch and waits for its file."""
+        wait_for(
+            lambda: "torch imported, held" in self.log(),
+            timeout,
+            f"agent {self.name} imported torch",
+            self,
         )
 
     def lines(self) -> list[dict[str, Any]]:

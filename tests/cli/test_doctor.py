@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -109,3 +110,107 @@ class TestDoctorEtcd:
         result = run_cli("doctor", "--etcd", etcd)
         assert result.returncode == 2
         assert message in result.stderr
+
+
+def test_the_skew_bound_intersects_the_answers() -> None:
+    from anyrdzv._cli._doctor import skew_bound
+
+    # etcd is 2.3 s ahead: answers at several fractions of a second narrow the bound.
+    samples = []
+    for sent in (100.0, 100.25, 100.5, 100.75):
+        received = sent + 0.01
+        samples.append((sent, received, float(int(sent + 0.005 + 2.3))))
+    bound = skew_bound(samples)
+    assert bound is not None
+    offset, error = bound
+    assert offset - error <= 2.3 <= offset + error
+    assert error < 0.2
+    assert skew_bound([(100.0, 100.1, 105.0), (100.2, 100.3, 90.0)]) is None  # a step
+
+
+def scoped_etcd(server: Any) -> None:
+    """Auth on, with user 'trainer' granted readwrite on /anyrdzv/job/ only."""
+    import shutil
+    import subprocess
+
+    if shutil.which("etcdctl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("etcdctl is not installed (apt-get install etcd-client)")
+        pytest.skip("etcdctl is not installed (apt-get install etcd-client)")
+    for args in (
+        ["user", "add", "root:rootpw"],
+        ["user", "grant-role", "root", "root"],
+        ["role", "add", "job"],
+        ["role", "grant-permission", "job", "--prefix=true", "readwrite", "/anyrdzv/job/"],
+        ["user", "add", "trainer:pw"],
+        ["user", "grant-role", "trainer", "job"],
+        ["auth", "enable"],
+    ):
+        done = subprocess.run(
+            ["etcdctl", f"--endpoints={server.url}", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (args, done.stderr)
+
+
+class TestDoctorTheEtcdBackend:
+    """``anyrdzv doctor --rdzv-backend anyrdzv-etcd``: what torchrun's backend needs."""
+
+    def test_a_plain_etcd(self, etcd_server: Any) -> None:
+        result = run_cli(
+            "doctor", "--rdzv-backend", "anyrdzv-etcd", "--rdzv-endpoint", etcd_server.endpoint
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith(f"backend:     anyrdzv-etcd on etcd {etcd_server.endpoint}")
+        assert lines[1] == (
+            f"etcd:        1 of 1 member(s) answer; quorum, leader {etcd_server.endpoint}"
+        )
+        assert lines[2] == "auth:        off"
+        assert lines[3].startswith("permissions: read, write, watch and lease under /anyrdzv/")
+        assert lines[4].startswith(f"clock:       {etcd_server.endpoint} is ")
+        assert "WARNING" not in lines[4]  # one machine, one clock
+        assert lines[-1] == "verdict:     OK"
+        assert "HOSTS the store" not in result.stdout  # not the c10d question
+
+    @pytest.mark.parametrize("form", ["url", "list"])
+    def test_the_backends_endpoint_forms(self, etcd_server: Any, form: str) -> None:
+        """torchrun's forms for this backend: an http:// URL, a list (here with a member
+        that does not answer: no quorum, exit status 1, but no usage error)."""
+        endpoint = (
+            f"http://{etcd_server.endpoint}"
+            if form == "url"
+            else f"{etcd_server.endpoint},127.0.0.1:1"
+        )
+        result = run_cli("doctor", "--rdzv-endpoint", endpoint, "--timeout", "2", "--json")
+        assert result.returncode == (0 if form == "url" else 1), result.stderr
+        report = json.loads(result.stdout)
+        assert report["backend"] == "anyrdzv-etcd"
+        assert report["checks"]["permissions"]["ok"] is True
+        assert report["checks"]["etcd"]["ok"] is (form == "url")
+        clock = report["clock"][0]
+        assert abs(clock["offset"]) <= clock["error"] + 0.5
+        assert clock["error"] < 1
+
+    def test_a_scoped_user(self, own_etcd_server: Any) -> None:
+        scoped_etcd(own_etcd_server)
+        common = ["doctor", "--rdzv-backend", "anyrdzv-etcd", "--rdzv-endpoint"]
+        common.append(own_etcd_server.endpoint)
+        no_user = run_cli(*common, "--rdzv-id", "job")
+        assert no_user.returncode == 1
+        assert "auth ON, and no --user was given" in no_user.stdout
+        assert "--rdzv-conf user=NAME" in no_user.stdout
+        password = {"ANYRDZV_ETCD_PASSWORD": "pw"}
+        ok = run_cli(*common, "--rdzv-id", "job", "--user", "trainer", env=password)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "auth:        on; user 'trainer' logged in" in ok.stdout
+        assert "permissions: read, write, watch and lease under /anyrdzv/job/: OK" in ok.stdout
+        other = run_cli(*common, "--rdzv-id", "other", "--user", "trainer", env=password)
+        assert other.returncode == 1
+        assert (
+            "permissions: FAILED under /anyrdzv/other/: etcd refused /v3/kv/range "
+            "(key '/anyrdzv/other/') for user 'trainer': etcdserver: permission denied"
+        ) in other.stdout
+        assert other.stdout.splitlines()[-1] == "verdict:     FAILED"

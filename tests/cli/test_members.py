@@ -76,6 +76,19 @@ def test_members_watch_follows_events(etcd_endpoint: str, key_prefix: str) -> No
     assert "Traceback" not in err
 
 
+def test_members_watch_ends_cleanly_on_sigterm(etcd_endpoint: str, key_prefix: str) -> None:
+    """SIGTERM (what Kubernetes and Slurm send) ends --watch as Ctrl-C does: what was
+    printed stays, no traceback, and exit status 143 (128 + SIGTERM), as a shell reports."""
+    with start_cli(*members_args(etcd_endpoint, key_prefix), "--watch") as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert first.startswith("group 'job' at revision ")
+    assert (proc.returncode, out) == (143, ""), err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [

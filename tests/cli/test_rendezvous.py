@@ -126,7 +126,7 @@ async def test_a_run_from_open_round_to_closed(etcd_server: Any, run_id: str) ->
         # A complete round: the last call passes with two nodes.
         b = await stack.enter_async_context(Rendezvous(store, run_id, node="b", **OPTIONS))
         tg.start_soon(rendezvous, b)
-        await until(store, run_id, lambda r: r.state is not None and r.state.complete)
+        await until(store, run_id, lambda r: r.complete)
         with anyio.fail_after(5):
             await both.wait()
         assert infos["a"].participants == ("a", "b")
@@ -248,6 +248,19 @@ def test_watch_prints_a_report_on_every_change(etcd_server: Any, run_id: str) ->
     assert "Traceback" not in err
 
 
+def test_watch_ends_cleanly_on_sigterm(etcd_server: Any, run_id: str) -> None:
+    """SIGTERM (what Kubernetes and Slurm send) ends --watch as Ctrl-C does: what was
+    printed stays, no traceback, and exit status 143 (128 + SIGTERM), as a shell reports."""
+    with start_cli(*rendezvous_args(etcd_server.endpoint, run_id, "--watch")) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert first.startswith(f"run {run_id!r} at revision ")
+    assert (proc.returncode, out) == (143, ""), err
+    assert "Traceback" not in err
+
+
 def test_watch_ends_at_a_malformed_value_with_one_line(etcd_server: Any, run_id: str) -> None:
     """A failure under --watch: the reports printed stay, then one line and status 1."""
 
@@ -290,9 +303,92 @@ def test_text_of_a_participant_whose_lease_is_gone(etcd_server: Any, run_id: str
         "  rank 0  x  GONE: no key left, its lease has expired",
         "  rank 1  y  GONE: no key left, its lease has expired",
         "waiting for round 3: 0 node(s) joined it, 0 counted by num_nodes_waiting()",
+        (
+            f"torchrun bootstrap of round 2: MASTER_ADDR MISSING (key /anyrdzv/{run_id}/store/"
+            f"torch.rendezvous.{run_id}.2/MASTER_ADDR), and rank 0, x, is GONE: the other "
+            "participants cannot start their workers (they take the next round)"
+        ),
         "other nodes (1):",
         "  z  joined round 0, no heartbeat  no live lease",
     ]
+
+
+def test_the_bootstrap_of_a_torchrun_round(etcd_server: Any, run_id: str) -> None:
+    """A complete round of a run with torch store keys: whether its rank 0 published
+    MASTER_ADDR in the round's store."""
+    state = rules.RunState(1, True, False, 1, 2, ("x", "y"), {"x": b"", "y": b""})
+    round_store = f"/anyrdzv/{run_id}/store/torch.rendezvous.{run_id}.1/"
+
+    async def put(key: str, value: bytes) -> None:
+        async with EtcdStore(etcd_server.endpoint) as store:
+            await store.put(key, value)
+
+    def bootstrap() -> tuple[str, Any]:
+        text = run_cli("rendezvous", "--etcd", etcd_server.endpoint, "--run-id", run_id)
+        as_json = run_cli(
+            "rendezvous", "--etcd", etcd_server.endpoint, "--run-id", run_id, "--json"
+        )
+        (line,) = [each for each in text.stdout.splitlines() if "bootstrap" in each]
+        return line, json.loads(as_json.stdout)["bootstrap"]
+
+    anyio.run(put, f"/anyrdzv/{run_id}/state", rules.encode_state(state))
+    anyio.run(put, f"/anyrdzv/{run_id}/members/x", rules.encode_member(rules.Member(1, 2, b"")))
+    anyio.run(put, round_store + "torchelastic/role_info/1", b"{}")
+    line, record = bootstrap()
+    assert line == (
+        "torchrun bootstrap of round 1: MASTER_ADDR not published yet by rank 0, x "
+        f"(key {round_store}MASTER_ADDR)"
+    )
+    assert record == {
+        "round": 1,
+        "key": round_store + "MASTER_ADDR",
+        "master_addr": None,
+        "master_port": None,
+    }
+    anyio.run(put, round_store + "MASTER_ADDR", b"10.0.0.1")
+    anyio.run(put, round_store + "MASTER_PORT", b"29500")
+    line, record = bootstrap()
+    assert line == "torchrun bootstrap of round 1: MASTER_ADDR 10.0.0.1, MASTER_PORT 29500"
+    assert (record["master_addr"], record["master_port"]) == ("10.0.0.1", "29500")
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+def test_watch_prints_the_time_and_only_what_changed(
+    etcd_server: Any, run_id: str, as_json: bool
+) -> None:
+    """Under --watch each report has its time, and a write that changes nothing the
+    report shows (the torch store's keys, say) prints nothing."""
+    from datetime import datetime
+
+    def write(key: str, value: bytes) -> None:
+        async def put() -> None:
+            async with EtcdStore(etcd_server.endpoint) as store:
+                await store.put(f"/anyrdzv/{run_id}/{key}", value)
+
+        anyio.run(put)
+
+    def time_of(line: str) -> datetime:
+        if as_json:
+            return datetime.fromisoformat(json.loads(line)["time"])
+        assert line.startswith("["), line
+        return datetime.fromisoformat(line[1 : line.index("]")])
+
+    args = rendezvous_args(etcd_server.endpoint, run_id, "--watch", *(["--json"] * as_json))
+    started = datetime.now().astimezone()
+    with start_cli(*args) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        for step in range(3):  # the torch store's writes: no report
+            write(f"store/torch.rendezvous.{run_id}.0/k{step}", b"v")
+        write("state", rules.encode_state(rules.RunState(4, True, False, 1, 2, ("x",))))
+        second = proc.stdout.readline()
+        if not as_json:
+            while not second.startswith("["):  # the rest of the first report
+                second = proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    assert started <= time_of(first) <= time_of(second) <= datetime.now().astimezone()
+    assert ("round 4" in second) if not as_json else json.loads(second)["state"]["round"] == 4
 
 
 @pytest.mark.parametrize(
@@ -314,4 +410,6 @@ def test_errors(args: list[str], status: int, message: str) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("anyrdzv rendezvous: error: ")
     if status == 1:
-        assert len(proc.stderr.splitlines()) == 1
+        # Before the error, only the open's retries within --timeout, each a WARNING.
+        *retries, _ = proc.stderr.splitlines()
+        assert all(" WARNING anyrdzv._etcd._gateway: retrying opening" in r for r in retries)

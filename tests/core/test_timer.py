@@ -8,12 +8,16 @@ import itertools
 import math
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 from anyrdzv import PeriodicTimer, TimerStatistics
+from tests._support.typecheck import mypy_strict
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -238,7 +242,7 @@ class TestSpec:
         def boom() -> None:
             raise ValueError("bad beat")
 
-        with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="bad beat")):
+        with pytest.raises(ValueError, match="bad beat"):
             async with PeriodicTimer(0.005, boom):
                 await anyio.sleep(10)
 
@@ -374,6 +378,79 @@ class TestContextManagerMisuse:
             async with timer:
                 pytest.fail("entered again")
         assert timer_tasks() == []
+
+
+class TestExceptionsLeaveAsThemselves:
+    """``async with PeriodicTimer``: what is raised leaves as itself, not in a group,
+    with a sync function (the shared task) and an async one (a task of its own)."""
+
+    @staticmethod
+    def failing(error: BaseException, kind: str) -> Any:
+        def sync_fn() -> None:
+            raise error
+
+        async def async_fn() -> None:
+            raise error
+
+        return sync_fn if kind == "sync" else async_fn
+
+    @pytest.mark.parametrize("kind", ["sync", "async"])
+    async def test_the_blocks_error(self, kind: str) -> None:
+        error = ValueError("the block's own")
+        with pytest.raises(ValueError, match="the block's own") as caught:
+            async with PeriodicTimer(0.005, self.failing(KeyError("never"), kind)):
+                raise error
+        assert caught.value is error
+        assert timer_tasks() == []
+
+    @pytest.mark.parametrize("kind", ["sync", "async"])
+    async def test_the_functions_error_cancels_the_block(self, kind: str) -> None:
+        error = KeyError("the beat failed")
+        cancelled = False
+        with pytest.raises(KeyError, match="the beat failed") as caught:
+            async with PeriodicTimer(0.005, self.failing(error, kind)):
+                try:
+                    await anyio.sleep(10)
+                except anyio.get_cancelled_exc_class():
+                    cancelled = True
+                    raise
+        assert caught.value is error
+        assert cancelled
+
+    @pytest.mark.parametrize("kind", ["sync", "async"])
+    async def test_both_at_once_leave_together(self, kind: str) -> None:
+        mine, theirs = ValueError("the block's own"), KeyError("the beat failed")
+        with pytest.RaisesGroup(ValueError, KeyError) as caught:
+            async with PeriodicTimer(0.005, self.failing(theirs, kind)):
+                try:
+                    await anyio.sleep(10)
+                finally:
+                    raise mine  # as it handles the cancellation the failure caused
+        assert list(caught.value.exceptions) == [mine, theirs]
+
+    async def test_an_outer_cancellation(self) -> None:
+        calls: list[int] = []
+        with anyio.move_on_after(0.05) as scope:
+            async with PeriodicTimer(0.005, calls.append, 1):
+                await anyio.sleep(10)
+        assert scope.cancelled_caught
+        assert calls
+        assert timer_tasks() == []
+
+    async def test_keyboard_interrupt_in_the_block(self) -> None:
+        with pytest.raises(KeyboardInterrupt):
+            async with PeriodicTimer(0.005, lambda: None):
+                raise KeyboardInterrupt
+        assert timer_tasks() == []
+
+    @pytest.mark.parametrize("anyio_backend", ["trio"])
+    @pytest.mark.parametrize("kind", ["sync", "async"])
+    async def test_keyboard_interrupt_in_the_function(self, kind: str) -> None:
+        """On trio, Ctrl-C lands in whatever code runs, the timer's included (asyncio
+        takes a task's KeyboardInterrupt out of the event loop itself)."""
+        with pytest.raises(KeyboardInterrupt):
+            async with PeriodicTimer(0.005, self.failing(KeyboardInterrupt(), kind)):
+                await anyio.sleep(10)
 
 
 class TestSharedTask:
@@ -728,12 +805,13 @@ def test_batched_timers_keep_their_schedules_on_a_mock_clock() -> None:
 
     calls: dict[float, list[float]] = {1.0: [], 2.0: [], 3.0: [], 2.5: []}
 
+    def note(k: float) -> None:
+        calls[k].append(anyio.current_time())
+
     async def main() -> float:
         start = anyio.current_time()
         async with anyio.create_task_group() as tg:
-            timers = [
-                PeriodicTimer(k, lambda k=k: calls[k].append(anyio.current_time())) for k in calls
-            ]
+            timers = [PeriodicTimer(k, note, k) for k in calls]
             for timer in timers:
                 timer.start(tg)
             await anyio.sleep(12.75)  # no tie with a call
@@ -745,3 +823,30 @@ def test_batched_timers_keep_their_schedules_on_a_mock_clock() -> None:
     )
     for k, seen in calls.items():
         assert [round(t - start, 9) for t in seen] == [k * i for i in range(1, int(12.75 // k) + 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # a first mypy run checks anyio, httpx and trio too
+def test_a_type_checker_checks_the_function_s_arguments(tmp_path: Path) -> None:
+    """``PeriodicTimer(5, send, 42)`` does not type-check when ``send`` takes a ``str``;
+    the arguments a function takes, positional or keyword, sync or async, do."""
+    code = (
+        "from anyrdzv import PeriodicTimer\n"
+        "def send(node: str) -> None: ...\n"
+        "async def send_async(node: str, *, tries: int) -> None: ...\n"
+        "PeriodicTimer(5, send, 'node-0')\n"
+        "PeriodicTimer(5, send, node='node-0')\n"
+        "PeriodicTimer(5, send_async, 'node-0', tries=3)\n"
+        "PeriodicTimer(5, send, 42)\n"
+        "PeriodicTimer(5, send)\n"
+        "PeriodicTimer(5, send_async, 'node-0', tries='3')\n"
+    )
+    errors = mypy_strict({"timer_arguments.py": code}, tmp_path)["timer_arguments.py"]
+    assert errors == [
+        '7: Argument 3 to "PeriodicTimer" has incompatible type "int"; expected "str"  [arg-type]',
+        '8: Missing positional argument "node" in call to "PeriodicTimer"  [call-arg]',
+        (
+            '9: Argument "tries" to "PeriodicTimer" has incompatible type "str"; '
+            'expected "int"  [arg-type]'
+        ),
+    ]

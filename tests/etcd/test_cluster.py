@@ -256,7 +256,7 @@ class TestLeaderLoss:
     async def test_quorum_loss_is_heard_and_recovered_from(self, cluster: EtcdCluster) -> None:
         async with EtcdStore(cluster.endpoint_list, timeout=3) as store:
             lost_after: float | None = None
-            with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost, match="'q' in group 'g'")):
+            with pytest.raises(HeartbeatLost, match="'q' in group 'g'"):
                 async with Heartbeat(store, "g", "q", interval=1, max_missed=3, prefix=PREFIX):
                     leader = await leader_of(cluster)
                     other = next(i for i in range(3) if i != leader)
@@ -275,8 +275,9 @@ class TestLeaderLoss:
                 await anyio.to_thread.run_sync(cluster.restart, i)
             await anyio.to_thread.run_sync(cluster.wait_leader)
             async with Heartbeat(store, "g", "q", interval=1, max_missed=3, prefix=PREFIX) as beat:
-                await anyio.sleep(2.5)
-                assert beat.renewals >= 2
+                # It renews again: how soon depends on how fast the restarted members
+                # catch up, on a loaded machine.
+                await poll(lambda: beat.renewals >= 2, 10)
 
 
 class TestNoLostUpdate:

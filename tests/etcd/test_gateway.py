@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import socket
 from contextlib import AsyncExitStack, aclosing
 from typing import TYPE_CHECKING, Any
@@ -320,6 +321,55 @@ class TestKeepAliveRace:
         assert elapsed >= 1.3 * MEMBER_TIMEOUT
         assert elapsed < 5 * MEMBER_TIMEOUT  # B's answer was not waited for
 
+    @pytest.mark.slow
+    async def test_once_each_member_has_a_try_out_each_is_asked_afresh_sooner(self) -> None:
+        # A hung leader (C), and two followers (A, B) whose keep-alives wait on it: a try
+        # that reaches them before a new leader is elected never comes back, and a fresh
+        # one after that is answered at once. The election comes after every member has
+        # a try out.
+        member_timeout = 1.0
+        sent: list[tuple[str, float]] = []
+        elected_at = math.inf  # set when the keep-alive starts
+
+        def follower(name: str) -> Callable[[Request], Awaitable[Answer]]:
+            async def answers(request: Request) -> Answer:
+                if request.path != KEEPALIVE:
+                    return healthy(request)
+                sent.append((name, anyio.current_time()))
+                if anyio.current_time() < elected_at:
+                    return await stall()
+                return renewed(42, 9)
+
+            return answers
+
+        async def hung_leader(request: Request) -> Answer:
+            if request.path != KEEPALIVE:
+                return healthy(request)
+            sent.append(("c", anyio.current_time()))
+            return await stall()
+
+        mock = MockGateways(follower("a"), follower("b"), hung_leader)
+        a, _, _ = mock.members
+        async with store_on(
+            *(m.endpoint for m in mock.members),
+            timeout=10.0,
+            member_timeout=member_timeout,
+            transport=mock.transport,
+        ) as store:
+            start_at(store, 0)
+            started = anyio.current_time()
+            elected_at = started + 2.1 * member_timeout
+            ttl = await store.keep_alive(Lease(42, 10))
+            assert store.member == a.endpoint  # A answered: requests stay there
+        assert ttl == 9
+        names = [name for name, _ in sent]
+        assert names[:4] == ["a", "b", "c", "a"]  # one each member timeout, then afresh
+        times = [at - started for _, at in sent]
+        assert times[2] >= 1.8 * member_timeout  # the first round: a member timeout apart
+        # The fresh round goes faster: A is asked again well before a member timeout
+        # after C, so soon after the election.
+        assert times[3] - times[2] < 0.75 * member_timeout
+
 
 class TestNoMemberAnswers:
     @pytest.mark.slow
@@ -348,7 +398,8 @@ class TestNoMemberAnswers:
         assert any(a.endpoint in m for m in retries)
         assert any(b.endpoint in m for m in retries)
 
-    async def test_opening_on_dead_members_fails_fast(
+    @pytest.mark.slow
+    async def test_opening_on_dead_members_retries_until_the_timeout(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         dead = [dead_endpoint(), dead_endpoint()]
@@ -359,23 +410,45 @@ class TestNoMemberAnswers:
         ):
             async with store_on(*dead):
                 pass
-        assert anyio.current_time() - started < TIMEOUT / 2  # no backoff until the timeout
-        # Each member was tried once, and left once.
+        elapsed = anyio.current_time() - started
+        # It gives up when the next backoff pause (at most 1 s) would pass the timeout.
+        assert TIMEOUT - 1.05 <= elapsed < TIMEOUT + 0.5
+        # Both members were tried, round after round, each retry with its cause.
         left = messages(caplog, "leaving etcd member")
-        assert sorted(m.split()[3] for m in left) == sorted(dead)
-        assert len(messages(caplog, f"retrying {STATUS}")) == 1
+        assert {m.split()[3] for m in left} == set(dead)
+        assert len(left) > 2
+        retries = messages(caplog, f"retrying opening the store: {STATUS}")
+        assert any(" in " in m and "cannot reach etcd at 127.0.0.1:" in m for m in retries)
 
-    async def test_opening_asks_each_member_once(self) -> None:
+    @pytest.mark.slow
+    async def test_opening_retries_a_cluster_with_no_leader_until_the_timeout(self) -> None:
         def answers(request: Request) -> Answer:
             return NO_LEADER
 
         mock = MockGateways(answers, answers)
         a, b = mock.members
+        started = anyio.current_time()
         with pytest.raises(StoreConnectionError, match="no leader"):
             async with store_on(a.endpoint, b.endpoint, transport=mock.transport):
                 pass
-        assert a.paths() == [STATUS]
-        assert b.paths() == [STATUS]
+        assert TIMEOUT - 1.05 <= anyio.current_time() - started < TIMEOUT + 0.5
+        assert set(a.paths()) == set(b.paths()) == {STATUS}
+        assert len(a.paths()) > 1
+        assert len(b.paths()) > 1
+
+    async def test_opening_goes_on_once_a_member_has_a_leader(self) -> None:
+        calls = 0
+
+        def answers(request: Request) -> Answer:
+            nonlocal calls
+            calls += 1
+            return NO_LEADER if calls <= 3 else healthy(request)
+
+        mock = MockGateways(answers)
+        (a,) = mock.members
+        async with store_on(a.endpoint, transport=mock.transport) as store:
+            await store.put("/k", b"v")
+        assert a.paths() == [STATUS] * 4 + [PUT]
 
 
 CREATED = json.dumps({"result": {**header(4), "created": True}}).encode()
@@ -451,6 +524,45 @@ class TestWatchFailover:
         assert start_revision(watch_a) == "5"
         assert start_revision(watch_b) == "7"  # the last seen + 1
         assert PUT in b.paths()
+
+    async def test_a_watch_from_now_resumes_after_the_revision_it_was_created_at(self) -> None:
+        def answers_a(request: Request) -> Answer:
+            if request.path == WATCH:
+                return Answer(lines=[CREATED], hold=True)  # created at revision 4
+            return NO_LEADER if request.path == PUT else healthy(request)
+
+        history = {5: b"b5", 6: b"b6"}  # what B has seen since
+
+        def answers_b(request: Request) -> Answer:
+            if request.path == WATCH:
+                start = int(start_revision(request))
+                # As etcd: 0 is B's revision now, 6, with nothing after it yet.
+                events = [event_line(r, v) for r, v in history.items() if 0 < start <= r]
+                return Answer(lines=[CREATED, *events], hold=True)
+            return healthy(request)
+
+        opened = anyio.Event()
+        async with (
+            FakeGateway(answers_a) as a,
+            FakeGateway(answers_b) as b,
+            store_on(a.endpoint, b.endpoint, watch_idle=30) as store,
+        ):
+            start_at(store, 0)
+            watch = store.watch_prefix("/p/", start_revision=0, on_open=opened.set)
+            async with aclosing(watch), anyio.create_task_group() as tg:
+
+                async def leave_a() -> None:
+                    await opened.wait()
+                    await store.put("/other", b"x")  # A has no leader: on to B
+
+                tg.start_soon(leave_a)
+                with anyio.fail_after(5):
+                    seen = [await anext(watch), await anext(watch)]
+        assert [e.value for e in seen] == [b"b5", b"b6"]
+        [watch_a] = [r for r in a.requests if r.path == WATCH]
+        [watch_b] = [r for r in b.requests if r.path == WATCH]
+        assert start_revision(watch_a) == "0"
+        assert start_revision(watch_b) == "5"
 
 
 USER_IS_EMPTY = etcd_error(400, 3, "etcdserver: user name is empty")

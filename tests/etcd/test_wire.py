@@ -251,6 +251,40 @@ class TestErrors:
         error = _wire.error_from_answer("/v3/x", status, body, has_credentials=False)
         assert type(error) is kind
 
+    def test_a_refusal_names_the_keys_and_the_user(self) -> None:
+        denied = {"code": 3, "message": "etcdserver: permission denied"}
+        get = {"key": _wire.b64_text("/anyrdzv")}
+        error = _wire.error_from_answer(
+            "/v3/kv/range", 400, denied, has_credentials=True, request=get, user="trainer"
+        )
+        assert isinstance(error, StorePermissionError)
+        assert str(error).startswith(
+            "etcd refused /v3/kv/range (key '/anyrdzv') for user 'trainer': "
+            "etcdserver: permission denied: no role of user 'trainer' grants it"
+        )
+        watch = {"create_request": {**_wire.prefix_range("/anyrdzv/job/"), "start_revision": "3"}}
+        error = _wire.watch_cancelled(
+            "etcdserver: permission denied", has_credentials=True, request=watch, user="u"
+        )
+        assert "(key under '/anyrdzv/job/') for user 'u'" in str(error)
+        txn = {
+            "compare": [{"key": _wire.b64_text("/a"), "target": "MOD"}],
+            "success": [
+                {"request_put": {"key": _wire.b64_text("/b"), "value": _wire.b64(b"/c")}},
+                {"request_range": {"key": _wire.b64_text("/a")}},
+            ],
+        }
+        error = _wire.error_from_answer(
+            "/v3/kv/txn", 400, denied, has_credentials=True, request=txn, user="u"
+        )
+        assert "(keys '/a', '/b') for user 'u'" in str(error)
+        # No request, no user: as before.
+        plain = _wire.error_from_answer("/v3/kv/range", 400, denied, has_credentials=False)
+        assert str(plain) == (
+            "etcd refused /v3/kv/range: etcdserver: permission denied (etcd has auth enabled: "
+            "pass username and password)"
+        )
+
     def test_a_stale_token_is_told_apart_when_we_log_in(self) -> None:
         body = {"code": 3, "message": "etcdserver: invalid auth token"}
         assert isinstance(

@@ -249,7 +249,7 @@ class TestMisuse:
         store = FakeStore()
         store.keep_alive_faults = [LeaseExpired("gone")]
         beat = Heartbeat(store, "g", "m", interval=0.1, max_missed=10)
-        with pytest.RaisesGroup(HeartbeatLost):
+        with pytest.raises(HeartbeatLost):
             async with beat:
                 await anyio.sleep(math.inf)
         async with beat:
@@ -285,10 +285,10 @@ class TestSlowJoin:
         store = FakeStore()
         store.put_fault = "hang"
         store.keep_alive_fault = LeaseExpired("lease 1 has expired or was revoked")
-        with anyio.fail_after(5), pytest.RaisesGroup(HeartbeatLost) as group:
+        with anyio.fail_after(5), pytest.raises(HeartbeatLost) as caught:
             async with Heartbeat(store, "g", "m", interval=0.25, max_missed=4):
                 pytest.fail("joined without a put")
-        assert isinstance(lost_in(group).__cause__, LeaseExpired)
+        assert isinstance(lost_in(caught).__cause__, LeaseExpired)
         assert store.count("revoke") == 0  # the lease is gone: nothing to revoke
         assert await listed(store.inner) == set()
 
@@ -341,7 +341,7 @@ class TestRevokeOnExit:
     async def test_a_failed_revoke_does_not_hide_the_blocks_error(self) -> None:
         store = FakeStore()
         store.revoke_fault = StoreConnectionError("refused")
-        with pytest.RaisesGroup(pytest.RaisesExc(KeyError, match="from the block")):
+        with pytest.raises(KeyError, match="from the block"):
             async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
                 raise KeyError("from the block")
 
@@ -418,11 +418,88 @@ class TestHeartbeat:
     async def test_lease_revoked_behind_its_back_is_heartbeat_lost(
         self, store: LeaseStore, key_prefix: str
     ) -> None:
-        with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost, match="'m' in group 'g' lost")):
+        with pytest.raises(HeartbeatLost, match="'m' in group 'g' lost"):
             async with Heartbeat(store, "g", "m", interval=0.2, prefix=key_prefix) as beat:
                 assert beat.lease is not None
                 await store.revoke(beat.lease)
                 await anyio.sleep(10)
+
+
+class TestExceptionsLeaveAsThemselves:
+    """``try: async with Heartbeat(...)`` catches what it names, on both stores: nothing
+    leaves in a group but errors that happen at once."""
+
+    async def test_the_blocks_error(self, store: LeaseStore, key_prefix: str) -> None:
+        error = ValueError("the block's own")
+        with pytest.raises(ValueError, match="the block's own") as caught:
+            async with Heartbeat(store, "g", "m", interval=0.1, prefix=key_prefix):
+                raise error
+        assert caught.value is error
+        assert await listed(store, key_prefix) == set()  # it left all the same
+
+    async def test_a_lost_heartbeat_cancels_the_block(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        cancelled = False
+        with pytest.raises(HeartbeatLost) as caught:
+            async with Heartbeat(store, "g", "m", interval=0.1, prefix=key_prefix) as beat:
+                assert beat.lease is not None
+                await store.revoke(beat.lease)
+                try:
+                    await anyio.sleep(10)
+                except anyio.get_cancelled_exc_class():
+                    cancelled = True
+                    raise
+        lost = caught.value
+        assert isinstance(lost.__cause__, LeaseExpired)
+        assert lost.__context__ is lost.__cause__  # not the block's cancellation
+        assert cancelled
+
+    async def test_errors_at_once_leave_together(self, store: LeaseStore, key_prefix: str) -> None:
+        mine = ValueError("the block's own")
+        with pytest.RaisesGroup(ValueError, HeartbeatLost) as caught:
+            async with Heartbeat(store, "g", "m", interval=0.1, prefix=key_prefix) as beat:
+                assert beat.lease is not None
+                await store.revoke(beat.lease)
+                try:
+                    await anyio.sleep(10)
+                finally:
+                    raise mine  # as it handles the cancellation the loss caused
+        assert caught.value.exceptions[0] is mine
+        assert str(caught.value).startswith(
+            "Heartbeat of member 'm' in group 'g': errors in the block and in its "
+            "background tasks at once"
+        )
+
+    async def test_an_outer_cancellation(self, store: LeaseStore, key_prefix: str) -> None:
+        with anyio.move_on_after(0.3) as scope:
+            async with Heartbeat(store, "g", "m", interval=0.1, prefix=key_prefix):
+                await anyio.sleep(10)
+        assert scope.cancelled_caught
+        assert await listed(store, key_prefix) == set()
+
+    async def test_keyboard_interrupt(self, store: LeaseStore, key_prefix: str) -> None:
+        with pytest.raises(KeyboardInterrupt):
+            async with Heartbeat(store, "g", "m", interval=0.1, prefix=key_prefix):
+                raise KeyboardInterrupt
+        assert await listed(store, key_prefix) == set()
+
+    async def test_the_puts_error_when_joining(self) -> None:
+        store = FakeStore()
+        store.put_fault = StoreConnectionError("refused")
+        with pytest.raises(StoreConnectionError, match="refused"):
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+                pytest.fail("joined without a put")
+
+    async def test_a_lease_gone_when_joining_is_heartbeat_lost(self) -> None:
+        store = FakeStore()
+        gone = LeaseExpired("lease 1 has expired or was revoked")
+        store.put_fault = gone
+        with pytest.raises(HeartbeatLost, match="the store said its lease is gone") as caught:
+            async with Heartbeat(store, "g", "m", interval=0.1, max_missed=10):
+                pytest.fail("joined without a put")
+        assert caught.value.__cause__ is gone
+        assert store.count("revoke") == 0  # the lease is gone: nothing to revoke
 
 
 @pytest.mark.slow
@@ -441,7 +518,7 @@ class TestHeartbeatOutage:
     async def test_outage_longer_than_ttl_memory(self) -> None:
         store = FaultyStore(MemoryStore())
         start = anyio.current_time()
-        with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost, match="unreachable")):
+        with pytest.raises(HeartbeatLost, match="unreachable"):
             async with Heartbeat(store, "g", "m", interval=0.25, max_missed=4):
                 store.fail("keep_alive")
                 await anyio.sleep(30)
@@ -456,7 +533,7 @@ class TestHeartbeatOutage:
             EtcdStore(proxy.endpoint, timeout=1) as store,
         ):
             start = anyio.current_time()
-            with pytest.RaisesGroup(pytest.RaisesExc(HeartbeatLost)):
+            with pytest.raises(HeartbeatLost):
                 async with Heartbeat(
                     store, "g", "m", interval=0.5, max_missed=4, prefix=key_prefix
                 ):

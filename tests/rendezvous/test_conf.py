@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from anyrdzv import MemoryStore, Rendezvous
+from anyrdzv import MemoryStore, Rendezvous, RendezvousInfo
 from anyrdzv._rendezvous._conf import DEFAULTS, parse_conf
 
 
@@ -42,7 +43,10 @@ class TestParseConf:
                 "'keep_alive_max_attempt' does not represent a valid integer value: '2.5'",
             ),
             ("last_call_timeout=-1", "'last_call_timeout' must be positive, got '-1'"),
-            ("close_timeout=nan", "'close_timeout' must be positive, got 'nan'"),
+            ("close_timeout=nan", "'close_timeout' must be finite, got 'nan'"),
+            ("join_timeout=1e9999", "'join_timeout' must be finite, got '1e9999'"),
+            ("join_timeout=inf", "'join_timeout' must be finite, got 'inf'"),
+            ("last_call_timeout=-inf", "'last_call_timeout' must be finite, got '-inf'"),
             ("keep_alive_max_attempt=0", "'keep_alive_max_attempt' must be positive, got '0'"),
         ],
     )
@@ -93,6 +97,39 @@ class TestFromConf:
         assert rdzv.keep_alive_max_attempt == 2
         rdzv = Rendezvous.from_conf(store, "r", {"close_timeout": "7"}, min_nodes=1, max_nodes=2)
         assert rdzv.close_timeout == 7
+
+    @pytest.mark.anyio
+    async def test_from_conf_takes_the_payload_and_the_prefix(self) -> None:
+        """As the constructor does: the payload reaches the other participants, and the
+        run's keys live under the prefix."""
+        store = MemoryStore()
+        conf = "last_call_timeout=0.1,join_timeout=10"
+        nodes = [
+            Rendezvous.from_conf(
+                store,
+                "r",
+                conf,
+                min_nodes=2,
+                max_nodes=2,
+                node=name,
+                payload=name.encode() * 2,
+                prefix="/elsewhere",
+            )
+            for name in ("a", "b")
+        ]
+        infos: list[RendezvousInfo] = []
+
+        async def join(rdzv: Rendezvous) -> None:
+            infos.append(await rdzv.next_rendezvous())
+
+        async with nodes[0] as a, nodes[1] as b:
+            keys, _ = await store.get_prefix_kv("/elsewhere/r/")
+            assert keys
+            assert (await store.get_prefix_kv("/anyrdzv/"))[0] == []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(join, a)
+                tg.start_soon(join, b)
+        assert [info.payloads for info in infos] == [{"a": b"aa", "b": b"bb"}] * 2
 
     @pytest.mark.parametrize(
         ("conf", "key"),

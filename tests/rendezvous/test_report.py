@@ -13,9 +13,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from anyrdzv import EtcdStore, MemoryStore, Rendezvous
+from anyrdzv import (
+    EtcdStore,
+    LeaseStore,
+    MemoryStore,
+    Rendezvous,
+    RendezvousClosed,
+    RendezvousError,
+    RunReport,
+    read_run,
+    watch_run,
+)
 from anyrdzv._rendezvous import _rules as rules
-from anyrdzv._rendezvous._report import RunReport, read_run, watch_run
 from anyrdzv.testing import FaultyStore
 
 if TYPE_CHECKING:
@@ -56,6 +65,70 @@ async def test_the_adapters_keys_are_counted_not_malformed(etcd_server: Any, run
         assert [n.node for n in report.others] == ["a"]  # a heartbeat, and no "x"
 
 
+async def wait_until_closed(rdzv: Rendezvous) -> None:
+    with pytest.raises(RendezvousClosed):
+        await rdzv.next_rendezvous()
+
+
+async def test_the_round_its_ranks_waiting_nodes_payloads_and_leases(
+    store: LeaseStore, run_id: str
+) -> None:
+    """What a program sees of a run: the round, complete or not, closed or not; the
+    participants in rank order, with their payloads and lease TTLs; the node that waits."""
+    options: dict[str, Any] = {
+        "min_nodes": 2,
+        "max_nodes": 3,
+        "last_call_timeout": 0.2,
+        "keep_alive_interval": 1,
+        "keep_alive_max_attempt": 5,
+        "join_timeout": 30,
+    }
+    async with (
+        Rendezvous(store, run_id, node="b", payload=b"B", **options) as b,
+        Rendezvous(store, run_id, node="a", payload=b"A", **options) as a,
+        Rendezvous(store, run_id, node="c", payload=b"C", **options) as c,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(a.next_rendezvous)
+        await b.next_rendezvous()
+        tg.start_soon(wait_until_closed, c)  # after the round completed: it waits
+        with anyio.fail_after(10):
+            while (report := await read_run(store, run_id)).num_nodes_waiting < 1:  # noqa: ASYNC110 - polls the store
+                await anyio.sleep(0.02)
+        assert (report.round, report.complete, report.closed) == (0, True, False)
+        assert (report.min_nodes, report.max_nodes) == (2, 3)
+        assert [(n.rank, n.node, n.payload, n.alive) for n in report.participants] == [
+            (0, "a", b"A", True),
+            (1, "b", b"B", True),
+        ]
+        assert [(n.rank, n.node, n.payload, n.round) for n in report.waiting] == [
+            (None, "c", b"C", 1)
+        ]
+        ttls = [n.ttl for n in (*report.participants, *report.waiting)]
+        assert all(ttl is not None and 0 < ttl <= 5 for ttl in ttls), ttls
+        assert (report.joined, report.others) == ((), ())
+        await a.set_closed()
+        report = await read_run(store, run_id)
+        assert report.closed
+    assert (await read_run(store, run_id)).keys == 0
+
+
+async def test_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="store must be a LeaseStore"):
+        await read_run(object(), "r")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="run_id must be non-empty and contain no '/'"):
+        await read_run(MemoryStore(), "a/b")
+    with pytest.raises(TypeError, match="prefix must be a str"):
+        await read_run(MemoryStore(), "r", prefix=None)  # type: ignore[arg-type]
+
+
+async def test_a_malformed_key_is_a_rendezvous_error() -> None:
+    store = MemoryStore()
+    await store.put("/anyrdzv/r/state", b"\x80 not JSON")
+    with pytest.raises(RendezvousError, match="key '/anyrdzv/r/state' holds a malformed value"):
+        await read_run(store, "r")
+
+
 def state(round_: int) -> bytes:
     return rules.encode_state(rules.RunState(round_, True, False, 1, 2, size=1))
 
@@ -69,11 +142,10 @@ async def test_a_report_now_and_after_every_change() -> None:
     store = MemoryStore()
     async with aclosing(watch_run(store, "r")) as reports:
         first = await next_report(reports)
-        assert (first.keys, first.state) == (0, None)
+        assert (first.keys, first.round) == (0, None)
         await store.put("/anyrdzv/r/state", state(1))
         second = await next_report(reports)
-        assert second.state is not None
-        assert second.state.round == 1
+        assert second.round == 1
         assert second.revision > first.revision
         await store.put("/anyrdzv/r/join/y", rules.encode_join(2))
         third = await next_report(reports)
@@ -93,13 +165,11 @@ async def test_a_broken_watch_and_a_failed_read_miss_no_change(
         faulty.break_watches()
         await store.put("/anyrdzv/r/state", state(2))  # while the watch is down
         report = await next_report(reports)
-        assert report.state is not None
-        assert report.state.round == 2
+        assert report.round == 2
         faulty.fail("get_prefix_kv", times=2)  # the reads after the next change
         await store.put("/anyrdzv/r/state", state(3))
         report = await next_report(reports)
-    assert report.state is not None
-    assert report.state.round == 3
+    assert report.round == 3
     assert faulty.calls["get_prefix_kv"] == 6  # the first, one per change, two failed
     messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert any("watch on run 'r' failed" in m and "was cut" in m for m in messages)
@@ -114,8 +184,7 @@ async def test_a_compacted_history_is_read_afresh(caplog: pytest.LogCaptureFixtu
         for round_ in range(1, 4):  # more than the history keeps
             await store.put("/anyrdzv/r/state", state(round_))
         report = await next_report(reports)
-        assert report.state is not None
-        assert report.state.round == 3
+        assert report.round == 3
         await store.put("/anyrdzv/r/join/y", rules.encode_join(4))
         report = await next_report(reports)
     assert [n.node for n in report.others] == ["y"]

@@ -24,8 +24,8 @@ def test_a_lease_expires_at_its_deadline_with_its_keys_at_one_revision() -> None
     keys, changes = keyspace()
     assert keys.expire(0.0) == math.inf
     lease = keys.grant(5, now=10.0)
-    keys.put("/a", b"1", lease)
-    keys.put("/b", b"2", lease)
+    keys.put("/a", b"1", lease.id)
+    keys.put("/b", b"2", lease.id)
     keys.put("/c", b"3", None)
     assert keys.expire(14.9) == 15.0  # not yet: the next deadline
     assert keys.time_to_live(lease.id, 14.9) == 0  # rounded down

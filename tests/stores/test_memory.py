@@ -9,6 +9,7 @@ import random
 from contextlib import aclosing
 from typing import cast
 
+import anyio
 import pytest
 
 from anyrdzv import (
@@ -51,6 +52,65 @@ async def test_a_watch_from_a_compacted_revision_is_refused() -> None:
     with pytest.raises(StoreCompacted) as info:
         await collect(store, "/c/", 1, 1)
     assert info.value.compact_revision >= 3
+
+
+class TestAsyncWith:
+    """A MemoryStore holds nothing to release: entering gives the store itself, any
+    number of times, and leaving keeps it whole and usable."""
+
+    async def test_entering_gives_the_store_and_leaving_keeps_it(self) -> None:
+        store = MemoryStore()
+        async with store as opened:
+            assert opened is store
+            lease = await store.grant(60)
+            await store.put("/k", b"v", lease=lease)
+        # Left: the key, its lease and the history are all there, and it still works.
+        kv = await store.get("/k")
+        assert kv is not None
+        assert kv.lease == lease.id
+        assert await store.keep_alive(lease) == 60
+        assert [e.value for e in await collect(store, "/", 1, 1)] == [b"v"]
+
+    async def test_it_may_be_entered_nested_and_at_once(self) -> None:
+        store = MemoryStore()  # one store shared by several agents of a process
+        entered = 0
+
+        async def agent(name: str) -> None:
+            nonlocal entered
+            async with store:
+                entered += 1
+                await store.put(f"/agents/{name}", b"")
+
+        async with store:
+            async with anyio.create_task_group() as tg:
+                for name in "abc":
+                    tg.start_soon(agent, name)
+            assert entered == 3
+            assert sorted((await store.get_prefix("/agents/"))[0]) == [
+                "/agents/a",
+                "/agents/b",
+                "/agents/c",
+            ]
+
+    async def test_a_watch_open_across_a_close_goes_on(self) -> None:
+        store = MemoryStore()
+        async with aclosing(store.watch_prefix("/", start_revision=1)) as stream:
+            async with store:
+                await store.put("/a", b"1")
+            await store.aclose()
+            await store.put("/b", b"2")
+            assert [(await anext(stream)).key, (await anext(stream)).key] == ["/a", "/b"]
+
+    async def test_entering_and_closing_are_checkpoints(self) -> None:
+        store = MemoryStore()
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(anyio.get_cancelled_exc_class()):
+                await store.__aenter__()
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(anyio.get_cancelled_exc_class()):
+                await store.aclose()
 
 
 async def _one_op(

@@ -11,6 +11,7 @@ decided by the operations alone.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -134,12 +135,13 @@ class OpSpec:
 
 
 class Watcher:
-    """A watch on one store, run in the portal from the start, that keeps every event."""
+    """A watch on one store, run in the portal, that keeps every event."""
 
     def __init__(self, portal: BlockingPortal, store: LeaseStore, prefix: str, start: int) -> None:
         self.events: list[StoreEvent] = []
         self.error: BaseException | None = None
         self._grew: anyio.Event | None = None
+        self._opened = threading.Event()
         self._future, self._scope = portal.start_task(self._run, store, prefix, start)
 
     async def _run(
@@ -153,13 +155,26 @@ class Watcher:
         with anyio.CancelScope() as scope:
             task_status.started(scope)
             try:
-                async with aclosing(store.watch_prefix(prefix, start_revision=start)) as stream:
+                stream = store.watch_prefix(prefix, start_revision=start, on_open=self._open)
+                async with aclosing(stream):
                     async for event in stream:
                         self.events.append(event)
                         self._wake()
             except Exception as exc:  # noqa: BLE001 - caught_up() raises it in the test
                 self.error = exc
                 self._wake()
+                self._opened.set()
+
+    def _open(self) -> None:
+        self._opened.set()
+
+    def wait_opened(self) -> None:
+        """Wait, in the test's thread, until the store has confirmed the watch: a watch
+        from revision 0 sees the changes after that."""
+        if not self._opened.wait(WATCH_BOUND):
+            raise TimeoutError(f"the watch did not open within {WATCH_BOUND} s")
+        if self.error is not None:
+            raise self.error
 
     def _wake(self) -> None:
         if self._grew is not None:
@@ -180,12 +195,31 @@ class Watcher:
         self._future.result(timeout=WATCH_BOUND)
 
 
+@dataclass(frozen=True)
+class WatchPair:
+    """One watch, started on both stores alike."""
+
+    memory: Watcher
+    etcd: Watcher
+    after: int  # MemoryStore's revision that its first event comes after
+
+    def close(self, portal: BlockingPortal) -> None:
+        self.memory.close(portal)
+        self.etcd.close(portal)
+
+
+#: How many watches an example may run at once, the first one included.
+MAX_WATCHES = 4
+
 Outcome = tuple[str, object]
 
 
 class StoreMachine(RuleBasedStateMachine):
     """Every rule runs one operation on both stores, and compares their answers; the
-    invariant compares the keys, the revision and the events the watches have seen."""
+    invariant compares the keys, the revision and the events the watches have seen.
+
+    One watch runs from the start; the ``watch`` rule starts more, from a revision or
+    from 0 (from now on)."""
 
     def __init__(self, portal: BlockingPortal, etcd: EtcdStore) -> None:
         super().__init__()
@@ -194,18 +228,22 @@ class StoreMachine(RuleBasedStateMachine):
         memory = MemoryStore()
         memory_start = portal.call(memory.get_prefix_kv, self.prefix)[1]
         etcd_start = portal.call(etcd.get_prefix_kv, self.prefix)[1]
-        self.memory_start = memory_start
+        self.memory_start = memory_start  # a revision with no event: the store's first
         self.memory = Side(memory, is_etcd=False, offset=0)
         self.etcd = Side(etcd, is_etcd=True, offset=etcd_start - memory_start)
         self.leases: list[LeasePair] = []
         self.lease_ids: dict[int, int] = {}  # etcd's id -> MemoryStore's
-        self.watchers: list[Watcher] = []
-        for side, start in ((self.memory, memory_start), (self.etcd, etcd_start)):
-            self.watchers.append(Watcher(portal, side.store, self.prefix, start + 1))
+        self.watches = [
+            WatchPair(
+                Watcher(portal, memory, self.prefix, memory_start + 1),
+                Watcher(portal, etcd, self.prefix, etcd_start + 1),
+                memory_start,
+            )
+        ]
 
     def teardown(self) -> None:
-        for watcher in self.watchers:
-            watcher.close(self.portal)
+        for watch in self.watches:
+            watch.close(self.portal)
         for pair in self.leases:  # so that the next example starts clean
             self.portal.call(self.etcd.store.revoke, pair.etcd)
 
@@ -406,16 +444,32 @@ class StoreMachine(RuleBasedStateMachine):
             )
         )
 
+    @precondition(lambda self: len(self.watches) < MAX_WATCHES)
+    @rule(data=st.data())
+    def watch(self, data: st.DataObject) -> None:
+        """Start a watch on both stores: from a revision that a key names, the store's
+        or the next; or from 0, etcd's "from now on", once both have confirmed it."""
+        start = data.draw(st.sampled_from(self.known_revisions()), label="start_revision")
+        now = self.portal.call(self.memory.store.get_prefix, self.prefix)[1]
+        memory, etcd = (
+            Watcher(self.portal, side.store, self.prefix, side.revision(start))
+            for side in (self.memory, self.etcd)
+        )
+        after = now if start == 0 else max(start - 1, self.memory_start)
+        self.watches.append(WatchPair(memory, etcd, after))
+        memory.wait_opened()
+        etcd.wait_opened()
+
     @invariant()
     def same_keys_revision_and_events(self) -> None:
         memory = self.portal.call(self.memory.store.get_prefix_kv, self.prefix)
         etcd = self.portal.call(self.etcd.store.get_prefix_kv, self.prefix)
         assert self.with_revision(etcd) == memory
-        memory_watch, etcd_watch = self.watchers
-        if memory[1] > self.memory_start:  # something was written: it has events
-            self.portal.call(memory_watch.caught_up, memory[1])
-            self.portal.call(etcd_watch.caught_up, etcd[1])
-        assert [self.from_etcd(e) for e in etcd_watch.events] == memory_watch.events
+        for watch in self.watches:
+            if memory[1] > watch.after:  # something was written since: it has events
+                self.portal.call(watch.memory.caught_up, memory[1])
+                self.portal.call(watch.etcd.caught_up, etcd[1])
+            assert [self.from_etcd(e) for e in watch.etcd.events] == watch.memory.events
 
 
 # Deterministic enough for a test that talks to a real server: no deadline (etcd's

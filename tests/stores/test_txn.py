@@ -217,7 +217,11 @@ class TestOps:
             (lambda: Put("", b""), ValueError, "key must not be empty"),
             (lambda: Put(b"/k", b""), TypeError, "key must be a str, got bytes"),  # type: ignore[arg-type]
             (lambda: Put("/k", "v"), TypeError, "value must be bytes, got str"),  # type: ignore[arg-type]
-            (lambda: Put("/k", b"", 5), TypeError, "lease must be a Lease or None, got int 5"),  # type: ignore[arg-type]
+            (
+                lambda: Put("/k", b"", "5"),  # type: ignore[arg-type]
+                TypeError,
+                "lease must be a Lease, an int or None, got str '5'",
+            ),
             (lambda: Delete(None), TypeError, "key must be a str, got NoneType"),  # type: ignore[arg-type]
             (lambda: Get(1, prefix=True), TypeError, "key must be a str, got int"),  # type: ignore[arg-type]
             (lambda: Get("/k", prefix=1), TypeError, "prefix must be a bool, got int 1"),  # type: ignore[arg-type]

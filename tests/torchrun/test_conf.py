@@ -116,3 +116,40 @@ def test_any_conf_of_strings_reads_or_raises_value_error(
     except ValueError:
         return
     assert set(conf.rendezvous) <= set(config)
+
+
+def test_unknown_keys_are_named_with_the_nearest_known_key() -> None:
+    config: dict[str, object] = {
+        "join_timout": "5",
+        "keep_alive_intervall": "1",
+        "is_host": "1",
+        "timeout": 900,  # torchrun's own: known
+    }
+    conf = read_conf("", config, {})
+    assert conf.unknown == (
+        ("join_timout", "join_timeout"),
+        ("keep_alive_intervall", "keep_alive_interval"),
+        ("is_host", None),
+    )
+    warning = conf.unknown_keys_warning()
+    assert warning is not None
+    assert warning.startswith(
+        "--rdzv-conf: unknown keys 'join_timout' (did you mean 'join_timeout'?), "
+        "'keep_alive_intervall' (did you mean 'keep_alive_interval'?), 'is_host', ignored"
+    )
+    assert read_conf("", {"timeout": 900, "join_timeout": "5"}, {}).unknown_keys_warning() is None
+
+
+def test_store_messages_in_torchruns_terms() -> None:
+    from anyrdzv.torchrun._conf import _LEVERS, in_torchrun_terms
+
+    for python, torchrun in _LEVERS:
+        said = in_torchrun_terms(f"etcd at h:1 failed: {python}")
+        assert said == f"etcd at h:1 failed: {torchrun}"
+        assert "ssl=" not in said
+        assert "username" not in said
+    assert "--rdzv-conf cacert=" in in_torchrun_terms(_LEVERS[0][0])
+    auth = in_torchrun_terms("x (etcd has auth enabled: pass username and password)")
+    assert "user=" in auth
+    assert PASSWORD_VARIABLE in auth
+    assert in_torchrun_terms("nothing to change") == "nothing to change"

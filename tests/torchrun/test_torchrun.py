@@ -6,11 +6,15 @@ so they are few, marked slow, and run in parallel under pytest-xdist.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import ssl
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -21,7 +25,6 @@ from tests._support.torchrun_agents import FAST_CONF, Agent, run_keys, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from tests._support.etcd_cluster import EtcdCluster
     from tests._support.etcd_server import EtcdServer
@@ -101,6 +104,14 @@ def test_two_nodes_two_workers_each(
     assert run_keys(etcd_server.endpoint, run_id) == []  # the last node left no key
 
 
+#: A line of examples/torchrun_allreduce.py, found anywhere in a log: lines that other
+#: processes of the agent write next to it (its own logging) cannot hide one.
+ALLREDUCE_LINE = re.compile(
+    r"rank (\d+) of (\d+) \(node (\d+) of (\d+), master ([^)]*)\): "
+    r"all_reduce sum (\S+), expected (\d+)"
+)
+
+
 @pytest.mark.timeout(150)
 def test_the_readme_example(
     etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
@@ -108,19 +119,53 @@ def test_the_readme_example(
     """The README's two-node job: examples/torchrun_allreduce.py, torch's default conf."""
     example = EXAMPLES / "torchrun_allreduce.py"
     a, b = two_nodes_of_two(agents, tmp_path, etcd_server, run_id, conf="", worker=[str(example)])
-    printed = [
-        line.split("]:", 1)[-1].strip()
-        for line in (a.log() + b.log()).splitlines()
-        if "all_reduce sum" in line
-    ]
-    found = re.search(r"master 127\.0\.0\.1:(\d+)\)", printed[0]) if printed else None
-    assert found is not None, f"no worker printed its line:\n{a.log()[-3000:]}"
+    printed = ALLREDUCE_LINE.findall(a.log() + b.log())
+    assert printed, f"no worker printed its line:\n{a.log()[-3000:]}"
+    master = printed[0][4]
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", master), printed
     assert sorted(printed) == [
-        f"rank {rank} of 4 (node {rank // 2} of 2, master 127.0.0.1:{found[1]}): "
-        "all_reduce sum 10, expected 10"
-        for rank in range(4)
+        (str(rank), "4", str(rank // 2), "2", master, "10", "10") for rank in range(4)
     ]
     assert run_keys(etcd_server.endpoint, run_id) == []
+
+
+def test_the_example_writes_each_line_whole(tmp_path: Path) -> None:
+    """The workers of an agent share its stdout (PYTHONUNBUFFERED=1, as the agents
+    here run): two of them writing at once never interleave their lines, because the
+    example writes a line in one write(2), where print() writes the newline apart."""
+    writer = (
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
+        "from torchrun_allreduce import say\n"
+        "open(sys.argv[1] + '.ready', 'w').close()\n"
+        "while not os.path.exists(sys.argv[2]):\n"
+        "    time.sleep(0.001)\n"
+        "for i in range(3000):\n"
+        "    say(f'{sys.argv[1]} {i} ' + 'x' * 60)\n"
+    )
+    go = tmp_path / "go"
+    names = [str(tmp_path / name) for name in ("a", "b")]
+    log = tmp_path / "log"
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:  # one open file, shared, as an agent's log is
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", writer, name, str(go)], stdout=out, env=environment
+            )
+            for name in names
+        ]
+    try:
+        ready = [Path(f"{name}.ready") for name in names]
+        wait_for(lambda: all(path.exists() for path in ready), 60, "both writers imported")
+        go.touch()
+        assert [worker.wait(60) for worker in workers] == [0, 0]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    lines = log.read_text().splitlines()
+    expected = [f"{name} {i} " + "x" * 60 for name in names for i in range(3000)]
+    assert sorted(lines) == sorted(expected)
 
 
 @pytest.mark.timeout(150)
@@ -420,3 +465,166 @@ def test_sigterm_during_the_first_rendezvous_ends_the_agent_at_once(
     sent = time.monotonic()
     assert agent.wait(20) != 0
     assert time.monotonic() - sent < 10
+
+
+def logged(agent: Agent, text: str) -> bool:
+    return text in agent.log()
+
+
+@pytest.mark.timeout(150)
+def test_a_participant_killed_after_joining_does_not_hang_its_peers(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    """The issue's repro: x joins round 0 and is SIGKILLed, y starts at once and round 0
+    completes with x (dead, its lease alive) and y; z comes later. y's wait in round 0's
+    bootstrap ends within the TTL + 2 s of the kill, and y and z form a world of 2, with
+    no restart used. y and z have imported torch before the kill (held), so that y joins
+    before x's lease (TTL 6 s) expires."""
+    options: dict[str, object] = {
+        "endpoint": etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "2",
+        "max_restarts": 3,
+        "conf": "keep_alive_interval=2,keep_alive_max_attempt=3",
+    }
+    ttl = 6
+    go_y, go_z = tmp_path / "go_y", tmp_path / "go_z"
+    x = start(agents, tmp_path, "x", **options)
+    y = start(agents, tmp_path, "y", hold=go_y, **options)
+    z = start(agents, tmp_path, "z", hold=go_z, **options)
+    joined = lambda: any("/join/" in key for key in run_keys(etcd_server.endpoint, run_id))
+    wait_for(joined, 90, "x joined round 0", x)
+    y.until_held()
+    z.until_held()
+    x.kill()
+    killed = time.monotonic()
+    go_y.touch()
+    wait_for(lambda: logged(y, "joining the next round"), ttl + 2, "y left round 0", y)
+    assert "lost its lease" in y.log()
+    assert not y.lines()  # no worker started in round 0
+    time.sleep(max(0.0, killed + 10 - time.monotonic()))
+    go_z.touch()
+    finished(y)
+    finished(z)
+    for agent in (y, z):
+        (line,) = agent.lines()
+        assert line["done"]
+        assert line["WORLD_SIZE"] == "2"
+        assert line["sum"] == 3.0
+        assert line["TORCHELASTIC_RESTART_COUNT"] == "0"
+
+
+@pytest.mark.timeout(200)
+def test_a_refused_node_does_not_close_the_run(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    """a and b run under --nnodes=2; c comes with --nnodes=3 and is refused, and its
+    torchrun's shutdown() leaves the run open: at a's next worker failure a and b both
+    restart and go on."""
+    until, fail = tmp_path / "until", tmp_path / "fail"
+    options: dict[str, object] = {
+        "endpoint": etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "2",
+        "max_restarts": 3,
+        "pause": 0.2,
+        "until_file": until,
+    }
+    a = start(agents, tmp_path, "a", fail_file=fail, **options)
+    b = start(agents, tmp_path, "b", **options)
+    wait_for(lambda: a.lines() and b.lines(), 90, "both workers run", a, b)
+    c = start(agents, tmp_path, "c", **{**options, "nnodes": "3"})
+    assert c.wait(90) != 0
+    assert "RendezvousStateError" in c.log(), c.log()[-4000:]
+    assert "max_nodes=3" in c.log()
+    fail.touch()  # a's worker fails at its next step
+    # b restarts too: for a's new round, or (using a restart) for its failed collective.
+    restarted = lambda: all(len({line["pid"] for line in agent.lines()}) == 2 for agent in (a, b))
+    wait_for(restarted, 90, "a and b restarted", a, b)
+    until.touch()
+    finished(a)
+    finished(b)
+    for agent in (a, b):
+        last = agent.lines()[-1]
+        assert last["done"]
+        assert last["WORLD_SIZE"] == "2"
+        assert "RendezvousClosedError" not in agent.log()
+    assert a.lines()[-1]["TORCHELASTIC_RESTART_COUNT"] == "1"
+
+
+@pytest.mark.timeout(150)
+def test_sigterm_is_a_graceful_scale_down(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    """b's agent is SIGTERMed (torchrun skips shutdown()): it revokes its lease as it
+    exits, leaving the run open, and a holds the next round, alone, within 2 s of the
+    signal, where b's lease (TTL 15 s) would have taken 15. The workers all_reduce
+    every second."""
+    until = tmp_path / "until"
+    options: dict[str, object] = {
+        "endpoint": etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "1:2",
+        "max_restarts": 3,
+        "conf": "last_call_timeout=1",  # torch's keep-alive: a lease of 15 s
+        "pause": 1.0,
+        "until_file": until,
+    }
+    a = start(agents, tmp_path, "a", **options)
+    b = start(agents, tmp_path, "b", **options)
+    both = lambda: all(any(line["WORLD_SIZE"] == "2" for line in agent.lines()) for agent in (a, b))
+    wait_for(both, 90, "both workers run in a world of 2", a, b)
+    rounds, alone = a.log().count("holds rank"), a.log().count("holds rank 0 of 1")
+    b.process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    held = lambda: a.log().count("holds rank 0 of 1") > alone
+    wait_for(held, 10, "a holds a round alone", a, b)
+    took = time.monotonic() - sent
+    assert took < 2, f"a held the next round {took:.2f} s after the SIGTERM"
+    assert a.log().count("holds rank") == rounds + 1
+    assert b.wait(30) != 0
+    assert "left run" in b.log()
+    until.touch()
+    finished(a)
+    last = a.lines()[-1]
+    assert last["done"]
+    assert last["WORLD_SIZE"] == "1"
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("max_restarts", [0, 1])
+def test_a_lost_peer_uses_one_restart_of_each_survivor(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str, max_restarts: int
+) -> None:
+    """What the README says of restarts: b's agent and worker are SIGKILLed while the
+    workers all_reduce every second; a's worker fails its next collective long before
+    b's lease (torch's 15 s) expires, and a uses a restart, then waits out the lease in
+    next_rendezvous. With --max-restarts=0 the survivor dies; with 1 it goes on, alone,
+    with exactly one restart used."""
+    until = tmp_path / "until"
+    options: dict[str, object] = {
+        "endpoint": etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "1:2",
+        "conf": "last_call_timeout=5",  # torch's keep-alive: a lease of 15 s
+        "max_restarts": max_restarts,
+        "pause": 1.0,
+        "until_file": until,
+    }
+    a = start(agents, tmp_path, "a", **options)
+    b = start(agents, tmp_path, "b", **options)
+    both = lambda: all(any(line["WORLD_SIZE"] == "2" for line in agent.lines()) for agent in (a, b))
+    wait_for(both, 90, "both workers run in a world of 2", a, b)
+    b.kill()
+    if max_restarts == 0:
+        assert a.wait(60) != 0
+        assert "ChildFailedError" in a.log(), a.log()[-4000:]
+        return
+    alone = lambda: any(line["WORLD_SIZE"] == "1" for line in a.lines())
+    wait_for(alone, 60, "a goes on alone", a)
+    until.touch()
+    finished(a)
+    last = a.lines()[-1]
+    assert last["done"]
+    assert last["WORLD_SIZE"] == "1"
+    assert last["TORCHELASTIC_RESTART_COUNT"] == "1"

@@ -74,9 +74,9 @@ def _show(args: argparse.Namespace, item: MembersSnapshot | MemberEvent, out: Te
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    """List the group's members, or follow them with ``--watch`` until Ctrl-C.
+    """List the group's members, or follow them with ``--watch`` until SIGTERM or Ctrl-C.
 
-    :return: 0, 1 when the store fails, 130 on Ctrl-C
+    :return: 0, 1 when the store fails, 130 on Ctrl-C, 143 on SIGTERM
     :raises UsageError: if the group or an option is bad
     """
     return read_or_watch(

@@ -86,7 +86,11 @@ def add_reader_options(
     add_etcd_options(parser, required=True)
     parser.add_argument(subject, required=True, help=subject_help)
     parser.add_argument("--prefix", default="/anyrdzv", help="the key prefix (default /anyrdzv)")
-    parser.add_argument("--watch", action="store_true", help=watch)
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help=f"{watch}, until SIGTERM (exit status 143) or Ctrl-C (130)",
+    )
     parser.add_argument("--json", action="store_true", help=json)
     parser.add_argument(
         "--timeout",

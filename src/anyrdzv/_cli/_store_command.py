@@ -1,15 +1,18 @@
 """Running a command that reads etcd: the store opened, the keys read once or followed
 (``--watch``) and shown, and what goes wrong turned into an exit status: a store failure
-is one line on stderr (exit status 1), Ctrl-C exit status 130, a bug raised."""
+is one line on stderr (exit status 1), Ctrl-C exit status 130, SIGTERM under ``--watch``
+exit status 143, a bug raised."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from contextlib import aclosing
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
+import anyio.abc
 
 from ._errors import describe_failure, is_interrupt, one_line, usage_errors
 from ._options import etcd_store, tls_context
@@ -45,6 +48,8 @@ def run_store_command(
     :param out: the command's output, flushed before the error is written
     :param describe: the message for a failure, or ``None`` for a bug
     :param context: put before the message, e.g. what the command was looking at
+    :return: what ``follow`` returns; 1 after a failure ``describe`` names; 130 after
+        Ctrl-C
     """
     try:
         return anyio.run(follow)
@@ -60,6 +65,44 @@ def run_store_command(
         return 1
 
 
+#: The signals that end ``--watch`` cleanly: what Kubernetes and Slurm send to stop a
+#: process, and Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def until_stopped(follow: Callable[[], Awaitable[None]]) -> int:
+    """Run ``follow()`` until it returns, or until SIGTERM or SIGINT (Ctrl-C) arrives,
+    which cancels it: it then ends as a cancellation does, its store closed.
+
+    :return: 0 when ``follow`` returned; else 128 plus the signal's number, as a shell
+        reports a process that a signal ended: 143 for SIGTERM, 130 for SIGINT
+    :raises Exception: what ``follow`` raised, as it is
+    """
+    stopped_by: list[int] = []
+    failed: list[Exception] = []
+
+    async def stop_on_a_signal(
+        scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            task_status.started()
+            async for signum in signals:
+                stopped_by.append(signum)
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(stop_on_a_signal, tg.cancel_scope)  # listening before any output
+        try:
+            await follow()
+        except Exception as exc:  # noqa: BLE001 - raised as it is, below, not in a group
+            failed.append(exc)
+        tg.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
+    return 128 + stopped_by[0] if stopped_by else 0
+
+
 def read_or_watch(
     args: argparse.Namespace,
     out: TextIO,
@@ -72,8 +115,8 @@ def read_or_watch(
     context: str = "",
 ) -> int:
     """Open the store that the etcd options name and show what ``read`` returns; or,
-    with ``--watch``, every item that ``watch`` yields, until Ctrl-C. Each is flushed to
-    ``out`` once shown.
+    with ``--watch``, every item that ``watch`` yields, until SIGTERM or Ctrl-C. Each is
+    flushed to ``out`` once shown.
 
     :param args: the parsed arguments: the command's name, the etcd options, ``--watch``
     :param check: checks the command's own options, raising ``ValueError`` or
@@ -81,7 +124,8 @@ def read_or_watch(
     :param show: writes one item to ``out``
     :param describe: as for :func:`run_store_command`
     :param context: as for :func:`run_store_command`
-    :return: as :func:`run_store_command`
+    :return: as :func:`run_store_command`; under ``--watch``, 143 after SIGTERM and 130
+        after Ctrl-C (see :func:`until_stopped`)
     :raises UsageError: if an option is bad
     """
     tls = tls_context(args)
@@ -89,16 +133,20 @@ def read_or_watch(
         check()
     store = etcd_store(args, tls)
 
-    async def follow() -> int:
+    async def follow() -> None:
+        async with aclosing(watch(store)) as items:
+            async for item in items:
+                show(item)
+                out.flush()
+
+    async def read_or_follow() -> int:
         async with store:
             if not args.watch:
                 show(await read(store))
                 out.flush()
                 return 0
-            async with aclosing(watch(store)) as items:
-                async for item in items:
-                    show(item)
-                    out.flush()
-        return 0
+            return await until_stopped(follow)
 
-    return run_store_command(args.command, follow, out=out, describe=describe, context=context)
+    return run_store_command(
+        args.command, read_or_follow, out=out, describe=describe, context=context
+    )

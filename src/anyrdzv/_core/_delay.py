@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 #: Sleeps shorter than this are skipped, as in torch's ``_delay``.
 MIN_SLEEP = 0.01
 
+#: How :func:`backoff` draws each delay below its bound: ``"full"``, ``"equal"`` or ``"none"``.
 JitterMode = Literal["full", "equal", "none"]
 _JITTER_MODES: tuple[str, ...] = ("full", "equal", "none")
 

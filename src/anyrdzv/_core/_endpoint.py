@@ -41,6 +41,10 @@ class Endpoint(NamedTuple):
     ``host, port = endpoint`` works. ``str(endpoint)`` gives ``host:port``, with
     brackets around an IPv6 host (``[2001:db8::1]:80``), and parses back to the same
     value whenever the port is in ``0..65535``.
+
+    :ivar host: the host: a name, or an IP address without brackets (an IPv6 one may
+        carry a zone id, ``fe80::1%eth0``)
+    :ivar port: the port
     """
 
     host: str

@@ -22,7 +22,8 @@ from .._checks import check_number, check_str
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-Rule = Literal[
+#: The rule that decided a :class:`HostMatch`, in the order the rules are tried.
+HostRule = Literal[
     "localhost",
     "loopback",
     "unspecified",
@@ -57,7 +58,7 @@ class LocalIdentity:
     interfaces: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     hostname_addresses: tuple[str, ...] = ()
 
-    def interface_of(self, address: IPAddress) -> str | None:
+    def interface_of(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         """Return the name of the interface that has ``address``, or ``None``."""
         for name, addresses in self.interfaces.items():
             if any(_parse_ip(a) == address for a in addresses):
@@ -79,7 +80,7 @@ class HostMatch:
 
     host: str
     matches: bool
-    rule: Rule
+    rule: HostRule
     detail: str
     addresses: tuple[str, ...] = ()
     elapsed: float = 0.0
@@ -198,7 +199,7 @@ def _check_timeout(timeout: object) -> float | None:
     return value
 
 
-Verdict: TypeAlias = tuple[bool, Rule, str]
+Verdict: TypeAlias = tuple[bool, HostRule, str]
 
 # Decisions that need no DNS are remembered per name, up to this many names.
 _MEMO_SIZE = 1024

@@ -12,8 +12,10 @@ from typing import Literal
 from .._checks import check_number, type_name
 from ._clock import Clock, current_clock
 
+#: The schedule of :func:`periodic`: ``"fixed-delay"`` or ``"fixed-rate"``.
 Schedule = Literal["fixed-delay", "fixed-rate"]
-First = Literal["after-interval", "now"]
+#: When the first tick of :func:`periodic` comes: one interval after the start, or at once.
+FirstTick = Literal["after-interval", "now"]
 
 
 def check_interval(interval: object) -> float:
@@ -51,7 +53,16 @@ class Tick:
 
 
 class Periodic:
-    """The async iterator that :func:`periodic` returns."""
+    """The async iterator that :func:`periodic` returns: the ticks of one loop.
+
+    :param interval: seconds, or a ``timedelta``; positive and finite
+    :param schedule: ``"fixed-delay"`` or ``"fixed-rate"``
+    :param jitter: a fraction of the interval in ``[0, 1)``
+    :param first: ``"after-interval"`` or ``"now"``: when the first tick comes
+    :param rng: the random generator for jitter, or ``None`` for a new OS-seeded one
+    :raises TypeError: if an argument has the wrong type
+    :raises ValueError: if an argument is out of range
+    """
 
     __slots__ = (
         "_clock",
@@ -70,7 +81,7 @@ class Periodic:
         interval: float | datetime.timedelta,
         schedule: Schedule,
         jitter: float,
-        first: First,
+        first: FirstTick,
         rng: random.Random | None,
     ) -> None:
         self._interval = check_interval(interval)
@@ -133,7 +144,7 @@ def periodic(
     *,
     schedule: Schedule = "fixed-delay",
     jitter: float = 0.0,
-    first: First = "after-interval",
+    first: FirstTick = "after-interval",
     rng: random.Random | None = None,
 ) -> Periodic:
     """Iterate at a regular interval, for loops that own their body.

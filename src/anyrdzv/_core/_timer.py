@@ -16,13 +16,14 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, ParamSpec, final
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
 from ._clock import current_clock
+from ._groups import close_task_group
 from ._periodic import check_interval
 from ._wakeup import CallSoon, current_call_soon
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Self
+
+_P = ParamSpec("_P")
 
 _ALREADY_STARTED = "The timer has already started."
 _TASK_NAME = "PeriodicTimer"
@@ -374,6 +377,9 @@ class PeriodicTimer:
             timer.cancel()
 
     or, for the span of a block, ``async with PeriodicTimer(5, beat) as timer: ...``.
+    There, an exception from ``function`` cancels the block and leaves it as itself,
+    and an exception raised in the block leaves unchanged; the two leave together, in
+    an exception group, only when they happen at once.
 
     ``function`` may be sync or async; if a call returns an awaitable, it is awaited.
     A sync function runs on the event loop thread, so a blocking one belongs in
@@ -390,7 +396,8 @@ class PeriodicTimer:
     nothing that runs it refers to it.
 
     :param interval: seconds, or a ``timedelta``; positive and finite
-    :param function: what to call
+    :param function: what to call, sync or async; a type checker checks ``args`` and
+        ``kwargs`` against its signature
     :param args: positional arguments for ``function``
     :param kwargs: keyword arguments for ``function``
     :raises TypeError: if ``interval`` is not a number or ``timedelta``, or ``function``
@@ -403,9 +410,9 @@ class PeriodicTimer:
     def __init__(
         self,
         interval: datetime.timedelta | float,
-        function: Callable[..., object],
-        *args: Any,
-        **kwargs: Any,
+        function: Callable[_P, object],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
     ) -> None:
         seconds = check_interval(interval)
         if not callable(function):
@@ -492,7 +499,9 @@ class PeriodicTimer:
         try:
             self.start(task_group)
         except BaseException as exc:
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            await close_task_group(
+                task_group, type(exc), exc, exc.__traceback__, what="PeriodicTimer"
+            )
             raise
         self._task_group = task_group
         return self
@@ -508,4 +517,6 @@ class PeriodicTimer:
             raise RuntimeError("PeriodicTimer was not entered")
         self._task_group = None
         self.cancel()
-        return await task_group.__aexit__(exc_type, exc_value, traceback)
+        return await close_task_group(
+            task_group, exc_type, exc_value, traceback, what="PeriodicTimer"
+        )

@@ -48,6 +48,11 @@ class Auth:
     def has_credentials(self) -> bool:
         return self._username is not None
 
+    @property
+    def username(self) -> str | None:
+        """The etcd user, or ``None`` without auth."""
+        return self._username
+
     async def login(
         self,
         member: Member,

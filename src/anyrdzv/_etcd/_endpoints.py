@@ -14,11 +14,12 @@ from .._core._endpoint import Endpoint, parse_rendezvous_endpoint
 ETCD_DEFAULT_PORT = 2379
 
 
-def parse_etcd_endpoint(
-    endpoint: object, ssl: object
-) -> tuple[Endpoint, str, _ssl.SSLContext | None]:
-    """Read ``host[:port]`` or an ``http(s)://host[:port]`` URL; return the endpoint, the
-    scheme and the SSL context to use.
+def parse_etcd_endpoint(endpoint: object, ssl: object) -> tuple[Endpoint, str]:
+    """Read ``host[:port]`` or an ``http(s)://host[:port]`` URL; return the endpoint and
+    the scheme: ``https`` for an ``https://`` URL, or for any endpoint beside ``ssl``.
+
+    It makes no SSL context: an ``https://`` URL without ``ssl`` means the system's CAs,
+    and the transport loads them when the store opens, off the event loop.
 
     :raises ValueError: if the endpoint is malformed, or says plain HTTP beside ``ssl``
     :raises TypeError: if an argument has the wrong type
@@ -42,8 +43,6 @@ def parse_etcd_endpoint(
                 f"endpoint {echo(text)} says plain HTTP, but ssl= was given: "
                 "use https://, or host:port"
             )
-        if given == "https" and ssl is None:
-            ssl = _ssl.create_default_context()  # the system's CAs
         scheme = given
         text = rest
     parsed = parse_rendezvous_endpoint(text, ETCD_DEFAULT_PORT)
@@ -56,12 +55,10 @@ def parse_etcd_endpoint(
             encoded = b""
         if not encoded or len(encoded) > 253:
             raise ValueError(f"endpoint host {echo(host)} is not a valid host name")
-    return parsed, scheme, ssl
+    return parsed, scheme
 
 
-def parse_etcd_endpoints(
-    endpoints: object, ssl: object
-) -> list[tuple[Endpoint, str, _ssl.SSLContext | None]]:
+def parse_etcd_endpoints(endpoints: object, ssl: object) -> list[tuple[Endpoint, str]]:
     """Read a cluster's members: a comma-separated ``str``, or a sequence of ``str``,
     each as :func:`parse_etcd_endpoint` reads one.
 
@@ -81,7 +78,7 @@ def parse_etcd_endpoints(
                 )
     else:
         raise wrong_type("endpoint", endpoints, "a str or a sequence of str")
-    parsed: list[tuple[Endpoint, str, _ssl.SSLContext | None]] = []
+    parsed: list[tuple[Endpoint, str]] = []
     seen: dict[tuple[str, int], str] = {}
     for index, item in enumerate(items):
         if not item.strip():
@@ -105,18 +102,13 @@ def parse_etcd_endpoints(
     return parsed
 
 
-def gateway_members(
-    parsed: Sequence[tuple[Endpoint, str, _ssl.SSLContext | None]], ssl: _ssl.SSLContext | None
-) -> tuple[list[tuple[str, str]], _ssl.SSLContext | None]:
-    """Each member's ``(base_url, where)`` for the gateway, and the SSL context to use:
-    ``ssl``, or else the system's that an ``https://`` member asked for.
+def gateway_members(parsed: Sequence[tuple[Endpoint, str]]) -> list[tuple[str, str]]:
+    """Each member's ``(base_url, where)`` for the gateway.
 
     :raises ValueError: if a member makes no valid URL
     """
-    context = ssl
     members: list[tuple[str, str]] = []
-    for endpoint, scheme, member_context in parsed:
-        context = context or member_context
+    for endpoint, scheme in parsed:
         host = endpoint.host
         if ":" in host:
             host = f"[{host.replace('%', '%25')}]"
@@ -126,4 +118,4 @@ def gateway_members(
         except httpx.InvalidURL as exc:
             raise ValueError(f"endpoint {echo(str(endpoint))} is not a valid URL: {exc}") from None
         members.append((base_url, str(endpoint)))
-    return members, context
+    return members

@@ -22,7 +22,7 @@ from . import _wire
 from ._auth import AUTHENTICATE, Auth
 from ._members import Member, Members
 from ._slots import Slots
-from ._transport import Transport, handshake_hint
+from ._transport import Transport, handshake_hint, is_tls_failure
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -73,7 +73,8 @@ class Gateway:
 
     :param members: each member's ``(base_url, where)``: ``http(s)://host:port``, and
         how error messages name it
-    :param ssl: the SSL context for HTTPS, or ``None`` for plain HTTP
+    :param ssl: the SSL context for HTTPS, or ``None`` for plain HTTP, or for the
+        system's CAs with ``https://`` members
     :param username: the etcd user, or ``None`` without auth
     :param password: that user's password
     :param timeout: how long one request may wait for etcd, retries included
@@ -100,6 +101,7 @@ class Gateway:
         self._member_timeout = min(member_timeout, timeout) if self.members.several else timeout
         self._transport = Transport(
             ssl=ssl,
+            tls=ssl is not None or any(url.startswith("https://") for url, _ in members),
             timeout=timeout,
             keepalive_connections=MAX_REQUESTS + MAX_RENEWAL_REQUESTS,
             transport=transport,
@@ -111,6 +113,11 @@ class Gateway:
     @property
     def has_credentials(self) -> bool:
         return self._auth.has_credentials
+
+    @property
+    def username(self) -> str | None:
+        """The etcd user, or ``None`` without auth."""
+        return self._auth.username
 
     @property
     def is_open(self) -> bool:
@@ -143,10 +150,17 @@ class Gateway:
 
     async def open(self) -> None:
         """Make the HTTP client, and check that a member answers (logging in, with
-        credentials).
+        credentials), within the timeout.
+
+        A member that is not up yet (it refuses the connection, or etcd cannot serve
+        requests yet) is tried again, with backoff, as :meth:`attempts` says; a failed
+        TLS handshake, or a server that does not speak the client's TLS or plain HTTP,
+        fails at once, with an error that names the likely cause.
 
         :raises RuntimeError: if it is open already
+        :raises StoreError: a subclass for what went wrong
         """
+        context = await self._transport.context()
         if self._transport.is_open:
             raise RuntimeError(f"the store for etcd at {self.where} is open already")
         # Made here, not in __init__: they belong to the event loop that opens the store.
@@ -154,16 +168,16 @@ class Gateway:
         self._renewal_requests = Slots(MAX_RENEWAL_REQUESTS, "keep-alive request")
         for member in self.members.all:
             member.reset()
-        self._transport.open()
+        self._transport.open(context)
         try:
             if self.has_credentials:
 
                 async def login(member: Member, deadline: float, waited: float) -> None:
                     await self.login(member, None, deadline=deadline, held=True)
 
-                await self.attempts(AUTHENTICATE, login, retry=False, each_once=True)
+                await self.attempts(AUTHENTICATE, login, retry=True, opening=True)
             else:
-                await self.call(STATUS, {}, retry=False, each_once=True)
+                await self.call(STATUS, {}, opening=True)
         except StoreConnectionError as exc:
             await self.aclose()
             hint = handshake_hint(exc, where=self.member, tls=self._transport.tls)
@@ -234,7 +248,7 @@ class Gateway:
         *,
         retry: bool,
         urgent: bool = False,
-        each_once: bool = False,
+        opening: bool = False,
     ) -> _T:
         """Run ``send(member, deadline, waited)`` in a request slot until it succeeds,
         moving between members and retrying passing faults within the timeout.
@@ -250,7 +264,10 @@ class Gateway:
             is sent again only when the first try surely had no effect (it never
             reached etcd, or etcd refused it unread)
         :param urgent: go ahead of the queued requests that are not urgent
-        :param each_once: try each member once, with no backoff
+        :param opening: the first contact, of :meth:`open`: ``send`` logs in itself, and
+            a failed TLS handshake, or what a TLS mismatch looks like, is raised at once
+            (no retry mends it); other passing faults, such as a refused connection from
+            an etcd that is not up yet, are retried within the timeout
         """
         slots = self.slots(path)
         deadline = anyio.current_time() + self.timeout
@@ -266,12 +283,12 @@ class Gateway:
             # on from a member that is merely slow would leave its outcome unknown.
             bound = (
                 min(deadline, anyio.current_time() + self._member_timeout)
-                if retry or each_once
+                if retry or opening
                 else deadline
             )
             error: StoreError
             try:
-                if self.has_credentials and member.token is None and not each_once:
+                if self.has_credentials and member.token is None and not opening:
                     # A member moved to: log in first (etcd's simple tokens are per member).
                     await self.login(member, None, deadline=bound, held=True)
                 return await send(member, bound, waited)
@@ -287,13 +304,13 @@ class Gateway:
                 continue
             self.members.leave(member, error)
             failures += 1
-            if each_once:
-                if failures >= len(self.members.all):
-                    raise error
-            elif not retry and not _not_sent(error):
+            if opening and is_tls_failure(error, tls=self._transport.tls):
                 raise error
+            if not retry and not _not_sent(error):
+                raise error
+            what = f"opening the store: {path}" if opening else path
             if failures < len(self.members.all) and anyio.current_time() < deadline:
-                logger.warning("retrying %s on etcd at %s: %s", path, self.member, error)
+                logger.warning("retrying %s on etcd at %s: %s", what, self.member, error)
                 continue
             failures = 0
             pauses = pauses or retries()
@@ -301,7 +318,7 @@ class Gateway:
             if anyio.current_time() + pause >= deadline:
                 raise error
             logger.warning(
-                "retrying %s on etcd at %s in %.2f s: %s", path, self.member, pause, error
+                "retrying %s on etcd at %s in %.2f s: %s", what, self.member, pause, error
             )
             await anyio.sleep(pause)
 
@@ -312,7 +329,7 @@ class Gateway:
         *,
         retry: bool = True,
         urgent: bool = False,
-        each_once: bool = False,
+        opening: bool = False,
     ) -> dict[str, Any]:
         """One unary call; return the answer's JSON object.
 
@@ -322,7 +339,7 @@ class Gateway:
         :param urgent: go ahead of the queued requests that are not urgent: for the
             writes of a member that already holds a lease, which must not wait behind a
             burst of others' grants
-        :param each_once: try each member once, with no backoff
+        :param opening: the first contact, of :meth:`open` (see :meth:`attempts`)
         :raises StoreError: a subclass for what went wrong
         """
         data = _wire.encode(payload)
@@ -331,9 +348,16 @@ class Gateway:
             status, content = await self.post(
                 member, path, data, deadline=deadline, held=True, waited=waited
             )
-            return _wire.read_answer(path, status, content, has_credentials=self.has_credentials)
+            return _wire.read_answer(
+                path,
+                status,
+                content,
+                has_credentials=self.has_credentials,
+                request=payload,
+                user=self.username,
+            )
 
-        return await self.attempts(path, send, retry=retry, urgent=urgent, each_once=each_once)
+        return await self.attempts(path, send, retry=retry, urgent=urgent, opening=opening)
 
     async def login(
         self, member: Member, stale: str | None, *, deadline: float, held: bool = False

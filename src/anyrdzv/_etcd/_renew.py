@@ -1,7 +1,8 @@
 """Renewing many leases in one keep-alive request: with one member, attempted like any
 request; with several, raced: sent to one member, then to the next too each member
-timeout with no answer, the first answer winning. This is how keep-alives ride out the
-loss of the leader, or of the member they went to, within a lease."""
+timeout with no answer, then afresh to each in turn at a faster pace, the first answer
+winning. This is how keep-alives ride out the loss or the hang of the leader, or of the
+member they went to, within a lease."""
 
 from __future__ import annotations
 
@@ -95,8 +96,8 @@ async def _race_in_a_slot(
         slots.release()
 
 
-# How many tries a race sends per member at most, one a member timeout.
-RACE_TRIES = 2
+# How many tries a race sends per member at most.
+RACE_TRIES = 3
 
 
 async def race(
@@ -111,11 +112,15 @@ async def race(
 ) -> _T:
     """Send ``send(member, deadline, waited)`` to the member that requests go to; if it
     has not answered within ``member_timeout``, send it to the next member too, and so
-    on: the first answer wins, and the others are cancelled.
+    on: the first answer wins, and the others are cancelled. Once every member has a try
+    out and none has answered, each is sent a fresh try in turn, ``member_timeout``
+    split between them apart, up to ``RACE_TRIES`` tries each.
 
     A member that waits for a new leader answers once there is one, so the earlier
-    tries keep waiting; a member that hangs is passed over. Requests go to the winner
-    afterwards, and a member that failed is left.
+    tries keep waiting; but a follower that forwarded a try to a leader that has since
+    hung waits for that leader, and only a fresh try reaches the new one, so fresh
+    tries go out soon after an election, wherever it falls. A member that hangs is
+    passed over. Requests go to the winner afterwards, and a member that failed is left.
 
     :param login: logs in to a member (replacing a ``stale`` token), with credentials;
         ``None`` without
@@ -127,6 +132,7 @@ async def race(
     fatal: list[StoreError] = []
     failed = anyio.Event()
     tried: list[Member] = []
+    count = len(members.all)
     # The round starts at the member requests go to now, wherever failures move them.
     first = members.all.index(members.current)
 
@@ -169,22 +175,31 @@ async def race(
 
     async with anyio.create_task_group() as tg:
         # Each member timeout with no answer, one more try goes out, to the next member
-        # round the cluster, and again to a member already asked: a follower that
-        # forwarded the first try to a leader that has since hung forwards a fresh one
-        # to the new leader.
-        while not answers and not fatal and len(tried) < RACE_TRIES * len(members.all):
-            member = members.all[(first + len(tried)) % len(members.all)]
+        # round the cluster. Once every member has one out, fresh tries go round faster,
+        # a member timeout split between the members apart: a follower that forwarded
+        # its try to a leader that has since hung forwards a fresh one to the new leader.
+        while not answers and not fatal and len(tried) < RACE_TRIES * count:
+            member = members.all[(first + len(tried)) % count]
             tried.append(member)
             tg.start_soon(attempt, member, tg.cancel_scope)
-            with anyio.move_on_after(member_timeout) as wait:
+            pace = member_timeout if len(tried) < count else member_timeout / count
+            with anyio.move_on_after(pace) as wait:
                 await failed.wait()
             if wait.cancelled_caught and not answers:
-                logger.warning(
-                    "etcd at %s did not answer %s within %s s; asking another member too",
-                    member.where,
-                    path,
-                    member_timeout,
-                )
+                if len(tried) < count:
+                    logger.warning(
+                        "etcd at %s did not answer %s within %s s; asking another member too",
+                        member.where,
+                        path,
+                        member_timeout,
+                    )
+                elif len(tried) == count:
+                    logger.warning(
+                        "no etcd member answered %s, each asked once; asking each again, "
+                        "one every %.2g s",
+                        path,
+                        pace,
+                    )
     if winner:
         current = members.current
         if current is not winner[0]:

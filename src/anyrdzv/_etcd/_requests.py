@@ -49,13 +49,13 @@ async def time_to_live(gateway: Gateway, lease_id: int) -> int | None:
     return _wire.time_to_live(path, body)
 
 
-async def put(gateway: Gateway, key: str, value: bytes, lease: Lease | None) -> int:
+async def put(gateway: Gateway, key: str, value: bytes, lease_id: int | None) -> int:
     path = "/v3/kv/put"
     payload: dict[str, Any] = {"key": _wire.b64_text(key), "value": _wire.b64(value)}
-    if lease is not None:
-        payload["lease"] = str(lease.id)
+    if lease_id is not None:
+        payload["lease"] = str(lease_id)
     # A put under a lease is a member joining: its lease is already ticking.
-    answer = await gateway.call(path, payload, urgent=lease is not None)
+    answer = await gateway.call(path, payload, urgent=lease_id is not None)
     return _wire.revision(path, answer)
 
 
@@ -91,13 +91,12 @@ async def delete(gateway: Gateway, keys: dict[str, str]) -> int:
 
 
 async def compare_and_swap(
-    gateway: Gateway, key: str, value: bytes, expected_mod_revision: int, lease: Lease | None
+    gateway: Gateway, key: str, value: bytes, expected_mod_revision: int, lease_id: int | None
 ) -> CasResult:
     """One txn, not sent again after a passing fault: a retry of a swap that went
     through would fail against its own write."""
-    lease_id = None if lease is None else lease.id
     request = _wire.compare_and_swap_request(key, value, expected_mod_revision, lease_id)
-    body = await gateway.call(_TXN, request, retry=False, urgent=lease is not None)
+    body = await gateway.call(_TXN, request, retry=False, urgent=lease_id is not None)
     succeeded, raw = _wire.compare_and_swap_result(_TXN, body, key)
     return CasResult(succeeded, None if raw is None else key_value(raw, key))
 

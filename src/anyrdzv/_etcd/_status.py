@@ -31,8 +31,6 @@ class MemberStatus:
     :ivar db_size: the size of its database, in bytes
     :ivar errors: the alarms and errors it reports (``etcdserver: no leader``, ...)
     :ivar error: why it did not answer, if it did not
-
-    .. versionadded:: 0.2
     """
 
     endpoint: str
@@ -55,8 +53,6 @@ class ClusterStatus:
     :ivar members: each member's status, in the order they were listed
     :ivar quorum: whether a majority of the listed members answer and name one leader
     :ivar leader: the leader's endpoint, if a listed member leads
-
-    .. versionadded:: 0.2
     """
 
     members: tuple[MemberStatus, ...]

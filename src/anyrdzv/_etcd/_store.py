@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, final
 
-from .._checks import check_positive, check_str
+from .._checks import check_int, check_positive
 from .._stores._model import (
     CasResult,
     KeyValue,
@@ -15,6 +15,8 @@ from .._stores._model import (
     check_key,
     check_lease_id,
     check_mod_revision,
+    check_optional_lease,
+    check_prefix,
     check_put,
     check_ttl,
 )
@@ -51,14 +53,17 @@ class EtcdStore:
             ...
 
     Passing faults are retried within ``timeout``: a refused connection, and answers
-    that etcd cannot serve a request now (no leader, stopping, unavailable). An expired
-    auth token is renewed. A watch that hears nothing for ``watch_idle`` seconds is
-    re-created, so a connection that went silent is found out.
+    that etcd cannot serve a request now (no leader, stopping, unavailable). Opening
+    retries them too, so a store opened before etcd is up waits for it; a TLS failure or
+    refused credentials fail at once. An expired auth token is renewed. A watch that
+    hears nothing for ``watch_idle`` seconds is re-created, so a connection that went
+    silent is found out.
 
     :param endpoint: ``host[:port]``, parsed like torch's endpoints, default port 2379;
         or an ``http://`` or ``https://`` URL, as etcd's own flags take them
     :param ssl: an SSL context for HTTPS; ``None`` means plain HTTP, or, with an
-        ``https://`` URL, TLS with the system's CAs
+        ``https://`` URL, TLS with the system's CAs (loaded when a store first opens,
+        once a process, in a worker thread)
     :param username: the etcd user, when etcd has auth enabled
     :param password: that user's password
     :param timeout: how long etcd may take to answer one request, retries included, in
@@ -74,9 +79,6 @@ class EtcdStore:
         cannot be made to give. The store closes it when it closes.
     :raises ValueError: if the endpoint is malformed, or a time is not positive
     :raises TypeError: if an argument has the wrong type
-
-    .. versionchanged:: 0.2
-       URLs, ``watch_idle``, retries and token renewal.
     """
 
     def __init__(
@@ -92,15 +94,14 @@ class EtcdStore:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         parsed_members = parse_etcd_endpoints(endpoint, ssl)
-        self.endpoints: tuple[Endpoint, ...] = tuple(parsed for parsed, _, _ in parsed_members)
+        self.endpoints: tuple[Endpoint, ...] = tuple(parsed for parsed, _ in parsed_members)
         self.endpoint: Endpoint = self.endpoints[0]
         check_credentials(username, password)
         self._timeout = check_positive("timeout", timeout)
         self._watch_idle = check_positive("watch_idle", watch_idle)
-        members, context = gateway_members(parsed_members, ssl)
         self._gateway = Gateway(
-            members,
-            ssl=context,
+            gateway_members(parsed_members),
+            ssl=ssl,
             username=username,
             password=password,
             timeout=self._timeout,
@@ -114,10 +115,7 @@ class EtcdStore:
 
     @property
     def member(self) -> str:
-        """The cluster member that requests go to now, as ``host:port``.
-
-        .. versionadded:: 0.2
-        """
+        """The cluster member that requests go to now, as ``host:port``."""
         return self._gateway.member
 
     async def cluster_status(self) -> ClusterStatus:
@@ -125,8 +123,6 @@ class EtcdStore:
 
         The quorum is judged from the listed members: a majority of them must answer,
         with no error, and name the same leader.
-
-        .. versionadded:: 0.2
         """
         return await cluster_status(self._gateway)
 
@@ -159,30 +155,37 @@ class EtcdStore:
         check_ttl(ttl)
         return await _requests.grant(self._gateway, ttl)
 
-    async def keep_alive(self, lease: Lease) -> int:
-        """Renew ``lease`` and return its remaining TTL.
+    async def keep_alive(self, lease: Lease | int) -> int:
+        """Renew ``lease`` (a :class:`Lease` or its id) and return its remaining TTL.
 
         Keep-alives from concurrent callers share requests, as etcd's own client shares
         one keep-alive stream: the calls that come within 5 ms ride in one request, and
         the next ones gather while it flies.
 
         :raises LeaseExpired: if the lease is gone
+        :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an ``int``
         """
+        lease_id = check_lease_id(lease)
         if self._batcher is None or not self._gateway.is_open:
             raise RuntimeError("EtcdStore is not open: use it as 'async with EtcdStore(...)'")
-        return await self._batcher.keep_alive(lease.id)
+        return await self._batcher.keep_alive(lease_id)
 
-    async def revoke(self, lease: Lease) -> None:
-        """Revoke ``lease`` now, deleting its keys. A gone lease is not an error."""
-        await _requests.revoke(self._gateway, lease.id)
+    async def revoke(self, lease: Lease | int) -> None:
+        """Revoke ``lease`` (a :class:`Lease` or its id) now, deleting its keys. A gone
+        lease is not an error.
 
-    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
-        """Set ``key`` to ``value``, under ``lease`` if given; return the new revision.
+        :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an ``int``
+        """
+        await _requests.revoke(self._gateway, check_lease_id(lease))
+
+    async def put(self, key: str, value: bytes, *, lease: Lease | int | None = None) -> int:
+        """Set ``key`` to ``value``, under ``lease`` (a :class:`Lease` or its id) if given;
+        return the new revision.
 
         :raises LeaseExpired: if ``lease`` is gone
         """
         check_put(key, value)
-        return await _requests.put(self._gateway, key, value, lease)
+        return await _requests.put(self._gateway, key, value, check_optional_lease(lease))
 
     async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
         """Return every key under ``prefix`` with its value, and the store revision.
@@ -193,10 +196,7 @@ class EtcdStore:
         return {kv.key: kv.value for kv in kvs}, revision
 
     async def get(self, key: str) -> KeyValue | None:
-        """Return ``key`` with its value and revisions, or ``None`` if it is absent.
-
-        .. versionadded:: 0.2
-        """
+        """Return ``key`` with its value and revisions, or ``None`` if it is absent."""
         check_key(key)
         return await _requests.get(self._gateway, key)
 
@@ -204,15 +204,13 @@ class EtcdStore:
         """Return every key under ``prefix``, sorted by key, and the revision read at.
 
         Keys that are not UTF-8, which no anyrdzv writer makes, are skipped and logged.
-
-        .. versionadded:: 0.2
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         return await _requests.get_prefix(self._gateway, prefix)
 
     async def count_prefix(self, prefix: str) -> int:
         """Return how many keys are under ``prefix``: etcd counts them, and sends none."""
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         return await _requests.count_prefix(self._gateway, prefix)
 
     async def delete(self, key: str) -> bool:
@@ -223,8 +221,6 @@ class EtcdStore:
         deleted the key.
 
         :raises StoreConnectionError: if etcd could not be reached or did not answer
-
-        .. versionadded:: 0.2
         """
         check_key(key)
         return await _requests.delete(self._gateway, {"key": _wire.b64_text(key)}) > 0
@@ -236,10 +232,8 @@ class EtcdStore:
         deleted.
 
         :raises StoreConnectionError: if etcd could not be reached or did not answer
-
-        .. versionadded:: 0.2
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         return await _requests.delete(self._gateway, _wire.prefix_range(prefix))
 
     async def compare_and_swap(
@@ -248,7 +242,7 @@ class EtcdStore:
         value: bytes,
         *,
         expected_mod_revision: int,
-        lease: Lease | None = None,
+        lease: Lease | int | None = None,
     ) -> CasResult:
         """Set ``key`` to ``value`` only if its ``mod_revision`` is
         ``expected_mod_revision`` (0: only if the key is absent), atomically.
@@ -258,19 +252,18 @@ class EtcdStore:
         fail against its own write: on :class:`StoreConnectionError`, :meth:`get` the
         key to see whether it went through.
 
-        :param lease: the lease to put the key under, if any
+        :param lease: the lease to put the key under (a :class:`Lease` or its id), if any
         :return: whether it was written, with the key as written, or as it is now
         :raises LeaseExpired: if the comparison held but ``lease`` is gone; nothing is
             written
         :raises ValueError: if ``expected_mod_revision`` is negative, or the value too large
         :raises StoreConnectionError: if etcd could not be reached or did not answer
-
-        .. versionadded:: 0.2
         """
         check_put(key, value)
         check_mod_revision("expected_mod_revision", expected_mod_revision)
+        lease_id = check_optional_lease(lease)
         return await _requests.compare_and_swap(
-            self._gateway, key, value, expected_mod_revision, lease
+            self._gateway, key, value, expected_mod_revision, lease_id
         )
 
     def watch_prefix(
@@ -280,12 +273,18 @@ class EtcdStore:
         start_revision: int,
         on_open: Callable[[], object] | None = None,
     ) -> AsyncGenerator[StoreEvent, None]:
-        """Yield every change under ``prefix`` from ``start_revision`` on, in order.
+        """Yield every change under ``prefix`` from ``start_revision`` on, in order; from
+        ``start_revision=0``, every change after etcd confirms the watch.
 
         :param on_open: called each time etcd confirms the watch
         :raises StoreCompacted: if ``start_revision`` has been compacted
         :raises StoreConnectionError: if the stream breaks; resume from the next revision
+        :raises ValueError: if ``start_revision`` is negative, or ``prefix`` holds a lone
+            surrogate, at once
+        :raises TypeError: if an argument has the wrong type, at once
         """
+        check_prefix(prefix)
+        check_int("start_revision", start_revision, least=0)
         return watch(
             self._gateway,
             prefix,
@@ -325,8 +324,6 @@ class EtcdStore:
             the txn is over 1.5 MiB
         :raises TypeError: if an argument is not a sequence of the right kind
         :raises StoreConnectionError: if etcd could not be reached or did not answer
-
-        .. versionadded:: 0.2
         """
         compares, on_success, on_failure = check_txn(compare, success, failure)
         return await _requests.txn(self._gateway, compares, on_success, on_failure)
@@ -335,13 +332,11 @@ class EtcdStore:
         """Return the remaining time to live of ``lease``, in whole seconds, as etcd
         counts it; or ``None`` if the lease is gone (expired, revoked or never granted).
 
-        It does not renew the lease. It is not part of :class:`~anyrdzv.LeaseStore`.
+        It does not renew the lease.
 
         :param lease: the lease, or its id (as :attr:`KeyValue.lease` gives it)
         :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an int
         :raises StoreConnectionError: if etcd could not be reached or did not answer
-
-        .. versionadded:: 0.2
         """
         return await _requests.time_to_live(self._gateway, check_lease_id(lease))
 

@@ -7,13 +7,17 @@ It knows URLs and deadlines, not members, slots or retries: those are the gatewa
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import math
 import ssl as _ssl
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, final
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 import httpx
 
 from .._checks import cut
@@ -21,6 +25,14 @@ from .._exceptions import StoreConnectionError, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+
+# Imported now, once: httpx imports httpcore when the first client is made, and httpcore
+# its network backend at the first connection; 0.1 s of imports that would otherwise
+# stall the event loop when the first store of a process opens. (A worker thread would
+# not do: an import holds the GIL for most of its time.)
+for _lazy in ("httpcore", "httpcore._backends.anyio", "httpcore._backends.trio"):
+    with contextlib.suppress(ImportError):  # trio's backend, without trio
+        importlib.import_module(_lazy)
 
 # What a request's transport may raise: httpx's errors, and, unwrapped on some backends,
 # an ssl.SSLError (an OSError) or a broken anyio stream. Our own errors are OSErrors
@@ -69,11 +81,21 @@ async def _finish_generators(response: httpx.Response, lines: AsyncIterator[str]
 
 
 @functools.cache
-def _plain_http_context() -> _ssl.SSLContext:
-    """The context of a client that only speaks plain HTTP (every member is ``http://``;
-    an ``https://`` member brings its own context): made once, since httpx would load
-    certifi's whole bundle for each new client, 0.15 s here, for a context never used."""
+def _default_context() -> _ssl.SSLContext:
     return _ssl.create_default_context()
+
+
+async def default_context() -> _ssl.SSLContext:
+    """The SSL context with the system's CAs: for ``https://`` members without ``ssl=``,
+    and for a client that only speaks plain HTTP (httpx would load certifi's whole bundle
+    for each new client, for a context never used).
+
+    Made once a process, in a worker thread: loading the CAs takes 20 to 50 ms, which
+    would stall the event loop.
+    """
+    if _default_context.cache_info().currsize:
+        return _default_context()
+    return await anyio.to_thread.run_sync(_default_context)
 
 
 def _ssl_error(exc: BaseException) -> _ssl.SSLError | None:
@@ -81,6 +103,11 @@ def _ssl_error(exc: BaseException) -> _ssl.SSLError | None:
     while cause is not None and not isinstance(cause, _ssl.SSLError):
         cause = cause.__cause__ or cause.__context__
     return cause
+
+
+def _is_tls(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or comes from, a TLS failure."""
+    return _ssl_error(exc) is not None or "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _seconds(limit: float) -> str:
@@ -95,9 +122,8 @@ def connection_error(
     """Our error for a transport failure from ``where``: httpx's exceptions, an OSError,
     a TLS failure, or a timeout after ``limit`` seconds (``waited`` of them queued)."""
     text = cut(str(exc) or type(exc).__name__)
-    tls = _ssl_error(exc)
-    if tls is not None or "CERTIFICATE_VERIFY_FAILED" in text:
-        reason = cut(str(tls or text))
+    if _is_tls(exc):
+        reason = cut(str(_ssl_error(exc) or text))
         if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate" in reason.lower():
             return StoreConnectionError(
                 f"TLS with etcd at {where} failed: {reason}. Pass ssl= an "
@@ -165,6 +191,18 @@ def handshake_hint(
     return None
 
 
+def is_tls_failure(exc: StoreConnectionError, *, tls: bool) -> bool:
+    """Whether ``exc`` is a failed TLS handshake, or what a TLS mismatch looks like on
+    first contact (see :func:`handshake_hint`): a failure that no retry mends.
+
+    :param tls: whether the client spoke TLS
+    """
+    cause = exc.__cause__
+    return (cause is not None and _is_tls(cause)) or handshake_hint(
+        exc, where="", tls=tls
+    ) is not None
+
+
 @final
 class StreamedAnswer:
     """The head of a streamed answer, and its lines as they come."""
@@ -199,7 +237,9 @@ class StreamedAnswer:
 class Transport:
     """An httpx client for the members' gateways, open while the store is.
 
-    :param ssl: the SSL context for HTTPS, or ``None`` for plain HTTP
+    :param ssl: the SSL context for HTTPS, or ``None`` for plain HTTP, or for the
+        system's CAs
+    :param tls: whether it speaks TLS (to a member at least)
     :param timeout: httpx's own bound on each request, a backstop behind our deadlines
     :param keepalive_connections: how many idle connections to keep
     :param transport: the httpx transport to send through; ``None`` for the network
@@ -209,11 +249,12 @@ class Transport:
         self,
         *,
         ssl: _ssl.SSLContext | None,
+        tls: bool,
         timeout: float,
         keepalive_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.tls = ssl is not None
+        self.tls = tls
         self._ssl = ssl
         self._timeout = timeout
         self._keepalive_connections = keepalive_connections
@@ -224,10 +265,17 @@ class Transport:
     def is_open(self) -> bool:
         return self._client is not None
 
-    def open(self) -> None:
-        """Make the HTTP client (no connection yet)."""
+    async def context(self) -> _ssl.SSLContext:
+        """The SSL context to open with: the one given, or else the system's."""
+        if self._ssl is not None:
+            await anyio.lowlevel.checkpoint()
+            return self._ssl
+        return await default_context()
+
+    def open(self, context: _ssl.SSLContext) -> None:
+        """Make the HTTP client (no connection yet), with ``context`` (:meth:`context`)."""
         self._client = httpx.AsyncClient(
-            verify=self._ssl if self._ssl is not None else _plain_http_context(),
+            verify=context,
             timeout=httpx.Timeout(self._timeout),
             # Each watch holds a connection; the requests beside them are few.
             limits=httpx.Limits(

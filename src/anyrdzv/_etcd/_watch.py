@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
-from .._checks import check_str
 from .._core._delay import backoff
 from .._exceptions import StoreCompacted, StoreConnectionError, StoreProtocolError
 from . import _wire
@@ -94,7 +93,12 @@ async def _stream(gateway: Gateway, payload: dict[str, Any]) -> AsyncIterator[Wa
             if answer.status != 200:
                 content = await answer.read()
                 _wire.read_answer(
-                    WATCH, answer.status, content, has_credentials=gateway.has_credentials
+                    WATCH,
+                    answer.status,
+                    content,
+                    has_credentials=gateway.has_credentials,
+                    request=payload,
+                    user=gateway.username,
                 )
                 raise StoreProtocolError(f"HTTP {answer.status} on {WATCH} from {member.where}")
             yield WatchConnection(member, answer.lines)
@@ -121,7 +125,8 @@ async def watch(
     on_open: Callable[[], object] | None,
     watch_idle: float,
 ) -> AsyncGenerator[StoreEvent, None]:
-    """Yield every change under ``prefix`` from ``start_revision`` on, in order.
+    """Yield every change under ``prefix`` from ``start_revision`` on, in order (both
+    checked by the caller).
 
     :param on_open: called each time etcd confirms the watch
     :param watch_idle: how long a stream may hear nothing before it is made again
@@ -129,7 +134,6 @@ async def watch(
     :raises StoreConnectionError: if the stream breaks, with one member; with several,
         once they have failed for the gateway's timeout with no watch confirmed
     """
-    check_str("prefix", prefix)
     next_revision = start_revision
     renewed = False
     failing_since: float | None = None  # the first failure since the watch last opened
@@ -159,7 +163,12 @@ async def watch(
                         break
                     if not line.strip():
                         continue
-                    message = _wire.watch_line(line, has_credentials=gateway.has_credentials)
+                    message = _wire.watch_line(
+                        line,
+                        has_credentials=gateway.has_credentials,
+                        request=_wire.prefix_range(prefix),
+                        user=gateway.username,
+                    )
                     if message.compact_revision:
                         raise StoreCompacted(
                             f"revision {next_revision} has been compacted; "
@@ -168,10 +177,17 @@ async def watch(
                         )
                     if message.canceled:
                         raise _wire.watch_cancelled(
-                            message.cancel_reason, has_credentials=gateway.has_credentials
+                            message.cancel_reason,
+                            has_credentials=gateway.has_credentials,
+                            request=_wire.prefix_range(prefix),
+                            user=gateway.username,
                         )
                     if message.created and not created:
                         created = True
+                        if next_revision == 0 and message.revision:
+                            # From now on: etcd created it at the header's revision, so
+                            # a stream made anew resumes after that, missing nothing.
+                            next_revision = message.revision + 1
                         renewed = False
                         failing_since = None
                         pauses = None

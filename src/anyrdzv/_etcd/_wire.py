@@ -25,7 +25,7 @@ from .._exceptions import (
     StorePermissionError,
     StoreProtocolError,
 )
-from .._stores._model import EventType
+from .._stores._model import EventType, lease_id_of
 from .._stores._txn import Compare, Delete, Get, Put, TxnOp
 
 if TYPE_CHECKING:
@@ -121,13 +121,75 @@ def _is_retryable(code: object, message: str) -> bool:
     return code in _RETRYABLE_CODES or any(text in message for text in _RETRYABLE_MESSAGES)
 
 
+def _decoded_key(field: object) -> str | None:
+    if not isinstance(field, str):
+        return None
+    try:
+        return base64.b64decode(field, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _request_keys(request: object) -> list[str]:
+    """What keys ``request`` (a request's JSON object) names, for a message: ``'/a'``,
+    or ``under '/p/'`` for a prefix; those of a txn's compares and ops too."""
+    found: list[str] = []
+
+    def visit(item: object) -> None:
+        if isinstance(item, list):
+            for each in item:
+                visit(each)
+            return
+        if not isinstance(item, dict):
+            return
+        key = _decoded_key(item.get("key"))
+        if key is not None:
+            end = item.get("range_end")
+            if end is None:
+                found.append(repr(key))
+            elif end == prefix_end(key):
+                found.append(f"under {key!r}")
+            else:
+                found.append(f"from {key!r} to {_decoded_key(end)!r}")
+        for name, value in item.items():
+            if name not in ("key", "range_end", "value"):
+                visit(value)
+
+    visit(request)
+    return list(dict.fromkeys(found))
+
+
+def _refused(path: str, message: str, request: object, user: str | None) -> str:
+    """What a refused request says: the keys it named, and the user it ran as."""
+    keys = _request_keys(request)
+    named = ""
+    if keys:
+        listed = ", ".join(keys)
+        named = f" (key{'s' if len(keys) > 1 else ''} {listed[:MAX_ECHO]})"
+    who = f" for user {user!r}" if user is not None else ""
+    hint = (
+        f": no role of user {user!r} grants it (etcdctl role grant-permission ROLE "
+        "--prefix=true readwrite PREFIX)"
+        if user is not None and "permission denied" in message
+        else ""
+    )
+    return f"etcd refused {path}{named}{who}: {message}{hint}"
+
+
 def error_from_answer(
-    path: str, status: int, body: dict[str, Any], *, has_credentials: bool
+    path: str,
+    status: int,
+    body: dict[str, Any],
+    *,
+    has_credentials: bool,
+    request: object = None,
+    user: str | None = None,
 ) -> StoreError:
     """The error for a gateway answer that is not a result.
 
     ``body`` is a unary call's error body, ``{"code": …, "message": …}``, or a stream's
-    error line, ``{"error": {"grpc_code": …, "message": …}}``.
+    error line, ``{"error": {"grpc_code": …, "message": …}}``. A refusal names the keys
+    of ``request`` (the request's JSON object, if given) and ``user``.
     """
     error = body.get("error")
     if isinstance(error, dict):
@@ -153,7 +215,7 @@ def error_from_answer(
         if has_credentials and any(text in message for text in _TOKEN_MESSAGES):
             return InvalidToken(f"etcd refused the auth token on {path}: {message}")
         hint = "" if has_credentials else " (etcd has auth enabled: pass username and password)"
-        return StorePermissionError(f"etcd refused {path}: {message}{hint}")
+        return StorePermissionError(_refused(path, message, request, user) + hint)
     return StoreError(f"etcd error on {path}: {message} (code {code}, HTTP {status})")
 
 
@@ -180,13 +242,24 @@ def _load(text: str | bytes) -> object:
 _NOT_JSON = object()
 
 
-def read_answer(path: str, status: int, content: bytes, *, has_credentials: bool) -> dict[str, Any]:
-    """The JSON object of a unary call's answer, or the error it stands for, raised."""
+def read_answer(
+    path: str,
+    status: int,
+    content: bytes,
+    *,
+    has_credentials: bool,
+    request: object = None,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """The JSON object of a unary call's answer, or the error it stands for, raised (a
+    refusal names the keys of ``request`` and ``user``)."""
     body = _load(content)
     if body is _NOT_JSON or not isinstance(body, dict):
         raise _not_json(path, status, content)
     if status != 200 or "error" in body or ("code" in body and "message" in body):
-        raise error_from_answer(path, status, body, has_credentials=has_credentials)
+        raise error_from_answer(
+            path, status, body, has_credentials=has_credentials, request=request, user=user
+        )
     return body
 
 
@@ -455,8 +528,9 @@ def _compare(compare: Compare) -> dict[str, Any]:
 def _request_op(op: TxnOp) -> dict[str, Any]:
     if isinstance(op, Put):
         put: dict[str, Any] = {"key": b64_text(op.key), "value": b64(op.value)}
-        if op.lease is not None:
-            put["lease"] = str(op.lease.id)
+        lease_id = lease_id_of(op.lease)
+        if lease_id is not None:
+            put["lease"] = str(lease_id)
         return {"request_put": put}
     if isinstance(op, Delete):
         return {"request_delete_range": _range(op.key, op.prefix)}
@@ -466,7 +540,7 @@ def _request_op(op: TxnOp) -> dict[str, Any]:
 def txn_request(
     compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]
 ) -> dict[str, Any]:
-    """A txn, checked already (:func:`~anyrdzv._txn.check_txn`), as the gateway takes it.
+    """A txn, checked already (:func:`~anyrdzv._stores._txn.check_txn`), as the gateway takes it.
 
     Every comparison names its target, operator and operand, zeros included: the
     gateway would read a left-out one as 0, VERSION or EQUAL, but nothing is left to that.
@@ -543,8 +617,11 @@ class WatchMessage:
 _WATCH = "/v3/watch"
 
 
-def watch_line(line: str, *, has_credentials: bool) -> WatchMessage:
-    """Decode one line of a watch stream; an error line is raised as its error."""
+def watch_line(
+    line: str, *, has_credentials: bool, request: object = None, user: str | None = None
+) -> WatchMessage:
+    """Decode one line of a watch stream; an error line is raised as its error (a
+    refusal names the keys of ``request`` and ``user``)."""
     message = _load(line)
     if message is _NOT_JSON or not isinstance(message, dict):
         raise StoreProtocolError(
@@ -552,7 +629,9 @@ def watch_line(line: str, *, has_credentials: bool) -> WatchMessage:
             "the server is not an etcd v3 gateway"
         )
     if "error" in message:
-        raise error_from_answer(_WATCH, 200, message, has_credentials=has_credentials)
+        raise error_from_answer(
+            _WATCH, 200, message, has_credentials=has_credentials, request=request, user=user
+        )
     result = _dict(_WATCH, message, "result")
     header = result.get("header")
     rev = _int(_WATCH, header, "revision") if isinstance(header, dict) else 0
@@ -573,11 +652,21 @@ def watch_line(line: str, *, has_credentials: bool) -> WatchMessage:
     )
 
 
-def watch_cancelled(reason: str, *, has_credentials: bool) -> StoreError:
-    """The error for a watch that etcd cancelled: refused, or to be made again."""
+def watch_cancelled(
+    reason: str, *, has_credentials: bool, request: object = None, user: str | None = None
+) -> StoreError:
+    """The error for a watch that etcd cancelled: refused (naming the keys of
+    ``request`` and ``user``), or to be made again."""
     message = f"etcd cancelled the watch: {reason[:MAX_ECHO]}"
     if any(text in reason for text in _AUTH_MESSAGES):
-        return error_from_answer(_WATCH, 200, {"message": message}, has_credentials=has_credentials)
+        return error_from_answer(
+            _WATCH,
+            200,
+            {"message": message},
+            has_credentials=has_credentials,
+            request=request,
+            user=user,
+        )
     return StoreConnectionError(message)
 
 

@@ -17,8 +17,9 @@ import anyio
 import anyio.abc
 
 from .._checks import check_bytes, check_int, echo
+from .._core._groups import close_task_group
 from .._core._periodic import check_interval
-from .._exceptions import LeaseExpired, StoreError
+from .._exceptions import HeartbeatLost, LeaseExpired, StoreError
 from .._stores._protocol import LeaseStore, check_store
 from ._keys import DEFAULT_PREFIX, check_name, members_prefix
 from ._renewal import Renewal
@@ -101,6 +102,9 @@ class MemberLease:
         self._renewal: Renewal | None = None  # the last entry's
         self._task_group: anyio.abc.TaskGroup | None = None
         self._entered = False
+        self._loss: HeartbeatLost | None = None  # this entry's, once its lease is lost
+        self._gone = False  # the store said this entry's lease is gone
+        self._what = f"Heartbeat of member {member!r} in group {group!r}"
 
     @property
     def lease(self) -> Lease | None:
@@ -133,6 +137,8 @@ class MemberLease:
 
     async def _join(self) -> None:
         self._renewal = None
+        self._loss = None
+        self._gone = False
         lease = await self._store.grant(self.ttl)
         alive_until = anyio.current_time() + lease.ttl
         self._lease = lease
@@ -148,23 +154,19 @@ class MemberLease:
         await task_group.__aenter__()
         # Renewals start with the lease, not after the put: a put queued behind a burst of
         # joins must not let the lease age out before the member is even in.
-        task_group.start_soon(renewal.run, alive_until, name=f"heartbeat {self.key}")
+        task_group.start_soon(self._keep, renewal, alive_until, name=f"heartbeat {self.key}")
         try:
-            await self._put(lease)
+            await self._put_key(lease)
         except BaseException as exc:
-            task_group.cancel_scope.cancel()
-            # A cancellation goes in, so that the task group can tell its own (the lease
-            # was lost while the put waited: that loss is raised) from an outer one; the
-            # put's own error comes out alone, not in a group.
-            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+            # The put's own error leaves as itself; so does the lease lost while the put
+            # waited (the renewal's HeartbeatLost, which cancelled the put).
             try:
-                if cancelled:
-                    await task_group.__aexit__(type(exc), exc, exc.__traceback__)
-                else:
-                    await task_group.__aexit__(None, None, None)
+                await close_task_group(
+                    task_group, type(exc), exc, exc.__traceback__, what=self._what
+                )
             finally:
                 self._lease = None
-                if not renewal.lease_gone:
+                if not self._lease_gone():
                     with anyio.CancelScope(shield=True):
                         await self._revoke(lease)
             raise
@@ -176,6 +178,50 @@ class MemberLease:
             lease.id,
             lease.ttl,
         )
+
+    async def _put_key(self, lease: Lease) -> None:
+        try:
+            await self._put(lease)
+            return
+        except LeaseExpired as exc:
+            loss = self._lost(f"the store said its lease is gone: {exc}", exc)
+        raise loss
+
+    async def _keep(self, renewal: Renewal, alive_until: float) -> None:
+        """Run the renewals; a loss that the node noticed first is raised as that one."""
+        try:
+            await renewal.run(alive_until)
+        except HeartbeatLost as exc:
+            if self._loss is None:
+                self._loss = exc
+                raise
+            loss = self._loss
+        raise loss
+
+    def _lost(self, why: str, cause: BaseException) -> HeartbeatLost:
+        """The loss of the member's lease, which the store reported as ``cause``, to be
+        raised; the renewals raise the same object if they hear of it too, so that one
+        loss is one error.
+
+        :param why: why it is lost, for the message
+        :param cause: the store's error
+        :return: the :class:`HeartbeatLost` of this entry: a new one, with ``cause`` as
+            its ``__cause__``, or the one already raised
+        """
+        if self._loss is None:
+            loss = HeartbeatLost(
+                f"heartbeat of member {self.member!r} in group {self.group!r} lost: {why}",
+                self.group,
+                self.member,
+            )
+            loss.__cause__ = cause
+            self._loss = loss
+        if isinstance(cause, LeaseExpired):
+            self._gone = True
+        return self._loss
+
+    def _lease_gone(self) -> bool:
+        return self._gone or (self._renewal is not None and self._renewal.lease_gone)
 
     async def __aexit__(
         self,
@@ -190,14 +236,14 @@ class MemberLease:
                 "use it as `async with Heartbeat(...):`"
             )
         self._task_group = None
-        task_group.cancel_scope.cancel()
         try:
-            return await task_group.__aexit__(exc_type, exc_value, traceback)
+            return await close_task_group(
+                task_group, exc_type, exc_value, traceback, what=self._what
+            )
         finally:
             lease, self._lease = self._lease, None
             self._entered = False
-            gone = self._renewal is not None and self._renewal.lease_gone
-            if lease is not None and not gone:
+            if lease is not None and not self._lease_gone():
                 with anyio.CancelScope(shield=True):
                     await self._revoke(lease)
 
@@ -256,9 +302,15 @@ class Heartbeat(MemberLease):
     odd answer) is retried with backoff for as long as the lease can still be alive,
     and each retry is logged at WARNING. Once the lease cannot be alive any more, or the
     store says it is gone (:class:`LeaseExpired`) or refuses the credentials
-    (:class:`StorePermissionError`), :class:`HeartbeatLost` is raised out of the
-    ``async with`` block (inside an exception group, as task groups raise), with the
-    last error as its ``__cause__``: a heartbeat never dies silently.
+    (:class:`StorePermissionError`), the block is cancelled and :class:`HeartbeatLost`
+    leaves it, as itself, with the last error as its ``__cause__``: a heartbeat never
+    dies silently.
+
+    Exceptions leave the block as themselves: one raised in the block leaves unchanged,
+    and :class:`HeartbeatLost` alone, so ``except HeartbeatLost:`` around the ``async
+    with`` works. Only when the block raises at the moment the heartbeat is lost (before
+    the loss could cancel it, or while it handles that cancellation) do the two leave
+    together, in an exception group.
 
     A ``Heartbeat`` can be entered again after it has exited, and joins afresh with a
     new lease; it cannot be entered while it is already entered.

@@ -14,6 +14,7 @@ from .._stores._follow import Resynced, follow
 from .._stores._model import EventType
 from .._stores._protocol import LeaseStore, check_store
 from ._keys import DEFAULT_PREFIX, members_prefix
+from ._payload import member_payload
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator
@@ -32,7 +33,8 @@ class MemberEventType(enum.Enum):
 class MembersSnapshot:
     """The members of a group at one store revision: what :func:`watch_members` yields first.
 
-    :ivar members: each member's name, mapped to its payload
+    :ivar members: each member's name, mapped to its payload: the bytes it gave as
+        ``payload`` (for a :class:`Rendezvous` node too, whose key holds a record of it)
     :ivar revision: the store revision of the snapshot
     """
 
@@ -46,7 +48,8 @@ class MemberEvent:
 
     :ivar type: ``JOINED`` or ``LEFT``
     :ivar member: the member's name
-    :ivar payload: its payload (empty for ``LEFT``)
+    :ivar payload: its payload, as :attr:`MembersSnapshot.members` gives it (empty for
+        ``LEFT``)
     :ivar revision: the store revision of the change
     """
 
@@ -68,10 +71,12 @@ def _member_name(key: str, key_prefix: str) -> str | None:
 async def members(
     store: LeaseStore, group: str, *, prefix: str = DEFAULT_PREFIX
 ) -> MembersSnapshot:
-    """Return the current members of ``group``.
+    """Return the current members of ``group``, each with its payload.
 
-    Keys under the group's prefix that no member makes (written by someone else) are
-    skipped, with a logged warning.
+    A payload is what the member gave: a :class:`Heartbeat`'s ``payload``, or for the
+    nodes of a :class:`Rendezvous` run (whose heartbeat keys hold a JSON record of the
+    node), the node's ``payload``, decoded. Keys under the group's prefix that no member
+    makes (written by someone else) are skipped, with a logged warning.
 
     :param store: the store
     :param group: the group; non-empty, no ``/``
@@ -84,7 +89,7 @@ async def members(
     for key, value in found.items():
         name = _member_name(key, key_prefix)
         if name is not None:
-            named[name] = value
+            named[name] = member_payload(value)
     return MembersSnapshot(named, revision)
 
 
@@ -95,7 +100,8 @@ async def watch_members(
     prefix: str = DEFAULT_PREFIX,
     retry_for: float = 30.0,
 ) -> AsyncGenerator[MembersSnapshot | MemberEvent, None]:
-    """Follow the membership of ``group``: a snapshot first, then ``JOINED``/``LEFT`` events.
+    """Follow the membership of ``group``: a snapshot first, then ``JOINED``/``LEFT`` events,
+    with payloads as :func:`members` gives them.
 
     Events come in revision order. When the watch stream drops, it is resumed from the
     revision after the last one seen, so no event is lost or repeated. If the store
@@ -148,10 +154,11 @@ async def watch_members(
             if name is None:
                 continue
             if change.type is EventType.PUT:
+                payload = member_payload(change.value)
                 if name not in current:
-                    current[name] = change.value
-                    yield MemberEvent(MemberEventType.JOINED, name, change.value, change.revision)
-                current[name] = change.value
+                    current[name] = payload
+                    yield MemberEvent(MemberEventType.JOINED, name, payload, change.revision)
+                current[name] = payload
             elif name in current:
                 del current[name]
                 yield MemberEvent(MemberEventType.LEFT, name, b"", change.revision)

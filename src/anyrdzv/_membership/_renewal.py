@@ -4,7 +4,9 @@ It renews the lease every interval, and at once while the lease is over an inter
 A renewal that fails with a :class:`~anyrdzv.StoreError` is retried with backoff for as
 long as the lease can still be alive, each retry logged at WARNING; once it cannot, or
 the store says the lease is gone or refuses the credentials, the task raises
-:class:`~anyrdzv.HeartbeatLost` with the last error as its cause.
+:class:`~anyrdzv.HeartbeatLost` with the last error as its cause. A renewal answered
+after the end of the lease it proves (it waited for a new leader), or due after it (this
+process stalled), is not a loss: the store is asked again within the grace, and decides.
 """
 
 from __future__ import annotations
@@ -118,26 +120,31 @@ class Renewal:
     async def _renew(self, alive_until: float) -> float:
         """Renew the lease, retrying until it succeeds or the lease runs out.
 
+        ``alive_until`` is a lower bound of when the lease runs out: the time a renewal
+        that succeeded was asked, plus the TTL it gave. Past it, by this process's clock,
+        the lease may still live (etcd's new leader extends every lease it takes over), so
+        the store is asked for RENEWAL_GRACE more: its word decides. An answer that comes
+        after the bound it proves (the request waited for a new leader) proves that the
+        lease lived when it was asked, not that it lives now, so the store is asked again.
+
         :return: when the lease runs out now, at the latest
         """
         lease, log = self._lease, self._log
         retry: Iterator[float] | None = None  # made at the first failure
         last_error: StoreError | None = None
-        # A renewal that got no answer, or failed, may go on past the lease's end by this
-        # process's clock for RENEWAL_GRACE: the store's word decides then.
-        give_up_at = alive_until + min(RENEWAL_GRACE, float(lease.ttl))
+        grace = min(RENEWAL_GRACE, float(lease.ttl))
+        give_up_at = alive_until + grace
         while True:
             asked_at = anyio.current_time()
-            if last_error is None and asked_at >= alive_until:
+            left = give_up_at - asked_at
+            if left <= 0:
+                if last_error is not None:
+                    raise self._gave_up(last_error) from last_error
                 late = TimeoutError(
                     f"the renewal of lease {lease.id} was due {asked_at - alive_until:.3g} s "
                     "after the lease ran out"
                 )
                 raise self._lost("no renewal succeeded before the lease ran out") from late
-            left = give_up_at - asked_at
-            if left <= 0:
-                assert last_error is not None
-                raise self._gave_up(last_error) from last_error
             try:
                 with anyio.move_on_after(left) as scope:
                     remaining = await self._store.keep_alive(lease)
@@ -174,6 +181,12 @@ class Renewal:
                 )
                 timeout.__cause__ = last_error
                 raise self._lost("no renewal succeeded before the lease ran out") from timeout
+            if remaining <= 0:
+                empty = TimeoutError(
+                    f"the renewal of lease {lease.id} left it {remaining} s to live: the "
+                    f"next one would be due {self._interval:.3g} s after the lease ran out"
+                )
+                raise self._lost("no renewal succeeded before the lease ran out") from empty
             if asked_at > alive_until:
                 log.warning(
                     "renewed lease %d of member %r in group %r %.2f s after it would have "
@@ -184,6 +197,23 @@ class Renewal:
                     asked_at - alive_until,
                 )
             self.renewals += 1
+            now = anyio.current_time()
+            if asked_at + remaining <= now:
+                # Renewed, but the answer came after the end it proves: the lease lived
+                # when this renewal was asked; ask again whether it lives now.
+                log.warning(
+                    "renewing lease %d of member %r in group %r took %.2f s, longer than "
+                    "the %d s it gave; asking again whether the lease still lives",
+                    lease.id,
+                    self._member,
+                    self._group,
+                    now - asked_at,
+                    remaining,
+                )
+                alive_until = max(alive_until, asked_at + remaining)
+                give_up_at = max(give_up_at, alive_until + grace)
+                retry, last_error = None, None  # the store answered: errors start afresh
+                continue
             log.debug(
                 "renewed lease %d of member %r in group %r: %d s to live",
                 lease.id,

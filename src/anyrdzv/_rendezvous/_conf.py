@@ -44,10 +44,10 @@ _INTEGER: Final = "keep_alive_max_attempt"
 
 
 def _number(key: str, text: object) -> float:
-    """The value of ``key``, a positive number (an integer for :data:`_INTEGER`).
+    """The value of ``key``, a positive, finite number (an integer for :data:`_INTEGER`).
 
     :raises TypeError: if ``text`` is not a ``str``
-    :raises ValueError: if it is not a number of that kind, or not positive
+    :raises ValueError: if it is not a number of that kind, or not positive and finite
     """
     if not isinstance(text, str):
         raise wrong_type(f"the value of {key!r}", text, "a str")
@@ -59,7 +59,11 @@ def _number(key: str, text: object) -> float:
             f"The rendezvous configuration option '{key}' does not represent a valid "
             f"{kind} value: {echo(text)}"
         ) from None
-    if not (math.isfinite(number) and number > 0):
+    if not math.isfinite(number):  # infinite, or NaN
+        raise ValueError(
+            f"The rendezvous configuration option '{key}' must be finite, got {echo(text)}"
+        )
+    if number <= 0:
         raise ValueError(
             f"The rendezvous configuration option '{key}' must be positive, got {echo(text)}"
         )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import anyio.abc
 
+from .._core._groups import HostedTaskGroup
 from .._exceptions import StoreError
 from .._stores._model import Lease
 from .._stores._txn import Compare, Delete
@@ -73,6 +74,8 @@ class RunEntry:
         self._host_token: int | None = None  # this node's, as a host of the watch
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
+        self._entering = False
+        self._what = f"Rendezvous of node {keys.node!r} of run {run_id!r}"
 
     @property
     def run(self) -> _run_view.RunView:
@@ -86,8 +89,18 @@ class RunEntry:
         return run
 
     async def __aenter__(self) -> _run_view.RunView:
-        if self._stack is not None:
-            raise RuntimeError("this Rendezvous is already entered")
+        if self._stack is not None or self._entering:
+            raise RuntimeError(
+                f"this Rendezvous of node {self._keys.node!r} of run {self._run_id!r} is "
+                "already entered; make one Rendezvous per async with block"
+            )
+        self._entering = True
+        try:
+            return await self._enter()
+        finally:
+            self._entering = False
+
+    async def _enter(self) -> _run_view.RunView:
         async with AsyncExitStack() as stack:
             run = _run_view.acquire(self._store, self._run_id, self._keys.run)
             # Exits run in reverse: the node's task group closes, its lease is revoked,
@@ -97,7 +110,7 @@ class RunEntry:
             await run.read()
             self._claim.batcher = run.batcher
             await stack.enter_async_context(self._lease)
-            task_group = await stack.enter_async_context(anyio.create_task_group())
+            task_group = await stack.enter_async_context(HostedTaskGroup(self._what))
             token = await run.attach(task_group)
             stack.callback(run.detach, token)
             self._run, self._host_token = run, token
@@ -121,7 +134,8 @@ class RunEntry:
         # Withdrawn before the cancel: a watch this node hosts moves to another node.
         if self._run is not None and self._host_token is not None:
             self._run.detach(self._host_token)
-        task_group.cancel_scope.cancel()
+        # The task group cancels its tasks and raises what failed as itself, as does the
+        # heartbeat's (see close_task_group).
         return await stack.__aexit__(exc_type, exc_value, traceback)
 
     async def _leave(self, run: _run_view.RunView) -> None:

@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from .._checks import check_bytes, check_int, check_seconds, echo, type_name
-from .._exceptions import RendezvousTimeout, StoreError
+from .._exceptions import HeartbeatLost, RendezvousTimeout, StoreError
 from .._membership._heartbeat import MIN_INTERVAL, MemberLease, lease_ttl
 from .._membership._keys import DEFAULT_PREFIX, check_name, check_prefix
 from .._stores._protocol import LeaseStore, check_store
@@ -45,6 +45,8 @@ _local_ids = itertools.count()
 #: The most bytes one node's payload may hold: it is kept base64 in JSON in the node's
 #: own key, which etcd takes up to 1.5 MiB.
 MAX_PAYLOAD = 1024 * 1024
+#: How long withdrawing a join may take, in seconds, when a call ends without a round.
+WITHDRAW_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,15 @@ class Rendezvous:
     :class:`RendezvousError`; the live node is left alone. The name of a node whose
     lease has expired is free again.
 
+    Exceptions leave the ``async with`` block as themselves, so ``except
+    RendezvousTimeout:`` around it works: one raised in the block leaves unchanged (a
+    ``KeyboardInterrupt`` too), and a background failure that is the only error cancels
+    the block and leaves as itself: :class:`HeartbeatLost` when this node's lease is
+    gone (the same object :meth:`next_rendezvous` raises if it notices first), or the
+    store's error if the run's watch gives up. Only errors that happen at once (the
+    block raises as the heartbeat is lost, before the loss could cancel it, or while it
+    handles that cancellation) leave together, in an exception group.
+
     :param store: the store
     :param run_id: the run; non-empty, no ``/``
     :param node: this node's name, unique among the run's live nodes; by default one
@@ -116,8 +127,6 @@ class Rendezvous:
     :param prefix: the key prefix of all runs
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if an argument is out of range
-
-    .. versionadded:: 0.2
     """
 
     def __init__(
@@ -215,6 +224,7 @@ class Rendezvous:
             close_timeout=self.close_timeout,
         )
         self._rounds: Rounds | None = None  # while entered
+        self._calling = False  # a next_rendezvous() call runs
 
     @property
     def data_prefix(self) -> str:
@@ -223,8 +233,6 @@ class Rendezvous:
         The rendezvous never reads its keys, and deletes them with the run's state when
         the run's last node leaves (or when a stale run is reset): an adapter such as
         the torchrun backend keeps its own keys there and need not clean them up.
-
-        .. versionadded:: 0.2
         """
         return self._keys.data
 
@@ -238,18 +246,41 @@ class Rendezvous:
         min_nodes: int,
         max_nodes: int,
         node: str | None = None,
+        payload: bytes = b"",
+        prefix: str = DEFAULT_PREFIX,
     ) -> Rendezvous:
         """Make a rendezvous from a torchrun ``--rdzv-conf`` string, or a mapping of strings.
 
         It reads ``join_timeout`` (600), ``last_call_timeout`` (30), ``close_timeout``
         (30), ``keep_alive_interval`` (5) and ``keep_alive_max_attempt`` (3), with
-        torch's defaults, and ignores other keys, as torch does.
+        torch's defaults, and ignores other keys, as torch does. The other arguments are
+        the constructor's.
 
-        :raises ValueError: if the string does not parse, or a value is bad; the
-            message names the key
+        :param store: the store
+        :param run_id: the run; non-empty, no ``/``
+        :param conf: ``"join_timeout=60,last_call_timeout=5"``, or
+            ``{"join_timeout": "60"}``
+        :param min_nodes: the fewest nodes of a round, at least 1
+        :param max_nodes: the most nodes of a round, at least ``min_nodes``
+        :param node: this node's name, unique among the run's live nodes; by default one
+            unique to this process and this object
+        :param payload: this node's payload, given to every participant of its rounds
+        :param prefix: the key prefix of all runs
+        :raises ValueError: if the string does not parse, or a value is bad (the message
+            names the key), or another argument is out of range
+        :raises TypeError: if an argument has the wrong type
         """
         values = parse_conf(conf)
-        return cls(store, run_id, node=node, min_nodes=min_nodes, max_nodes=max_nodes, **values)
+        return cls(
+            store,
+            run_id,
+            node=node,
+            min_nodes=min_nodes,
+            max_nodes=max_nodes,
+            payload=payload,
+            prefix=prefix,
+            **values,
+        )
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -275,6 +306,21 @@ class Rendezvous:
         self._rounds = None
         return await self._entry.__aexit__(exc_type, exc_value, traceback)
 
+    async def _withdraw(self, rounds: Rounds) -> None:
+        """Withdraw this node's join, shielded from cancellation, within a second; log a
+        failure (the next call withdraws it)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(WITHDRAW_TIMEOUT) as scope:
+            try:
+                await rounds.withdraw()
+            except StoreError as exc:
+                logger.warning("node %r could not withdraw its join: %s", self.node, exc)
+        if scope.cancelled_caught:
+            logger.warning(
+                "node %r could not withdraw its join: no answer within %g s",
+                self.node,
+                WITHDRAW_TIMEOUT,
+            )
+
     def _entered(self) -> Rounds:
         rounds = self._rounds
         if rounds is None:
@@ -289,26 +335,43 @@ class Rendezvous:
         A node still in a complete round asks for a new one; a node that comes after
         its round completed waits for the next.
 
+        A call that ends without a round (``join_timeout``, a cancellation, an error)
+        withdraws this node's join before it returns, so that no round counts a node
+        that is not waiting for it; the next call joins the open round afresh.
+
         :raises RendezvousClosed: if the run is closed, or is closed meanwhile
         :raises RendezvousTimeout: if no round takes this node in ``join_timeout``
+        :raises HeartbeatLost: if this node's lease is gone (its heartbeat's error,
+            which also ends the ``async with`` block)
         :raises RendezvousError: if the run's state is malformed, or its nodes disagree
             on ``min_nodes`` or ``max_nodes``
+        :raises RuntimeError: if another call of it on this object is running: calls on
+            one ``Rendezvous`` must not overlap
         """
         rounds = self._entered()
-        await anyio.lowlevel.checkpoint()
+        if self._calling:
+            raise RuntimeError(
+                f"next_rendezvous() of node {self.node!r} of run {self.run_id!r} is already "
+                "running in another task: calls of it on one Rendezvous must not overlap"
+            )
+        self._calling = True
         try:
+            await anyio.lowlevel.checkpoint()
             with anyio.fail_after(self.join_timeout):
                 state, record = await rounds.next()
         except TimeoutError:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
-                try:
-                    await rounds.withdraw()
-                except StoreError as exc:
-                    logger.warning("node %r could not withdraw its join: %s", self.node, exc)
+            await self._withdraw(rounds)
             raise RendezvousTimeout(
                 f"node {self.node!r} of run {self.run_id!r}: no round completed with it "
                 f"within join_timeout={self.join_timeout:g} s"
             ) from None
+        except HeartbeatLost:
+            raise  # the lease is gone, and the join key with it
+        except BaseException:
+            await self._withdraw(rounds)
+            raise
+        finally:
+            self._calling = False
         info = RendezvousInfo(
             self.run_id,
             state.round,

@@ -1,4 +1,5 @@
-"""What a run's keys say, for an operator: the report behind ``anyrdzv rendezvous``.
+"""What a run's keys say: :func:`read_run` and :func:`watch_run`, the public view of a
+run behind ``anyrdzv rendezvous``.
 
 It reads the keys a :class:`~anyrdzv.Rendezvous` writes (see :mod:`._rules`)
 and the remaining TTL of each node's lease, and says who is in the round, who waits, and
@@ -10,22 +11,23 @@ from __future__ import annotations
 import logging
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 
 from .._checks import echo
-from .._exceptions import StoreConnectionError
+from .._exceptions import RendezvousError, StoreConnectionError
 from .._membership._keys import DEFAULT_PREFIX, check_name, check_prefix
 from .._stores._follow import follow
 from .._stores._model import StoreEvent
-from .._stores._protocol import LeaseStore
+from .._stores._protocol import check_store
 from . import _rules as rules
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
-    from .._stores._model import KeyValue, Lease
+    from .._stores._model import KeyValue
+    from .._stores._protocol import LeaseStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +35,18 @@ logger = logging.getLogger(__name__)
 _TTL_REQUESTS = 32
 
 
-class RunStore(LeaseStore, Protocol):
-    """What the report needs of a store: a :class:`~anyrdzv.LeaseStore` that tells a
-    lease's remaining TTL, as :class:`~anyrdzv.EtcdStore` and
-    :class:`~anyrdzv.MemoryStore` do."""
+#: The store prefix of a round of the torchrun backend, under the run's adapters'
+#: subtree: torch's own ``PrefixStore`` name for the round's store.
+TORCH_ROUND_PREFIX = "torch.rendezvous.{run_id}.{round}/"
 
-    async def time_to_live(self, lease: Lease | int) -> int | None: ...
+#: The key in a round's torch store where rank 0 publishes its address.
+MASTER_ADDR = "MASTER_ADDR"
+
+#: ... and its port.
+MASTER_PORT = "MASTER_PORT"
 
 
-class MalformedRun(ValueError):
+class MalformedRun(RendezvousError):
     """A key of the run holds a value no node writes."""
 
 
@@ -50,28 +55,58 @@ class NodeReport:
     """One node of a run, as its keys show it.
 
     :ivar node: its name
-    :ivar alive: whether its heartbeat key (``nodes/<node>``) exists
+    :ivar alive: whether its heartbeat key (``nodes/<node>``) exists: its lease lives
     :ivar round: the round its join key (``join/<node>``) asks for, or ``None``
     :ivar ttl: the remaining TTL of its lease, in whole seconds; ``None`` if it has no
         key under a live lease
+    :ivar rank: its rank in the round, if it is a participant of a complete round
+    :ivar payload: the payload it gave (``Rendezvous(payload=...)``), as bytes: from its
+        heartbeat key, or for a participant whose heartbeat is gone, from the round;
+        ``None`` if neither has it
     """
 
     node: str
     alive: bool
     round: int | None
     ttl: int | None
+    rank: int | None = None
+    payload: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """The torchrun backend's bootstrap of a complete round: the address its rank 0
+    publishes in the round's store, as the keys show it.
+
+    :ivar round: the round
+    :ivar key: the full key of ``MASTER_ADDR``
+    :ivar master_addr: its value, or ``None`` while it is missing
+    :ivar master_port: the value of ``MASTER_PORT``, or ``None``
+    """
+
+    round: int
+    key: str
+    master_addr: str | None
+    master_port: str | None
 
 
 @dataclass(frozen=True)
 class RunReport:
-    """A run, read at one revision of the store.
+    """A run, read at one revision of the store: what :func:`read_run` returns.
 
     :ivar run_id: the run
     :ivar prefix: the run's key prefix, ``<prefix>/<run_id>/``
     :ivar revision: the store revision of the read
     :ivar keys: how many keys the run has (0: the run has no state at all)
-    :ivar state: the run's state, or ``None`` if ``state`` is absent
-    :ivar participants: the participants of the state's round, in rank order (a complete
+    :ivar round: the run's round, or ``None`` if the run has no state yet (nor any of
+        the fields below that describe it)
+    :ivar complete: whether the round is complete: it has its participants and ranks
+    :ivar closed: whether the run is closed (:meth:`Rendezvous.set_closed`)
+    :ivar min_nodes: the run's ``min_nodes``, or ``None`` without a state
+    :ivar max_nodes: the run's ``max_nodes``, or ``None`` without a state
+    :ivar previous: in an open round after the first, the live nodes of the last round
+        when it opened (the nodes D6 waits for); else ``None``
+    :ivar participants: the participants of the round, in rank order (a complete
         round has them; an open one has none yet)
     :ivar joined: if the round is open, the live nodes that joined it, earliest first:
         they wait for it to complete
@@ -85,24 +120,30 @@ class RunReport:
     :ivar data_keys: how many keys the run has under its adapters' subtree,
         ``<prefix>/<run_id>/store/`` (the torchrun backend's store): not the
         rendezvous's, and never malformed
-    :ivar previous: if the round is open, the live participants of the round before it,
-        which a round after the first waits for (D6); ``None`` in round 0
     :ivar coordinator: the node that decides the run's rounds, or ``None``
+    :ivar bootstrap: for a complete round, the torchrun backend's bootstrap, if the run
+        has keys under its adapters' subtree or the round's rank 0 is gone; else
+        ``None``
     """
 
     run_id: str
     prefix: str
     revision: int
     keys: int
-    state: rules.RunState | None
+    round: int | None
+    complete: bool
+    closed: bool
+    min_nodes: int | None
+    max_nodes: int | None
+    previous: tuple[str, ...] | None
     participants: tuple[NodeReport, ...]
     joined: tuple[NodeReport, ...]
     waiting: tuple[NodeReport, ...]
     num_nodes_waiting: int
     others: tuple[NodeReport, ...]
     data_keys: int = 0
-    previous: tuple[str, ...] | None = None
     coordinator: str | None = None
+    bootstrap: Bootstrap | None = None
 
 
 def run_prefix(run_id: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -159,17 +200,28 @@ def _view(kvs: list[KeyValue], start: str) -> tuple[rules.View, dict[str, int], 
     return view, leases, coordinator
 
 
-async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX) -> RunReport:
-    """Read run ``run_id``: one read of its keys, then the TTL of each node's lease.
+async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREFIX) -> RunReport:
+    """Read run ``run_id`` of :class:`Rendezvous` nodes: its round, whether it is
+    complete or closed, its participants with their ranks, the nodes that wait, and the
+    TTL of each node's lease. It only reads: one read of the run's keys, then the TTL of
+    each node's lease.
+
+    ::
+
+        report = await read_run(store, "job42")
+        for node in report.participants:
+            print(node.rank, node.node, node.ttl, node.payload)
 
     :param store: the store
     :param run_id: the run
-    :param prefix: the key prefix of all runs
-    :raises TypeError: if ``run_id`` or ``prefix`` is not a ``str``
+    :param prefix: the key prefix of all runs, as the nodes were given it
+    :return: the run as its keys say at one revision
+    :raises TypeError: if an argument has the wrong type
     :raises ValueError: if ``run_id`` is empty or has a ``/``
-    :raises MalformedRun: if a key of the run holds a value no node writes
+    :raises RendezvousError: if a key of the run holds a value no node writes
     :raises StoreError: if the store fails
     """
+    check_store(store)
     start = run_prefix(run_id, prefix)
     kvs, revision = await store.get_prefix_kv(start)
     data = start + rules.DATA
@@ -185,12 +237,6 @@ async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
     async with anyio.create_task_group() as tg:
         for name, lease in leases.items():
             tg.start_soon(ttl, name, lease)
-
-    def report(name: str) -> NodeReport:
-        join = view.joins.get(name)
-        return NodeReport(
-            name, name in view.members, None if join is None else join[0], ttls.get(name)
-        )
 
     participants: list[str] = []
     joined: list[str] = []
@@ -208,6 +254,33 @@ async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
             last = view.participants_of(state.round - 1)
             if last is not None:
                 previous = tuple(name for name in last if name in view.members)
+    ranks = {name: rank for rank, name in enumerate(participants)}
+
+    def report(name: str) -> NodeReport:
+        join = view.joins.get(name)
+        member = view.members.get(name)
+        return NodeReport(
+            name,
+            member is not None,
+            None if join is None else join[0],
+            ttls.get(name),
+            ranks.get(name),
+            None if member is None else member.payload,
+        )
+
+    bootstrap = None
+    if state is not None and state.complete and participants:
+        round_prefix = data + TORCH_ROUND_PREFIX.format(run_id=run_id, round=state.round)
+        values = {kv.key: kv.value for kv in kvs if kv.key.startswith(round_prefix)}
+        if data_keys or participants[0] not in view.members:
+
+            def text(name: str) -> str | None:
+                value = values.get(round_prefix + name)
+                return None if value is None else value.decode("utf-8", "replace")
+
+            bootstrap = Bootstrap(
+                state.round, round_prefix + MASTER_ADDR, text(MASTER_ADDR), text(MASTER_PORT)
+            )
     shown = {*participants, *joined, *waiting}
     others = sorted((set(view.members) | set(view.joins)) - shown)
     return RunReport(
@@ -215,30 +288,45 @@ async def read_run(store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
         prefix=start,
         revision=revision,
         keys=len(kvs),
-        state=state,
+        round=None if state is None else state.round,
+        complete=state is not None and state.complete,
+        closed=state is not None and state.closed,
+        min_nodes=None if state is None else state.min_nodes,
+        max_nodes=None if state is None else state.max_nodes,
+        previous=previous,
         participants=tuple(report(n) for n in participants),
         joined=tuple(report(n) for n in joined),
         waiting=tuple(report(n) for n in waiting),
         num_nodes_waiting=counted,
         others=tuple(report(n) for n in others),
         data_keys=data_keys,
-        previous=previous,
         coordinator=coordinator,
+        bootstrap=bootstrap,
     )
 
 
 async def watch_run(
-    store: RunStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
+    store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREFIX
 ) -> AsyncGenerator[RunReport, None]:
-    """Yield a report of run ``run_id`` now, then again after every change of its keys.
+    """Yield a report of run ``run_id`` now, as :func:`read_run` gives it, then again
+    after every change of its keys.
 
     One watch on the run's prefix; changes that come together give one report. If the
     watch breaks, or a read after a change fails on a passing fault, it backs off,
     logging a warning, and watches again from where it was, so that no change is missed;
     if the store compacted that history meanwhile, it reads the run afresh. (A lease's
-    TTL running down is not a change.)
+    TTL running down is not a change.) Close it with ``contextlib.aclosing``::
 
-    :raises MalformedRun: if a key of the run holds a value no node writes
+        async with aclosing(watch_run(store, "job42")) as reports:
+            async for report in reports:
+                ...
+
+    :param store: the store
+    :param run_id: the run
+    :param prefix: the key prefix of all runs, as the nodes were given it
+    :raises TypeError: if an argument has the wrong type
+    :raises ValueError: if ``run_id`` is empty or has a ``/``
+    :raises RendezvousError: if a key of the run holds a value no node writes
     :raises StoreError: if the first read of the run fails, or the store fails in a way
         that does not pass (a refused permission, say)
     """

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, final
 from .._core._delay import backoff, delay
 from .._exceptions import LeaseExpired, RendezvousClosed, RendezvousError, StoreConnectionError
 from .._stores._model import Lease
-from .._stores._txn import Compare, Put
+from .._stores._txn import Compare, Delete, Put
 from . import _rules as rules
 
 if TYPE_CHECKING:
@@ -63,6 +63,10 @@ class Rounds:
         self.handed_out: int | None = None
         #: the round this node's join key asks for, once it is put
         self.joined: int | None = None
+        # A call ended without a round and withdrew its join: the next call deletes the
+        # join key again first, since a put of the withdrawn call may have landed after
+        # the delete (a batch in flight), or the delete failed.
+        self._withdrawn = False
 
     def _check_errors(self) -> None:
         errors = self._entry.run.errors
@@ -95,8 +99,9 @@ class Rounds:
         """Join the next round, and wait until it completes with this node in it.
 
         :raises RendezvousClosed: if the run is closed, or is closed meanwhile
-        :raises RendezvousError: if the run's state is malformed, its nodes disagree on
-            ``min_nodes`` or ``max_nodes``, or this node's lease is gone
+        :raises RendezvousError: if the run's state is malformed, or its nodes disagree
+            on ``min_nodes`` or ``max_nodes``
+        :raises HeartbeatLost: if this node's lease is gone
         :return: the round's state and record
         """
         retry: Iterator[float] | None = None
@@ -126,6 +131,9 @@ class Rounds:
                 await run.until_changed(version, action.until)
                 continue
             try:
+                if self._withdrawn:
+                    await self._store.txn([], [Delete(self._keys.join)])
+                    self._withdrawn = False
                 await self._join(action.round)
             except StoreConnectionError as exc:
                 retry = retry or backoff(0.05, 2.0)
@@ -140,10 +148,11 @@ class Rounds:
                 await delay(pause)
                 continue
             except LeaseExpired as exc:
-                raise RendezvousError(
-                    f"node {self._node!r} of run {self._run_id!r}: its lease is gone"
-                ) from exc
+                # The heartbeat's renewals hear of it too: both raise this one error.
+                loss = self._lease._lost(f"the store said its lease is gone: {exc}", exc)
+                break
             retry = None
+        raise loss
 
     async def _join(self, round: int) -> None:
         """Put this node's join key for ``round``."""
@@ -156,12 +165,15 @@ class Rounds:
         logger.debug("node %r joins round %d of run %r", self._node, round, self._run_id)
 
     async def withdraw(self) -> None:
-        """Delete this node's join key: it takes part in no round it has not been handed.
+        """Delete this node's join key: a call of :meth:`next` ended without a round
+        (a timeout, a cancellation), so no round may count this node, and the next call
+        joins afresh.
 
-        :raises StoreError: if the delete fails
+        :raises StoreError: if the store fails; the next call then deletes the key
         """
         self.joined = None
-        await self._store.delete(self._keys.join)
+        self._withdrawn = True
+        await self._store.txn([], [Delete(self._keys.join)])
 
     async def close(self) -> None:
         """Close the run, and wait until the watch shows it closed.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .._exceptions import LeaseExpired
 from ._history import History
-from ._model import CasResult, EventType, KeyValue, Lease, StoreEvent
+from ._model import CasResult, EventType, KeyValue, Lease, StoreEvent, lease_id_of
 from ._txn import DeleteResult, Get, GetResult, Put, PutResult, TxnOpResult, TxnResult
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class _LeaseState:
 
 def _utf8_order(kv: KeyValue) -> bytes:
     """etcd's order of keys: by their bytes."""
-    return kv.key.encode("utf-8", "surrogatepass")
+    return kv.key.encode()
 
 
 def _gone(lease_id: int) -> LeaseExpired:
@@ -113,9 +113,9 @@ class KeySpace:
         if state is not None:
             self._commit(self._revision + 1, self._unset(state.keys, self._revision + 1))
 
-    def _check_lease(self, lease: Lease | None) -> None:
-        if lease is not None and lease.id not in self._leases:
-            raise _gone(lease.id)
+    def _check_lease(self, lease_id: int | None) -> None:
+        if lease_id is not None and lease_id not in self._leases:
+            raise _gone(lease_id)
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -138,14 +138,14 @@ class KeySpace:
         """Every key under ``prefix`` with its value."""
         return {k: kv.value for k, kv in self._data.items() if k.startswith(prefix)}
 
-    def put(self, key: str, value: bytes, lease: Lease | None) -> KeyValue:
-        """Set ``key`` at a new revision, under ``lease`` if given.
+    def put(self, key: str, value: bytes, lease_id: int | None) -> KeyValue:
+        """Set ``key`` at a new revision, under lease ``lease_id`` if given.
 
-        :raises LeaseExpired: if ``lease`` is gone
+        :raises LeaseExpired: if the lease is gone
         """
-        self._check_lease(lease)
+        self._check_lease(lease_id)
         events: list[StoreEvent] = []
-        kv = self._set(key, value, lease, self._revision + 1, events)
+        kv = self._set(key, value, lease_id, self._revision + 1, events)
         self._commit(self._revision + 1, events)
         return kv
 
@@ -157,17 +157,17 @@ class KeySpace:
         return len(keys)
 
     def compare_and_swap(
-        self, key: str, value: bytes, expected_mod_revision: int, lease: Lease | None
+        self, key: str, value: bytes, expected_mod_revision: int, lease_id: int | None
     ) -> CasResult:
         """Set ``key`` if its mod revision (0 if absent) is ``expected_mod_revision``.
 
-        :raises LeaseExpired: if the comparison holds and ``lease`` is gone
+        :raises LeaseExpired: if the comparison holds and the lease is gone
         """
         current = self._data.get(key)
         if (0 if current is None else current.mod_revision) != expected_mod_revision:
             return CasResult(False, current)
         # As etcd: the lease is checked only on the branch that runs.
-        return CasResult(True, self.put(key, value, lease))
+        return CasResult(True, self.put(key, value, lease_id))
 
     def txn(
         self, compares: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]
@@ -183,7 +183,7 @@ class KeySpace:
         for op in ops:
             # As etcd: the leases of the branch that runs, and only those, must be alive.
             if isinstance(op, Put):
-                self._check_lease(op.lease)
+                self._check_lease(lease_id_of(op.lease))
         revision = self._revision + 1
         events: list[StoreEvent] = []
         results: list[TxnOpResult] = []
@@ -191,7 +191,7 @@ class KeySpace:
             if isinstance(op, Get):
                 results.append(GetResult(tuple(self.range(op.key, op.prefix))))
             elif isinstance(op, Put):
-                self._set(op.key, op.value, op.lease, revision, events)
+                self._set(op.key, op.value, lease_id_of(op.lease), revision, events)
                 results.append(PutResult(revision))
             else:
                 keys = [kv.key for kv in self.range(op.key, op.prefix)]
@@ -203,13 +203,12 @@ class KeySpace:
     # -- changes -------------------------------------------------------------------------
 
     def _set(
-        self, key: str, value: bytes, lease: Lease | None, revision: int, events: list[StoreEvent]
+        self, key: str, value: bytes, lease_id: int | None, revision: int, events: list[StoreEvent]
     ) -> KeyValue:
         """Put ``key`` at ``revision`` (the lease must be alive), and add its event."""
         previous = self._data.get(key)
         if previous is not None and previous.lease is not None and previous.lease in self._leases:
             self._leases[previous.lease].keys.discard(key)
-        lease_id = None if lease is None else lease.id
         kv = KeyValue(
             key,
             value,

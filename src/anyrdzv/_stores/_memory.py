@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .._checks import check_int, check_str
+from .._checks import check_int
 from ._keyspace import KeySpace
 from ._memory_watch import Changes, MemoryWatch
 from ._model import (
@@ -18,6 +18,8 @@ from ._model import (
     check_key,
     check_lease_id,
     check_mod_revision,
+    check_optional_lease,
+    check_prefix,
     check_put,
     check_ttl,
 )
@@ -25,7 +27,11 @@ from ._txn import TxnResult, check_txn
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from types import TracebackType
 
+    from typing_extensions import Self
+
+    from ._protocol import WatchStream
     from ._txn import Compare, TxnOp
 
 
@@ -38,17 +44,17 @@ class MemoryStore:
     etcd's: a lease revoke deletes all its keys at one revision, and a watch can resume
     from any revision still in the history.
 
-    Use one ``MemoryStore`` within one event loop.
+    Use one ``MemoryStore`` within one event loop. It needs no opening, but it is an
+    async context manager as :class:`EtcdStore` is, so that code written for any store
+    can say ``async with store:``. It holds nothing to release: entering gives the store
+    itself, and may happen any number of times, nested or at once (several agents of one
+    process sharing a store, as they share a cluster); leaving, or :meth:`aclose`, keeps
+    every key, lease and watch, and the store stays usable.
+
+    A key and value over 1.5 MiB together are refused, as etcd refuses them.
 
     :param history_limit: how many events to keep for watches to resume from; older
         ones are compacted away
-
-    .. versionchanged:: 0.2
-       Keys carry etcd's create and mod revisions and versions; :meth:`get`,
-       :meth:`get_prefix_kv`, :meth:`delete`, :meth:`delete_prefix`,
-       :meth:`compare_and_swap` and :meth:`txn` answer as etcd does, and watch events
-       carry the key's create revision, version and lease. A key and value over 1.5 MiB
-       together (:data:`MAX_VALUE_BYTES`) are refused, as etcd refuses them.
     """
 
     def __init__(self, *, history_limit: int = 100_000) -> None:
@@ -56,6 +62,23 @@ class MemoryStore:
         self._keys = KeySpace(
             check_int("history_limit", history_limit, least=1), self._changes.notify
         )
+
+    async def __aenter__(self) -> Self:
+        await anyio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Nothing to release: the keys, leases and watches stay, and so does the store's
+        use (see the class)."""
+        await anyio.lowlevel.checkpoint()
 
     async def _ready(self) -> tuple[KeySpace, float]:
         """A checkpoint; then the state, with every lease that is due expired, and the
@@ -76,90 +99,85 @@ class MemoryStore:
         keys, now = await self._ready()
         return keys.grant(ttl, now)
 
-    async def keep_alive(self, lease: Lease) -> int:
+    async def keep_alive(self, lease: Lease | int) -> int:
         """Renew ``lease`` to its full TTL and return that TTL.
 
+        :param lease: the lease, or its id
         :raises LeaseExpired: if the lease is gone
+        :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an ``int``
         """
+        lease_id = check_lease_id(lease)
         keys, now = await self._ready()
-        return keys.keep_alive(lease.id, now)
+        return keys.keep_alive(lease_id, now)
 
     async def time_to_live(self, lease: Lease | int) -> int | None:
         """Return the remaining time to live of ``lease``, in whole seconds (rounded
         down, as etcd does); or ``None`` if the lease is gone (expired, revoked or never
-        granted). It does not renew the lease. It is not part of
-        :class:`~anyrdzv.LeaseStore`.
+        granted). It does not renew the lease.
 
         :param lease: the lease, or its id (as :attr:`KeyValue.lease` gives it)
         :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an int
-
-        .. versionadded:: 0.2
         """
         lease_id = check_lease_id(lease)
         keys, now = await self._ready()
         return keys.time_to_live(lease_id, now)
 
-    async def revoke(self, lease: Lease) -> None:
-        """Revoke ``lease`` now, deleting its keys."""
+    async def revoke(self, lease: Lease | int) -> None:
+        """Revoke ``lease`` now, deleting its keys. Revoking a gone lease is not an error.
+
+        :param lease: the lease, or its id
+        :raises TypeError: if ``lease`` is neither a :class:`Lease` nor an ``int``
+        """
+        lease_id = check_lease_id(lease)
         keys, _ = await self._ready()
-        keys.revoke(lease.id)
+        keys.revoke(lease_id)
 
     # -- keys ----------------------------------------------------------------------------
 
-    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
-        """Set ``key`` to ``value``, under ``lease`` if given; return the new revision.
+    async def put(self, key: str, value: bytes, *, lease: Lease | int | None = None) -> int:
+        """Set ``key`` to ``value``, under ``lease`` (a :class:`Lease` or its id) if given;
+        return the new revision.
 
         :raises LeaseExpired: if ``lease`` is gone
         """
         check_put(key, value)
+        lease_id = check_optional_lease(lease)
         keys, _ = await self._ready()
-        return keys.put(key, value, lease).mod_revision
+        return keys.put(key, value, lease_id).mod_revision
 
     async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
         """Return every key under ``prefix`` with its value, and the store revision."""
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.values(prefix), keys.revision
 
     async def get(self, key: str) -> KeyValue | None:
-        """Return ``key`` with its value and revisions, or ``None`` if it is absent.
-
-        .. versionadded:: 0.2
-        """
+        """Return ``key`` with its value and revisions, or ``None`` if it is absent."""
         check_key(key)
         keys, _ = await self._ready()
         return keys.get(key)
 
     async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Return every key under ``prefix``, sorted by key, and the revision read at.
-
-        .. versionadded:: 0.2
-        """
-        check_str("prefix", prefix)
+        """Return every key under ``prefix``, sorted by key, and the revision read at."""
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.range(prefix, True), keys.revision
 
     async def count_prefix(self, prefix: str) -> int:
         """Return how many keys are under ``prefix`` (see :meth:`LeaseStore.count_prefix`)."""
-        check_str("prefix", prefix)
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.count(prefix)
 
     async def delete(self, key: str) -> bool:
-        """Delete ``key``; return whether it existed (see :meth:`LeaseStore.delete`).
-
-        .. versionadded:: 0.2
-        """
+        """Delete ``key``; return whether it existed (see :meth:`LeaseStore.delete`)."""
         check_key(key)
         keys, _ = await self._ready()
         return keys.delete(key, False) > 0
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Delete every key under ``prefix``, at one revision; return how many there were.
-
-        .. versionadded:: 0.2
-        """
-        check_str("prefix", prefix)
+        """Delete every key under ``prefix``, at one revision; return how many there were."""
+        check_prefix(prefix)
         keys, _ = await self._ready()
         return keys.delete(prefix, True)
 
@@ -169,22 +187,22 @@ class MemoryStore:
         value: bytes,
         *,
         expected_mod_revision: int,
-        lease: Lease | None = None,
+        lease: Lease | int | None = None,
     ) -> CasResult:
         """Set ``key`` to ``value`` only if its ``mod_revision`` is
         ``expected_mod_revision`` (0: only if the key is absent), atomically, as
         :meth:`LeaseStore.compare_and_swap` says.
 
+        :param lease: the lease to put the key under (a :class:`Lease` or its id), if any
         :raises LeaseExpired: if the comparison held but ``lease`` is gone; nothing is
             written
         :raises ValueError: if ``expected_mod_revision`` is negative, or the value too large
-
-        .. versionadded:: 0.2
         """
         check_put(key, value)
         check_mod_revision("expected_mod_revision", expected_mod_revision)
+        lease_id = check_optional_lease(lease)
         keys, _ = await self._ready()
-        return keys.compare_and_swap(key, value, expected_mod_revision, lease)
+        return keys.compare_and_swap(key, value, expected_mod_revision, lease_id)
 
     async def txn(
         self,
@@ -200,8 +218,6 @@ class MemoryStore:
             lease; nothing is written
         :raises ValueError: if the txn is too large, or a branch writes a key twice
         :raises TypeError: if an argument is not a sequence of the right kind
-
-        .. versionadded:: 0.2
         """
         compares, on_success, on_failure = check_txn(compare, success, failure)
         keys, _ = await self._ready()
@@ -213,11 +229,15 @@ class MemoryStore:
         *,
         start_revision: int,
         on_open: Callable[[], object] | None = None,
-    ) -> MemoryWatch:
+    ) -> WatchStream:
         """Yield every change under ``prefix`` from ``start_revision`` on, in order.
 
         :param on_open: called when the watch is first waited on
         :raises StoreCompacted: if ``start_revision`` is older than the kept history
+        :raises ValueError: if ``start_revision`` is negative, or ``prefix`` holds a lone
+            surrogate, at once
+        :raises TypeError: if an argument has the wrong type, at once
         """
-        check_str("prefix", prefix)
+        check_prefix(prefix)
+        check_int("start_revision", start_revision, least=0)
         return MemoryWatch(self._keys, self._changes, prefix, start_revision, on_open)

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from ._model import StoreEvent
 
 
+#: The position of a watch from ``start_revision=0`` before it is first waited on.
+_FROM_NOW = -1
+
+
 class Changes:
     """Wakes the watches of one store when its history grows."""
 
@@ -47,6 +51,8 @@ class MemoryWatch:
 
     :param keys: the store's state
     :param changes: what wakes it when the history grows
+    :param start_revision: the first revision to yield the changes of; 0 for the changes
+        after the watch is first waited on, as etcd watches from its revision then
     :param on_open: called when the watch is first waited on
     """
 
@@ -63,7 +69,10 @@ class MemoryWatch:
         self._prefix = prefix
         self._start_revision = start_revision
         self._on_open = on_open
-        self._position = keys.history.position(start_revision)  # None: compacted
+        # None: compacted; unset for start_revision 0, until the watch is first waited on.
+        self._position: int | None = (
+            keys.history.position(start_revision) if start_revision else _FROM_NOW
+        )
 
     def __aiter__(self) -> MemoryWatch:
         return self
@@ -74,6 +83,9 @@ class MemoryWatch:
 
     async def __anext__(self) -> StoreEvent:
         await anyio.lowlevel.checkpoint()
+        if self._position == _FROM_NOW:
+            self._keys.expire(anyio.current_time())
+            self._position = self._keys.history.position(self._keys.revision + 1)
         if self._on_open is not None:
             on_open, self._on_open = self._on_open, None
             on_open()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .._checks import check_bytes, check_int, check_str, is_int, wrong_type
+from .._checks import check_bytes, check_int, check_str, echo, is_int, wrong_type
 
 
 def check_ttl(ttl: object) -> int:
@@ -24,14 +24,39 @@ def check_ttl(ttl: object) -> int:
 MAX_VALUE_BYTES = 1_572_864 - 4096
 
 
-def check_key(key: object) -> str:
-    """Return ``key`` if it is a non-empty ``str``: etcd has no empty key.
+def check_prefix(prefix: object, name: str = "prefix") -> str:
+    """Return ``prefix`` if it is a ``str`` that UTF-8 can encode (``""`` is every key).
 
-    .. versionadded:: 0.2
+    etcd's keys are bytes, which a store sends a ``str`` as, in UTF-8; a lone surrogate
+    (such as ``"\\udcff"``, which ``os.fsdecode`` makes of a byte that is not UTF-8) has
+    no UTF-8 form, so every store refuses it alike, before any I/O.
+
+    :param name: the parameter, for the error message
+    :raises TypeError: if it is not a ``str``
+    :raises ValueError: if it holds a lone surrogate
     """
-    text = check_str("key", key)
+    text = check_str(name, prefix)
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{name} must be text that UTF-8 can encode, got {echo(text)}, which holds a "
+            f"lone surrogate at index {exc.start}"
+        ) from None
+    return text
+
+
+def check_key(key: object, name: str = "key") -> str:
+    """Return ``key`` if it is a non-empty ``str`` that UTF-8 can encode: etcd has no
+    empty key (and see :func:`check_prefix`).
+
+    :param name: the parameter, for the error message
+    :raises TypeError: if it is not a ``str``
+    :raises ValueError: if it is empty, or holds a lone surrogate
+    """
+    text = check_prefix(key, name)
     if not text:
-        raise ValueError("key must not be empty")
+        raise ValueError(f"{name} must not be empty")
     return text
 
 
@@ -41,7 +66,7 @@ def check_put(key: object, value: object) -> None:
     text = check_key(key)
     value = check_bytes("value", value)
     if len(value) + 4 * len(text) > MAX_VALUE_BYTES:  # UTF-8 takes at most 4 bytes a character
-        size = len(value) + len(text.encode("utf-8", "surrogatepass"))
+        size = len(value) + len(text.encode())
         if size > MAX_VALUE_BYTES:
             raise ValueError(
                 f"value is too large: the key and value hold {size} bytes, and a store "
@@ -54,18 +79,47 @@ def check_mod_revision(name: str, revision: object) -> int:
     return check_int(name, revision, least=0)
 
 
-def check_lease_id(lease: object) -> int:
-    """The id of ``lease``: a :class:`Lease`, or a lease id as :attr:`KeyValue.lease`
-    gives it.
+#: The largest lease id: etcd's lease ids are 64-bit signed integers.
+MAX_LEASE_ID = 2**63 - 1
 
+
+def check_lease_id(lease: object, *, least: int = 1) -> int:
+    """The id of ``lease``: a :class:`Lease`, or a lease id as :attr:`KeyValue.lease`
+    gives it. Every parameter that takes a lease takes either.
+
+    :param least: the smallest id taken: 1, since no store grants lease 0; 0 where it
+        means "no lease" (:meth:`Compare.lease`)
     :raises TypeError: if ``lease`` is neither
-    :raises ValueError: if the id is negative
+    :raises ValueError: if the id is below ``least`` or above :data:`MAX_LEASE_ID`
     """
     if isinstance(lease, Lease):
         return lease.id
     if not is_int(lease):
         raise wrong_type("lease", lease, "a Lease or an int")
-    return check_int("lease", lease, least=0)
+    check_int("lease", lease, least=least)
+    if lease > MAX_LEASE_ID:
+        raise ValueError(
+            f"lease must be at most {MAX_LEASE_ID} (etcd's lease ids are 64-bit), got {echo(lease)}"
+        )
+    return lease
+
+
+def check_optional_lease(lease: object) -> int | None:
+    """The id of ``lease`` (see :func:`check_lease_id`), or ``None`` for no lease.
+
+    :raises TypeError: if ``lease`` is not a :class:`Lease`, an ``int`` or ``None``
+    :raises ValueError: if the id is out of range
+    """
+    if lease is None:
+        return None
+    if not isinstance(lease, Lease) and not is_int(lease):
+        raise wrong_type("lease", lease, "a Lease, an int or None")
+    return check_lease_id(lease)
+
+
+def lease_id_of(lease: Lease | int | None) -> int | None:
+    """The id of a lease already checked: a :class:`Lease`, its id, or ``None``."""
+    return lease.id if isinstance(lease, Lease) else lease
 
 
 class EventType(enum.Enum):
@@ -78,6 +132,10 @@ class EventType(enum.Enum):
 @dataclass(frozen=True)
 class Lease:
     """A lease granted by a store. Keys put under it vanish when it expires.
+
+    Every parameter that takes a lease takes a ``Lease`` or its id, an ``int``, as
+    :attr:`KeyValue.lease` and :attr:`StoreEvent.lease` give it: a key's lease can be
+    renewed, revoked or reused without knowing its TTL.
 
     :ivar id: the store's id for the lease
     :ivar ttl: the time to live it was granted with, in seconds
@@ -99,8 +157,6 @@ class KeyValue:
         :meth:`LeaseStore.compare_and_swap` compares
     :ivar version: how many puts the key has had since it was created (1 after the first)
     :ivar lease: the id of the lease the key lives under, or ``None``
-
-    .. versionadded:: 0.2
     """
 
     key: str
@@ -118,8 +174,6 @@ class CasResult:
     :ivar succeeded: whether the key was written
     :ivar kv: on success, the key as written (its ``mod_revision`` is the revision of the
         write); on failure, the key as it is now, or ``None`` if it is absent
-
-    .. versionadded:: 0.2
     """
 
     succeeded: bool
@@ -141,9 +195,6 @@ class StoreEvent:
         for ``DELETE``
     :ivar lease: for ``PUT``, the id of the lease the key lives under, or ``None``;
         ``None`` for ``DELETE``
-
-    .. versionchanged:: 0.2
-       ``create_revision``, ``version``, ``lease`` and :attr:`mod_revision`.
     """
 
     type: EventType
@@ -156,8 +207,5 @@ class StoreEvent:
 
     @property
     def mod_revision(self) -> int:
-        """The store revision of the change: the same as :attr:`revision`.
-
-        .. versionadded:: 0.2
-        """
+        """The store revision of the change: the same as :attr:`revision`."""
         return self.revision

@@ -28,36 +28,47 @@ class WatchStream(Protocol):
 
 
 class LeaseStore(Protocol):
-    """An async key-value store with leases, watches, revisions and transactions, with
+    r"""An async key-value store with leases, watches, revisions and transactions, with
     etcd's semantics.
 
     :class:`MemoryStore` and :class:`EtcdStore` implement it, and pass one contract
-    test suite. Heartbeats and the members functions need only :meth:`grant`,
+    test suite. Keys and prefixes are ``str``\\ s that UTF-8 can encode; both stores
+    refuse one with a lone surrogate with a ``ValueError``, before any I/O. Both are
+    async context managers too, but the protocol does not ask for it, so that a store
+    with these methods alone is one. Heartbeats and the members functions need only :meth:`grant`,
     :meth:`keep_alive`, :meth:`revoke`, :meth:`put`, :meth:`get_prefix` and
-    :meth:`watch_prefix`, and check only those (see :func:`check_store`).
+    :meth:`watch_prefix`, and a store passed to them needs only those.
 
-    .. versionchanged:: 0.2
-       :meth:`get`, :meth:`get_prefix_kv`, :meth:`delete`, :meth:`delete_prefix`,
-       :meth:`compare_and_swap` and :meth:`txn`.
+    Every parameter that takes a lease takes a :class:`Lease` or its id, an ``int``, as
+    :attr:`KeyValue.lease` gives it.
     """
 
     async def grant(self, ttl: int) -> Lease:
         """Grant a lease that lives ``ttl`` seconds unless kept alive."""
         ...
 
-    async def keep_alive(self, lease: Lease) -> int:
-        """Renew ``lease`` and return its remaining time to live, in seconds.
+    async def keep_alive(self, lease: Lease | int) -> int:
+        """Renew ``lease`` (a :class:`Lease` or its id) and return its remaining time to
+        live, in seconds.
 
         :raises LeaseExpired: if the lease is gone
         """
         ...
 
-    async def revoke(self, lease: Lease) -> None:
-        """Revoke ``lease`` now, deleting its keys. Revoking a gone lease is not an error."""
+    async def revoke(self, lease: Lease | int) -> None:
+        """Revoke ``lease`` (a :class:`Lease` or its id) now, deleting its keys. Revoking
+        a gone lease is not an error."""
         ...
 
-    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
-        """Set ``key`` to ``value``, under ``lease`` if given; return the new revision.
+    async def time_to_live(self, lease: Lease | int) -> int | None:
+        """Return the remaining time to live of ``lease`` (a :class:`Lease` or its id),
+        in whole seconds, rounded down; or ``None`` if the lease is gone (expired,
+        revoked or never granted). It does not renew the lease."""
+        ...
+
+    async def put(self, key: str, value: bytes, *, lease: Lease | int | None = None) -> int:
+        """Set ``key`` to ``value``, under ``lease`` (a :class:`Lease` or its id) if given;
+        return the new revision.
 
         :raises LeaseExpired: if ``lease`` is gone
         """
@@ -76,9 +87,10 @@ class LeaseStore(Protocol):
     ) -> WatchStream:
         """Yield every change under ``prefix`` from ``start_revision`` on, in order.
 
-        ``on_open``, if given, is called each time the store confirms the watch (for
-        etcd, again whenever the stream is made anew): a caller can tell a watch that
-        works but is quiet from one that keeps failing.
+        ``start_revision=0`` means from now on: the changes after the store confirms the
+        watch, as etcd means it. ``on_open``, if given, is called each time the store
+        confirms the watch (for etcd, again whenever the stream is made anew): a caller
+        can tell a watch that works but is quiet from one that keeps failing.
 
         :raises StoreCompacted: if ``start_revision`` is older than the kept history
         :raises StoreConnectionError: if the stream breaks; resume from the next revision
@@ -86,17 +98,11 @@ class LeaseStore(Protocol):
         ...
 
     async def get(self, key: str) -> KeyValue | None:
-        """Return ``key`` with its value and revisions, or ``None`` if it is absent.
-
-        .. versionadded:: 0.2
-        """
+        """Return ``key`` with its value and revisions, or ``None`` if it is absent."""
         ...
 
     async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Return every key under ``prefix``, sorted by key, and the revision read at.
-
-        .. versionadded:: 0.2
-        """
+        """Return every key under ``prefix``, sorted by key, and the revision read at."""
         ...
 
     async def count_prefix(self, prefix: str) -> int:
@@ -106,16 +112,11 @@ class LeaseStore(Protocol):
     async def delete(self, key: str) -> bool:
         """Delete ``key``; return whether it existed. Deleting an absent key changes
         nothing, not even the store revision.
-
-        .. versionadded:: 0.2
         """
         ...
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Delete every key under ``prefix``, at one revision; return how many there were.
-
-        .. versionadded:: 0.2
-        """
+        """Delete every key under ``prefix``, at one revision; return how many there were."""
         ...
 
     async def compare_and_swap(
@@ -124,18 +125,16 @@ class LeaseStore(Protocol):
         value: bytes,
         *,
         expected_mod_revision: int,
-        lease: Lease | None = None,
+        lease: Lease | int | None = None,
     ) -> CasResult:
         """Set ``key`` to ``value`` only if its ``mod_revision`` is
         ``expected_mod_revision`` (0: only if the key is absent), atomically.
 
-        :param lease: the lease to put the key under, if any
+        :param lease: the lease to put the key under (a :class:`Lease` or its id), if any
         :return: whether it was written, with the key as written, or as it is now
         :raises LeaseExpired: if the comparison held but ``lease`` is gone; nothing is
             written
         :raises ValueError: if ``expected_mod_revision`` is negative, or the value too large
-
-        .. versionadded:: 0.2
         """
         ...
 
@@ -163,8 +162,6 @@ class LeaseStore(Protocol):
             writes one key twice (two puts, or a put and a delete that covers it), or if
             the txn is over 1.5 MiB; checked before anything is sent or written
         :raises TypeError: if an argument is not a sequence of the right kind
-
-        .. versionadded:: 0.2
         """
         ...
 

@@ -23,8 +23,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, TypeVar
 
-from .._checks import check_bytes, check_int, check_str, cut, echo, is_int, type_name, wrong_type
-from ._model import MAX_VALUE_BYTES, KeyValue, Lease, check_key, check_lease_id, check_put
+from .._checks import check_bytes, check_int, cut, echo, is_int, type_name, wrong_type
+from ._model import (
+    MAX_VALUE_BYTES,
+    KeyValue,
+    Lease,
+    check_key,
+    check_lease_id,
+    check_optional_lease,
+    check_prefix,
+    check_put,
+)
 
 __all__ = (
     "MAX_TXN_OPS",
@@ -68,7 +77,7 @@ TXN_ITEM_BYTES = 64
 
 
 def _utf8_size(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
+    return len(text.encode())
 
 
 def _check_prefix_flag(prefix: object) -> bool:
@@ -79,7 +88,7 @@ def _check_prefix_flag(prefix: object) -> bool:
 
 def _check_range_key(key: object, prefix: bool) -> str:
     """A key, or with ``prefix`` a prefix, which may be empty: every key."""
-    return check_str("key", key) if prefix else check_key(key)
+    return check_prefix(key, "key") if prefix else check_key(key)
 
 
 def _in_range(key: str, start: str, prefix: bool) -> bool:
@@ -108,8 +117,6 @@ class Compare:
     :raises TypeError: if a field has the wrong type
     :raises ValueError: if the key is empty, the operator or target unknown, or an
         ``int`` operand negative
-
-    .. versionadded:: 0.2
     """
 
     key: str
@@ -190,7 +197,7 @@ class Compare:
         """
         if lease is not None and not isinstance(lease, Lease) and not is_int(lease):
             raise wrong_type("lease", lease, "a Lease, an int or None")
-        return cls(key, "lease", op, 0 if lease is None else check_lease_id(lease))
+        return cls(key, "lease", op, 0 if lease is None else check_lease_id(lease, least=0))
 
     @classmethod
     def absent(cls, key: str) -> Compare:
@@ -244,25 +251,20 @@ class Put:
 
     :ivar key: the key, not empty
     :ivar value: its new value
-    :ivar lease: the lease to put it under, or ``None``: a put without a lease takes the
-        key out of the lease it was under
+    :ivar lease: the lease to put it under, a :class:`Lease` or its id; or ``None``: a
+        put without a lease takes the key out of the lease it was under
     :raises TypeError: if a field has the wrong type
-    :raises ValueError: if the key is empty, or the key and value together are over
-        :data:`~anyrdzv._store.MAX_VALUE_BYTES`
-
-    .. versionadded:: 0.2
+    :raises ValueError: if the key is empty, the key and value together are over 1.5 MiB
+        (etcd's limit on a request), or the lease id is out of range
     """
 
     key: str
     value: bytes
-    lease: Lease | None = None
+    lease: Lease | int | None = None
 
     def __post_init__(self) -> None:
         check_put(self.key, self.value)
-        if self.lease is not None and not isinstance(self.lease, Lease):
-            raise TypeError(
-                f"lease must be a Lease or None, got {type_name(self.lease)} {echo(self.lease)}"
-            )
+        check_optional_lease(self.lease)
 
 
 @dataclass(frozen=True)
@@ -273,8 +275,6 @@ class Delete:
     :ivar prefix: whether ``key`` is a prefix
     :raises TypeError: if a field has the wrong type
     :raises ValueError: if the key is empty and ``prefix`` is false
-
-    .. versionadded:: 0.2
     """
 
     key: str
@@ -294,8 +294,6 @@ class Get:
     :ivar prefix: whether ``key`` is a prefix
     :raises TypeError: if a field has the wrong type
     :raises ValueError: if the key is empty and ``prefix`` is false
-
-    .. versionadded:: 0.2
     """
 
     key: str
@@ -314,8 +312,6 @@ class GetResult:
     """What a :class:`Get` read.
 
     :ivar kvs: the keys found, sorted by key (UTF-8 bytes, as etcd sorts them)
-
-    .. versionadded:: 0.2
     """
 
     kvs: tuple[KeyValue, ...]
@@ -326,8 +322,6 @@ class PutResult:
     """What a :class:`Put` did.
 
     :ivar revision: the revision it wrote the key at: the txn's new revision
-
-    .. versionadded:: 0.2
     """
 
     revision: int
@@ -338,8 +332,6 @@ class DeleteResult:
     """What a :class:`Delete` did.
 
     :ivar deleted: how many keys it deleted (0 if none existed)
-
-    .. versionadded:: 0.2
     """
 
     deleted: int
@@ -358,8 +350,6 @@ class TxnResult:
     :ivar revision: the store revision after the txn: the revision of its writes, if it
         wrote anything
     :ivar results: one answer for each operation of the branch that ran, in order
-
-    .. versionadded:: 0.2
     """
 
     succeeded: bool
@@ -460,9 +450,7 @@ def check_txn(
         operations in a branch; if a branch writes one key twice (two puts, or a put and
         a delete that covers it); or if the txn is too large: its keys and values, with
         :data:`TXN_ITEM_BYTES` for each comparison and operation, over
-        :data:`~anyrdzv._store.MAX_VALUE_BYTES`
-
-    .. versionadded:: 0.2
+        :data:`~._model.MAX_VALUE_BYTES`
     """
     compares = _compares(compare)
     on_success = _ops("success", success)

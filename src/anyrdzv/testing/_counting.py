@@ -71,15 +71,17 @@ class CountingStore(StoreWrapper):
         """How many calls were made, with or without the lease renewals."""
         return sum(n for name, n in self.calls.items() if keep_alives or name != "keep_alive")
 
-    async def _call(self, method: str, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def intercept(self, method: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Count the call, pass it on, and count the bytes of its answer."""
         self.calls[method] += 1
         answer = await call()
         self.bytes_received += _size(answer)
         return answer
 
-    async def _events(
+    async def intercept_watch(
         self, prefix: str, stream: AsyncIterator[StoreEvent]
     ) -> AsyncGenerator[StoreEvent, None]:
+        """Yield the watch's events, counting them and their bytes."""
         async for event in stream:
             self.events += 1
             self.bytes_received += len(event.key.encode("utf-8", "surrogatepass")) + len(

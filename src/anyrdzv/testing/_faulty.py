@@ -133,7 +133,8 @@ class FaultyStore(StoreWrapper):
         for method in methods or METHODS:
             self._faults[method] = fault
 
-    async def _call(self, method: str, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def intercept(self, method: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Count the call; then fail it, hang it, or pass it on, as the faults say."""
         self.calls[method] += 1
         await anyio.lowlevel.checkpoint()
         fault = self._faults.get(method)
@@ -150,9 +151,10 @@ class FaultyStore(StoreWrapper):
                 raise type(fault.error)(*fault.error.args) from None
         return await call()
 
-    async def _events(
+    async def intercept_watch(
         self, prefix: str, stream: AsyncIterator[StoreEvent]
     ) -> AsyncGenerator[StoreEvent, None]:
+        """Yield the watch's events until :meth:`break_watches` cuts it."""
         generation = self._watch_generation
         iterator = stream.__aiter__()
         while True:

@@ -19,8 +19,9 @@ _T = TypeVar("_T")
 
 
 class StoreWrapper:
-    """Every :class:`~anyrdzv.LeaseStore` method of ``store``, each through :meth:`_call`,
-    and every watch through :meth:`_events`.
+    """Every :class:`~anyrdzv.LeaseStore` method of ``store``, each through
+    :meth:`intercept`, and the events of every watch through :meth:`intercept_watch`:
+    override those two to count, fail or delay calls.
 
     :param store: the store to wrap
     :raises TypeError: if ``store`` is not a :class:`~anyrdzv.LeaseStore`
@@ -33,44 +34,54 @@ class StoreWrapper:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
 
-    async def _call(self, method: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        """Run one call of ``method``: ``call()`` passes it on."""
+    async def intercept(self, method: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run one call of ``method``: ``call()`` passes it on to the wrapped store.
+
+        :param method: the name of the :class:`~anyrdzv.LeaseStore` method called
+        :param call: makes the call on the wrapped store
+        :return: what the wrapped store answers, by default
+        """
         return await call()
 
-    async def _events(
+    async def intercept_watch(
         self, prefix: str, stream: AsyncIterator[StoreEvent]
     ) -> AsyncGenerator[StoreEvent, None]:
-        """The events of one watch on ``prefix``: by default, the wrapped store's."""
+        """Yield the events of one watch on ``prefix``: by default, those of the wrapped
+        store's ``stream``.
+
+        :param prefix: the prefix watched
+        :param stream: the wrapped store's watch
+        """
         async for event in stream:
             yield event
 
     async def grant(self, ttl: int) -> Lease:
         """Grant a lease (see :meth:`anyrdzv.LeaseStore.grant`)."""
-        return await self._call("grant", lambda: self.inner.grant(ttl))
+        return await self.intercept("grant", lambda: self.inner.grant(ttl))
 
-    async def keep_alive(self, lease: Lease) -> int:
+    async def keep_alive(self, lease: Lease | int) -> int:
         """Renew a lease (see :meth:`anyrdzv.LeaseStore.keep_alive`)."""
-        return await self._call("keep_alive", lambda: self.inner.keep_alive(lease))
+        return await self.intercept("keep_alive", lambda: self.inner.keep_alive(lease))
 
-    async def revoke(self, lease: Lease) -> None:
+    async def revoke(self, lease: Lease | int) -> None:
         """Revoke a lease (see :meth:`anyrdzv.LeaseStore.revoke`)."""
-        await self._call("revoke", lambda: self.inner.revoke(lease))
+        await self.intercept("revoke", lambda: self.inner.revoke(lease))
 
-    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
+    async def put(self, key: str, value: bytes, *, lease: Lease | int | None = None) -> int:
         """Put a key (see :meth:`anyrdzv.LeaseStore.put`)."""
-        return await self._call("put", lambda: self.inner.put(key, value, lease=lease))
+        return await self.intercept("put", lambda: self.inner.put(key, value, lease=lease))
 
     async def get_prefix(self, prefix: str) -> tuple[dict[str, bytes], int]:
         """Read a prefix (see :meth:`anyrdzv.LeaseStore.get_prefix`)."""
-        return await self._call("get_prefix", lambda: self.inner.get_prefix(prefix))
+        return await self.intercept("get_prefix", lambda: self.inner.get_prefix(prefix))
 
     async def get(self, key: str) -> KeyValue | None:
         """Read a key (see :meth:`anyrdzv.LeaseStore.get`)."""
-        return await self._call("get", lambda: self.inner.get(key))
+        return await self.intercept("get", lambda: self.inner.get(key))
 
     async def get_prefix_kv(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Read a prefix (see :meth:`anyrdzv.LeaseStore.get_prefix_kv`)."""
-        return await self._call("get_prefix_kv", lambda: self.inner.get_prefix_kv(prefix))
+        return await self.intercept("get_prefix_kv", lambda: self.inner.get_prefix_kv(prefix))
 
     async def count_prefix(self, prefix: str) -> int:
         """Count the keys under a prefix (see :meth:`anyrdzv.LeaseStore.count_prefix`)."""
@@ -78,11 +89,11 @@ class StoreWrapper:
 
     async def delete(self, key: str) -> bool:
         """Delete a key (see :meth:`anyrdzv.LeaseStore.delete`)."""
-        return await self._call("delete", lambda: self.inner.delete(key))
+        return await self.intercept("delete", lambda: self.inner.delete(key))
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete a prefix (see :meth:`anyrdzv.LeaseStore.delete_prefix`)."""
-        return await self._call("delete_prefix", lambda: self.inner.delete_prefix(prefix))
+        return await self.intercept("delete_prefix", lambda: self.inner.delete_prefix(prefix))
 
     async def compare_and_swap(
         self,
@@ -90,10 +101,10 @@ class StoreWrapper:
         value: bytes,
         *,
         expected_mod_revision: int,
-        lease: Lease | None = None,
+        lease: Lease | int | None = None,
     ) -> CasResult:
         """Swap a key (see :meth:`anyrdzv.LeaseStore.compare_and_swap`)."""
-        return await self._call(
+        return await self.intercept(
             "compare_and_swap",
             lambda: self.inner.compare_and_swap(
                 key, value, expected_mod_revision=expected_mod_revision, lease=lease
@@ -107,7 +118,7 @@ class StoreWrapper:
         failure: Sequence[TxnOp] = (),
     ) -> TxnResult:
         """Run a transaction (see :meth:`anyrdzv.LeaseStore.txn`)."""
-        return await self._call("txn", lambda: self.inner.txn(compare, success, failure))
+        return await self.intercept("txn", lambda: self.inner.txn(compare, success, failure))
 
     def watch_prefix(
         self,
@@ -123,24 +134,19 @@ class StoreWrapper:
     async def _watch(
         self, prefix: str, start_revision: int, on_open: Callable[[], object] | None
     ) -> AsyncGenerator[StoreEvent, None]:
-        stream = await self._call(
+        stream = await self.intercept(
             "watch_prefix", lambda: _opened(self.inner, prefix, start_revision, on_open)
         )
         try:
-            async with aclosing(self._events(prefix, stream)) as events:
+            async with aclosing(self.intercept_watch(prefix, stream)) as events:
                 async for event in events:
                     yield event
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
     async def time_to_live(self, lease: Lease | int) -> int | None:
-        """The remaining TTL of a lease, if the wrapped store tells it (as
-        :meth:`anyrdzv.EtcdStore.time_to_live` and :meth:`anyrdzv.MemoryStore.time_to_live` do).
-
-        :raises AttributeError: if the wrapped store does not
-        """
-        inner: Any = self.inner
-        return await self._call("time_to_live", lambda: inner.time_to_live(lease))
+        """The remaining TTL of a lease (see :meth:`anyrdzv.LeaseStore.time_to_live`)."""
+        return await self.intercept("time_to_live", lambda: self.inner.time_to_live(lease))
 
 
 async def _opened(

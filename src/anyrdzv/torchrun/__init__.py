@@ -5,8 +5,6 @@ imported, whichever backend is chosen, and calls it with no argument to get the
 creator. So importing this module imports no torch and starts no thread, and
 :func:`handler_factory` only returns :func:`create_handler`, which imports the handler
 (and torch) when torchrun calls it.
-
-.. versionadded:: 0.2
 """
 
 from __future__ import annotations

@@ -2,11 +2,14 @@
 
 Pure: no torch, no I/O but reading the TLS files a conf key names. torchrun keeps every
 ``--rdzv-conf`` value a ``str``, and adds ``timeout`` (the int 900, unless given), which
-this backend ignores, as torch's dynamic handler does.
+this backend ignores, as torch's dynamic handler does. Other keys it does not know are
+ignored too, as torch ignores them, but named, with the nearest known key, in one
+warning (:meth:`BackendConf.unknown_keys_warning`) that the handler logs.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,69 @@ RENDEZVOUS_KEYS = (
     "keep_alive_max_attempt",
 )
 
+#: Every ``--rdzv-conf`` key the backend reads, torchrun's injected ``timeout`` included
+#: (and ``password``, which it refuses).
+KNOWN_KEYS = (
+    *RENDEZVOUS_KEYS,
+    "cacert",
+    "cert",
+    "key",
+    "user",
+    "store_timeout",
+    "async_backend",
+    "timeout",
+)
+
+#: The store's levers, as its messages name them (Python arguments), and the backend's:
+#: the one table that puts a store error in torchrun's terms.
+_LEVERS = (
+    (
+        (
+            "Pass ssl= an SSLContext that trusts the server's CA "
+            "(ssl.create_default_context(cafile=...))"
+        ),
+        "Set --rdzv-conf cacert=<the PEM file of the CA that signed etcd's certificate>",
+    ),
+    (
+        (
+            "Pass ssl= an SSLContext that trusts the server's CA; or, if it serves plain "
+            "HTTP, use an http:// endpoint and no ssl="
+        ),
+        (
+            "Set --rdzv-conf cacert=<the PEM file of its CA>; or, if it serves plain HTTP, "
+            "use an http:// endpoint (or host:port) with no cacert, cert or key"
+        ),
+    ),
+    (
+        "Then use an http:// endpoint and no ssl=",
+        ("Then use an http:// endpoint (or host:port) with no cacert, cert or key in --rdzv-conf"),
+    ),
+    (
+        "use an https:// endpoint or pass ssl=",
+        "use an https:// endpoint, or set --rdzv-conf cacert=<the PEM file of its CA>",
+    ),
+    (
+        "but ssl= was given: use https://, or host:port",
+        "but --rdzv-conf gives cacert, cert or key: use https://, or host:port",
+    ),
+    (
+        "(etcd has auth enabled: pass username and password)",
+        (
+            f"(etcd has auth enabled: set --rdzv-conf user=<etcd user>, and that user's "
+            f"password in {PASSWORD_VARIABLE})"
+        ),
+    ),
+)
+
+
+def in_torchrun_terms(message: str) -> str:
+    """``message``, a store error's, with the levers it names (``ssl=``, ``username``)
+    put as the backend's (``--rdzv-conf cacert=``, ``user=``, :data:`PASSWORD_VARIABLE`)."""
+    for python, torchrun in _LEVERS:
+        message = message.replace(python, torchrun)
+    return message
+
+
 #: The default etcd client port.
 DEFAULT_PORT = 2379
 
@@ -45,6 +111,8 @@ class BackendConf:
     :ivar password: that user's password, from :data:`PASSWORD_VARIABLE`
     :ivar backend: the event loop the backend runs on
     :ivar store_timeout: how long etcd may take to answer, in seconds
+    :ivar unknown: the ``--rdzv-conf`` keys the backend does not know (ignored), each
+        with the nearest known key, or ``None``
     """
 
     endpoint: str
@@ -54,6 +122,21 @@ class BackendConf:
     password: str | None
     backend: str
     store_timeout: float
+    unknown: tuple[tuple[str, str | None], ...] = ()
+
+    def unknown_keys_warning(self) -> str | None:
+        """The one warning about :attr:`unknown`, or ``None`` if every key is known."""
+        if not self.unknown:
+            return None
+        listed = ", ".join(
+            repr(key) + ("" if near is None else f" (did you mean {near!r}?)")
+            for key, near in self.unknown
+        )
+        plural = "s" if len(self.unknown) > 1 else ""
+        return (
+            f"--rdzv-conf: unknown key{plural} {listed[:1000]}, ignored; the anyrdzv-etcd "
+            f"backend reads {', '.join(KNOWN_KEYS)}"
+        )
 
 
 def _text(key: str, value: object) -> str:
@@ -122,6 +205,11 @@ def read_conf(
                 "the rendezvous configuration option 'store_timeout' must be a positive "
                 f"number of seconds, got {echo(text)}"
             )
+    unknown = tuple(
+        (key, next(iter(difflib.get_close_matches(key, KNOWN_KEYS, n=1)), None))
+        for key in config
+        if key not in KNOWN_KEYS and key != "password"
+    )
     return BackendConf(
         endpoint=endpoint.strip() or f"localhost:{DEFAULT_PORT}",
         rendezvous={key: options[key] for key in RENDEZVOUS_KEYS if key in options},
@@ -130,4 +218,5 @@ def read_conf(
         password=password,
         backend=backend,
         store_timeout=store_timeout,
+        unknown=unknown,
     )

@@ -6,8 +6,10 @@ up to a timeout, and then raise :class:`WaitTimeout` with TCPStore's message; ``
 keeps decimal ASCII, by compare-and-swap; ``compare_set`` answers TCPStore's four cases;
 ``multi_set`` and ``check`` take one txn per 128 keys. A wait reads its keys, then
 follows them with :func:`~anyrdzv._stores._follow.follow` from the revision after the
-read: no polling. The torch facade, :class:`~anyrdzv.torchrun._store.TorchStore`, runs
-these in its loop thread and turns their errors into torch's.
+read: no polling. A wait can also be ended from outside, by a guard (the torchrun backend's:
+a participant of the round is gone), with :class:`WaitEnded`. The torch facade,
+:class:`~anyrdzv.torchrun._store.TorchStore`, runs these in its loop thread and turns their
+errors into torch's.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import os.path
-from contextlib import aclosing
-from typing import TYPE_CHECKING, TypeVar
+from contextlib import AbstractContextManager, aclosing, contextmanager
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 
@@ -28,12 +30,12 @@ from .._stores._model import MAX_VALUE_BYTES, EventType
 from .._stores._txn import MAX_TXN_OPS, TXN_ITEM_BYTES, Compare, Get, GetResult, Put
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from .._stores._model import KeyValue
     from .._stores._protocol import LeaseStore
 
-__all__ = ("TorchKV", "WaitTimeout")
+__all__ = ("TorchKV", "WaitEnded", "WaitGuard", "WaitTimeout")
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,29 @@ _STORE_METHODS = (
 class WaitTimeout(TimeoutError):
     """Keys did not all appear in time. The message is TCPStore's:
     ``wait timeout after 300ms, keys: ...``, with the missing keys in full."""
+
+
+class WaitEnded(Exception):
+    """A wait ended before its keys appeared, for a reason outside the store (its
+    guard says why): waiting on would be in vain."""
+
+
+class WaitGuard(Protocol):
+    """What a guard yields for one wait: why it was ended, once it was."""
+
+    @property
+    def reason(self) -> str | None:
+        """Why the wait was ended, or ``None`` while it may go on."""
+        ...
+
+
+class _Unguarded:
+    reason: str | None = None
+
+
+@contextmanager
+def _unguarded() -> Iterator[WaitGuard]:
+    yield _Unguarded()
 
 
 def _chunks(items: list[_T], size: int = MAX_TXN_OPS) -> Iterator[list[_T]]:
@@ -101,12 +126,21 @@ class TorchKV:
 
     :param store: an entered store
     :param prefix: where the keys live in ``store``; ends with ``/``
+    :param guard: made and entered around each wait for missing keys: a context manager
+        that cancels the wait (it leaves the block quietly) when waiting on is in vain,
+        and yields a :class:`WaitGuard` that then says why; by default none
     :raises TypeError: if ``store`` is not a :class:`~anyrdzv.LeaseStore` instance, or
         ``prefix`` not a ``str``
     :raises ValueError: if ``prefix`` lacks the final ``/``
     """
 
-    def __init__(self, store: LeaseStore, prefix: str) -> None:
+    def __init__(
+        self,
+        store: LeaseStore,
+        prefix: str,
+        *,
+        guard: Callable[[], AbstractContextManager[WaitGuard]] | None = None,
+    ) -> None:
         missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
         if isinstance(store, type) or missing:
             raise TypeError(
@@ -117,6 +151,7 @@ class TorchKV:
             raise ValueError(f"prefix must end with '/', got {echo(prefix)}")
         self._store = store
         self._prefix = prefix
+        self._guard = guard or _unguarded
 
     def __repr__(self) -> str:
         return f"TorchKV({self._store!r}, prefix={self._prefix!r})"
@@ -130,6 +165,11 @@ class TorchKV:
     def prefix(self) -> str:
         """Where the keys live in the store: ``prefix + key``."""
         return self._prefix
+
+    @property
+    def guard(self) -> Callable[[], AbstractContextManager[WaitGuard]]:
+        """What is entered around each wait for missing keys."""
+        return self._guard
 
     # -- reads and waits -----------------------------------------------------------------
 
@@ -150,11 +190,14 @@ class TorchKV:
         """Wait until every one of ``keys`` (full, unique) exists; return their values.
 
         :raises WaitTimeout: if some are still missing after ``timeout`` seconds
+        :raises WaitEnded: if the guard ended the wait first
         """
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
         found, revision = await self._read(keys)
+        if len(found) == len(keys):
+            return found
         pauses: Iterator[float] | None = None
-        with anyio.move_on_at(deadline):
+        with self._guard() as guard, anyio.move_on_at(deadline):
             while len(found) < len(keys):
                 try:
                     revision = await self._follow(keys, found, revision)
@@ -176,6 +219,8 @@ class TorchKV:
                     pauses = None
             return found
         missing = [key for key in keys if key not in found]
+        if guard.reason is not None:
+            raise WaitEnded(f"the wait for keys {cut(', '.join(missing))} ended: {guard.reason}")
         milliseconds = round((timeout or 0.0) * 1000)
         raise WaitTimeout(f"wait timeout after {milliseconds}ms, keys: {cut(', '.join(missing))}")
 

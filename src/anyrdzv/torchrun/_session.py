@@ -10,22 +10,25 @@ until the close, for torch's Store.
 For torchrun's monitor loop, which asks ``num_nodes_waiting()`` ten times a second, a
 task follows :meth:`Rendezvous.changes` during each round and keeps a plain count that
 any thread may read: nodes waiting, and also a lost participant or one that asked for a
-new round, so that the agent restarts its workers at once. This module imports no torch.
+new round, so that the agent restarts its workers at once. The same task ends every
+wait for keys in the round's store (:meth:`Session.guard`) once the round cannot go on: a
+participant's lease is gone, or it asked for a new round. This module imports no torch.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractAsyncContextManager, aclosing
+from contextlib import AbstractAsyncContextManager, aclosing, contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.abc
 
-from .._exceptions import HeartbeatLost, LeaseExpired, RendezvousError
+from .._exceptions import HeartbeatLost
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from .._rendezvous._rendezvous import Rendezvous, RendezvousInfo
     from .._stores._protocol import LeaseStore
@@ -42,6 +45,32 @@ class SessionLost(Exception):
 
 class SessionClosed(Exception):
     """The handler was shut down: no call can be served any more."""
+
+
+@dataclass(eq=False)
+class HeldRound:
+    """The round this node holds, as the waits in its store see it.
+
+    :ivar number: the round
+    :ivar participants: its nodes, in rank order
+    :ivar reason: why it cannot go on, once it cannot; ``None`` until then
+    """
+
+    number: int
+    participants: tuple[str, ...]
+    reason: str | None = None
+    _scopes: set[anyio.CancelScope] = field(default_factory=set)
+
+    def end(self, reason: str) -> None:
+        """Mark the round as one that cannot go on, and end every wait in its store."""
+        if self.reason is None:
+            self.reason = reason
+        for scope in list(self._scopes):
+            scope.cancel()
+
+
+class _NoRound:
+    reason: str | None = None
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -82,6 +111,8 @@ class Session:
         self._closed = False
         self._calls: set[anyio.CancelScope] = set()
         self._follower: anyio.CancelScope | None = None
+        self._held: HeldRound | None = None
+        self._admitted = False  # a round was handed to this node: it is in the run
         #: What ``num_nodes_waiting()`` answers; written by the loop, read by any thread.
         self.nodes_waiting = 0
 
@@ -121,6 +152,8 @@ class Session:
                             self._ending = True
                             for scope in list(self._calls):
                                 scope.cancel()
+                            if self._held is not None:
+                                self._held.end("the rendezvous of this node ended")
                         task_group.cancel_scope.cancel()
                 except Exception as exc:
                     if not entered:
@@ -153,10 +186,8 @@ class Session:
             self._calls.add(scope)
             try:
                 return await func(rendezvous)
-            except RendezvousError as exc:
-                if isinstance(exc.__cause__, LeaseExpired):  # the heartbeat hears it soon
-                    raise SessionLost(str(exc)) from exc.__cause__
-                raise
+            except HeartbeatLost as exc:  # heard by the call: the rendezvous ends with it
+                raise SessionLost(str(exc)) from exc
             finally:
                 self._calls.discard(scope)
         self._check()  # cancelled by a lost heartbeat
@@ -168,21 +199,62 @@ class Session:
             self._follower.cancel()
             self._follower = None
         self.nodes_waiting = 0
+        self._held = None
         info = await self._call(lambda rendezvous: rendezvous.next_rendezvous())
+        self._admitted = True
+        self._held = HeldRound(info.round, info.participants)
         assert self._task_group is not None
-        self._follower = await self._task_group.start(self._follow, info.round)
+        self._follower = await self._task_group.start(self._follow, self._held)
         return info
 
+    @property
+    def admitted(self) -> bool:
+        """Whether a round was ever handed to this node: only then may it close the run."""
+        return self._admitted
+
+    def ended(self, round: int) -> str | None:
+        """Why round ``round``, which this node holds, cannot go on; ``None`` while it can
+        (or if the node does not hold it). A cheap call from any thread."""
+        held = self._held
+        return held.reason if held is not None and held.number == round else None
+
+    @contextmanager
+    def guard(self) -> Iterator[HeldRound | _NoRound]:
+        """Around a wait for keys in the store of the round this node holds: leave the
+        block quietly, cancelling the wait, as soon as the round cannot go on (at once if
+        it already cannot); the yielded object's ``reason`` then says why. Outside a
+        round the block is left alone."""
+        held = self._held
+        if held is None:
+            yield _NoRound()
+            return
+        with anyio.CancelScope() as scope:
+            held._scopes.add(scope)
+            try:
+                if held.reason is not None:
+                    scope.cancel()
+                yield held
+            finally:
+                held._scopes.discard(scope)
+
     async def _follow(
-        self, round: int, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]
+        self, held: HeldRound, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]
     ) -> None:
         rendezvous = self.rendezvous
+        round = held.number
         with anyio.CancelScope() as scope:
             task_status.started(scope)
             async with aclosing(rendezvous.changes()) as changes:
                 async for change in changes:
                     if change == "closed":
                         continue  # torch's agents restart for nodes, not for a close
+                    if change == "lost":
+                        held.end(
+                            f"a participant of round {round} ({', '.join(held.participants)}) "
+                            "lost its lease"
+                        )
+                    elif change == "new_round":
+                        held.end(f"a participant of round {round} asked for a new round")
                     waiting = await rendezvous.num_nodes_waiting()
                     self.nodes_waiting = max(self.nodes_waiting, waiting, 1)
                     logger.info(
@@ -203,7 +275,17 @@ class Session:
         self._check()
 
     async def set_closed(self) -> None:
-        """Close the run."""
+        """Close the run, if this node was ever admitted to it; a node that never was
+        (refused, or it never completed a join) leaves the run as it is, with a warning
+        logged."""
+        if not self._admitted:
+            self._check()
+            logger.warning(
+                "node %r was never admitted to run %r: it leaves the run open",
+                self.rendezvous.node,
+                self.rendezvous.run_id,
+            )
+            return
         await self._call(lambda rendezvous: rendezvous.set_closed())
 
     async def is_closed(self) -> bool:
@@ -211,8 +293,9 @@ class Session:
         return await self._call(lambda rendezvous: rendezvous.is_closed())
 
     async def close(self, *, close_run: bool) -> None:
-        """Close the run if ``close_run`` (and the heartbeat is alive), leave it (revoke
-        the lease; the last node deletes the run's keys), and close the store.
+        """Close the run if ``close_run`` (and the heartbeat is alive, and this node was
+        ever admitted to the run), leave it (revoke the lease; the last node deletes the
+        run's keys), and close the store.
 
         :raises anyrdzv.RendezvousError: if the run could not be closed; the node has
             left all the same
@@ -220,7 +303,7 @@ class Session:
         if self._closed:
             return
         try:
-            if close_run and not self._ending:  # ending comes before any failure
+            if close_run and self._admitted and not self._ending:  # ending: before a failure
                 await self.set_closed()
         finally:
             self._closed = True

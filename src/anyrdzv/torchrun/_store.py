@@ -8,7 +8,8 @@ it there, so that a signal interrupts the wait at once and cancels the task.
 
 Errors from below become torch's in one place (:meth:`TorchStore._call`): a
 :class:`~anyrdzv.torchrun._kv.WaitTimeout` becomes ``DistStoreError`` with TCPStore's
-message; a :class:`~anyrdzv.StoreError` becomes ``DistNetworkError``, as TCPStore
+message, and a :class:`~anyrdzv.torchrun._kv.WaitEnded` (the guard ended the wait) a
+``DistStoreError`` that says why; a :class:`~anyrdzv.StoreError` becomes ``DistNetworkError``, as TCPStore
 reports a lost server; a :class:`LoopGone` (a forked child, a stopped loop) becomes
 ``DistError``. Bad arguments raise ``TypeError`` or ``ValueError`` and pass through
 unchanged.
@@ -25,10 +26,12 @@ from torch._C._distributed_c10d import Store
 
 from .._checks import check_int, check_str, cut, echo, wrong_type
 from .._exceptions import StoreError
-from ._kv import TorchKV, WaitTimeout
+from ._kv import TorchKV, WaitEnded, WaitGuard, WaitTimeout
 from ._loop import LoopGone, LoopThread
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from .._stores._protocol import LeaseStore
 
 __all__ = ("TorchStore",)
@@ -88,6 +91,8 @@ class TorchStore(Store):
     :param store: an entered store, used only in ``loop``
     :param prefix: where the keys live in ``store``; ends with ``/``
     :param timeout: the store timeout; zero waits forever
+    :param guard: made and entered around each wait for missing keys, to end it early
+        (see :class:`~anyrdzv.torchrun._kv.TorchKV`); by default none
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if ``prefix`` is empty or lacks the final ``/``, or ``timeout``
         is negative
@@ -100,10 +105,11 @@ class TorchStore(Store):
         prefix: str,
         *,
         timeout: timedelta = timedelta(seconds=300),
+        guard: Callable[[], AbstractContextManager[WaitGuard]] | None = None,
     ) -> None:
         if not isinstance(loop, LoopThread):
             raise wrong_type("loop", loop, "a LoopThread")
-        kv = TorchKV(store, prefix)
+        kv = TorchKV(store, prefix, guard=guard)
         super().__init__()
         self.set_timeout(_check_timeout("timeout", timeout))
         self._loop = loop
@@ -127,6 +133,8 @@ class TorchStore(Store):
             return self._loop.run(func, *args)
         except WaitTimeout as exc:
             raise dist.DistStoreError(str(exc)) from None
+        except WaitEnded as exc:
+            raise dist.DistStoreError(f"{what}: {exc}") from None
         except StoreError as exc:
             raise dist.DistNetworkError(f"{what} failed on {self._kv.store!r}: {exc}") from exc
         except LoopGone as exc:
@@ -335,6 +343,8 @@ class TorchStore(Store):
         This store keeps a reference to it, since torch keeps none to the Python half
         of a clone asked for through a ``PrefixStore``.
         """
-        twin = TorchStore(self._loop, self._kv.store, self._kv.prefix, timeout=self.timeout)
+        twin = TorchStore(
+            self._loop, self._kv.store, self._kv.prefix, timeout=self.timeout, guard=self._kv.guard
+        )
         self._clones.append(twin)
         return twin
