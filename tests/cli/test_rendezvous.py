@@ -316,7 +316,7 @@ def test_text_of_a_participant_whose_lease_is_gone(etcd_server: Any, run_id: str
 def test_the_bootstrap_of_a_torchrun_round(etcd_server: Any, run_id: str) -> None:
     """A complete round of a run with torch store keys: whether its rank 0 published
     MASTER_ADDR in the round's store."""
-    state = rules.RunState(1, True, False, 1, 2, ("x", "y"), {"x": b"", "y": b""})
+    state = rules.RunState(1, True, False, 1, 2, size=2)
     round_store = f"/anyrdzv/{run_id}/store/torch.rendezvous.{run_id}.1/"
 
     async def put(key: str, value: bytes) -> None:
@@ -332,7 +332,9 @@ def test_the_bootstrap_of_a_torchrun_round(etcd_server: Any, run_id: str) -> Non
         return line, json.loads(as_json.stdout)["bootstrap"]
 
     anyio.run(put, f"/anyrdzv/{run_id}/state", rules.encode_state(state))
-    anyio.run(put, f"/anyrdzv/{run_id}/members/x", rules.encode_member(rules.Member(1, 2, b"")))
+    record = rules.encode_record(rules.Record(1, ("x", "y")))
+    anyio.run(put, f"/anyrdzv/{run_id}/state.round", record)
+    anyio.run(put, f"/anyrdzv/{run_id}/nodes/x", rules.encode_member(rules.Member(1, 2, b"")))
     anyio.run(put, round_store + "torchelastic/role_info/1", b"{}")
     line, record = bootstrap()
     assert line == (
@@ -380,7 +382,8 @@ def test_watch_prints_the_time_and_only_what_changed(
         first = proc.stdout.readline()
         for step in range(3):  # the torch store's writes: no report
             write(f"store/torch.rendezvous.{run_id}.0/k{step}", b"v")
-        write("state", rules.encode_state(rules.RunState(4, True, False, 1, 2, ("x",))))
+        write("state.round", rules.encode_record(rules.Record(4, ("x",))))
+        write("state", rules.encode_state(rules.RunState(4, True, False, 1, 2, size=1)))
         second = proc.stdout.readline()
         if not as_json:
             while not second.startswith("["):  # the rest of the first report

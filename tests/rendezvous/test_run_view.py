@@ -39,7 +39,7 @@ class WriteLog(StoreWrapper):
         super().__init__(store)
         self.puts: Counter[str] = Counter()
 
-    async def put(self, key: str, value: bytes, *, lease: Lease | None = None) -> int:
+    async def put(self, key: str, value: bytes, *, lease: Lease | int | None = None) -> int:
         self.puts[key] += 1
         return await super().put(key, value, lease=lease)
 

@@ -85,7 +85,7 @@ class StoreWrapper:
 
     async def count_prefix(self, prefix: str) -> int:
         """Count the keys under a prefix (see :meth:`anyrdzv.LeaseStore.count_prefix`)."""
-        return await self._call("count_prefix", lambda: self.inner.count_prefix(prefix))
+        return await self.intercept("count_prefix", lambda: self.inner.count_prefix(prefix))
 
     async def delete(self, key: str) -> bool:
         """Delete a key (see :meth:`anyrdzv.LeaseStore.delete`)."""
