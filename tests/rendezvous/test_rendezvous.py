@@ -803,7 +803,13 @@ class TestCancellation:
         next call does not return that round: it asks for a new one, and joins it."""
         faulty = FaultyStore(node_stores[0])
         async with AsyncExitStack() as stack:
-            a, b, c = await nodes_on(stack, [faulty, *node_stores[1:]], run_id)
+            # b enters first and coordinates, so that the one failed txn is a's withdrawal.
+            options: dict[str, Any] = {"min_nodes": 3, "max_nodes": 3, **STEADY}
+            b = await stack.enter_async_context(make(node_stores[1], run_id, "b", **options))
+            coordinator = f"{PREFIX}/{run_id}/state.coordinator"
+            await eventually(lambda: node_stores[1].get(coordinator))
+            a = await stack.enter_async_context(make(faulty, run_id, "a", **options))
+            c = await stack.enter_async_context(make(node_stores[2], run_id, "c", **options))
             faulty.fail("txn", times=1)  # the withdrawal's
             with anyio.move_on_after(0.3):
                 await a.next_rendezvous()

@@ -357,8 +357,12 @@ async def candidacy(
                     logger.info("node %r is the coordinator of run %r", keys.node, keys.run)
                     await run.until_revision(won)
                 continue
-        except LeaseExpired:
-            return  # the node's lease is gone: its heartbeat says so, and it leaves the run
+        except LeaseExpired as exc:
+            # The node's lease is gone: its next_rendezvous() raises the heartbeat's one
+            # error, and the heartbeat ends the block with it.
+            lease._lost(f"the store said its lease is gone: {exc}", exc)
+            run.poke()
+            return
         except StoreError as exc:
             retry = retry or backoff(0.05, 2.0)
             pause = next(retry)

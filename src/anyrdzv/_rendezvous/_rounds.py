@@ -69,6 +69,9 @@ class Rounds:
         self._withdrawn = False
 
     def _check_errors(self) -> None:
+        loss = self._lease.loss
+        if loss is not None:  # the candidacy heard of it, putting the coordinator's key
+            raise loss
         errors = self._entry.run.errors
         if errors:
             raise RendezvousError(f"run {self._run_id!r}: " + "; ".join(errors.values()))

@@ -35,7 +35,7 @@ from . import _rules as rules
 from ._write_batch import WriteBatcher
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .._stores._protocol import LeaseStore
 
@@ -302,8 +302,17 @@ class RunView:
     ) -> None:
         try:
             await self.read()
-            task_status.started()
-            await self._follow()
+            started = False
+
+            def opened() -> None:
+                # The watch is confirmed: a node enters only then, so that a store that
+                # refuses the watch fails the entry, not the block after it.
+                nonlocal started
+                if not started:
+                    started = True
+                    task_status.started()
+
+            await self._follow(opened)
         finally:
             if self._watcher == token:
                 self._watcher = None
@@ -311,7 +320,7 @@ class RunView:
             self._hosts.pop(token, None)
             self._hand_over()
 
-    async def _follow(self) -> None:
+    async def _follow(self, opened: Callable[[], None]) -> None:
         changes = follow(
             self._store,
             self._control,
@@ -319,6 +328,7 @@ class RunView:
             what=f"run {self._run_id!r}",
             resync=self._resync,
             log=logger,
+            on_open=opened,
         )
         async with aclosing(changes) as events:
             async for event in events:
