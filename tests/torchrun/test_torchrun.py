@@ -193,6 +193,12 @@ def test_scale_down_after_a_sigkill(
     assert last["sum"] == 1.0
     assert int(last["TORCHELASTIC_RESTART_COUNT"]) <= 1
     assert time.monotonic() - killed < 60
+    # The job ended within b's TTL, so a was not the last to leave, and no node was left
+    # to delete the run's keys: the state, the round's record and the torch store's keys
+    # live under the run's lease, which expires once no node keeps it alive (TTL 2 x the
+    # node's + 5 s), and b's own keys under its lease.
+    assert any("/store/" in key for key in run_keys(etcd_server.endpoint, run_id))
+    wait_for(lambda: run_keys(etcd_server.endpoint, run_id) == [], 40, "no key of the run left")
 
 
 @pytest.mark.timeout(150)

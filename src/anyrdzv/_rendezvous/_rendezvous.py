@@ -236,6 +236,17 @@ class Rendezvous:
         """
         return self._keys.data
 
+    @property
+    def data_lease(self) -> int | None:
+        """The run's lease (its id), under which an adapter puts its keys in
+        :attr:`data_prefix`, so that they expire with the run when every node is gone,
+        even if no node was left to delete them; ``None`` outside ``async with``, or
+        before the run's state exists. One node keeps it alive while any node is in the
+        run.
+        """
+        rounds = self._rounds
+        return None if rounds is None else rounds.data_lease()
+
     @classmethod
     def from_conf(
         cls,

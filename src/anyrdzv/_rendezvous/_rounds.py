@@ -76,6 +76,11 @@ class Rounds:
         if errors:
             raise RendezvousError(f"run {self._run_id!r}: " + "; ".join(errors.values()))
 
+    def data_lease(self) -> int | None:
+        """The run's lease, from the watched state; ``None`` before the state exists."""
+        state = self._entry.run.state
+        return None if state is None else state[0].lease
+
     def ranks_of(self, record: rules.Record) -> Mapping[str, int]:
         """The ranks of ``record``'s participants."""
         return self._entry.run.ranks_of(record)
