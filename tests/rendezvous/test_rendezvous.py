@@ -21,6 +21,7 @@ import pytest
 
 from anyrdzv import (
     EtcdStore,
+    Heartbeat,
     HeartbeatLost,
     Lease,
     LeaseExpired,
@@ -32,6 +33,8 @@ from anyrdzv import (
     RendezvousInfo,
     RendezvousTimeout,
     StorePermissionError,
+    members,
+    read_run,
 )
 from anyrdzv._rendezvous import _rules as rules
 from anyrdzv.testing import CountingStore, FaultyStore
@@ -589,6 +592,45 @@ class TestDataSubtree:
                 check_agreement(await all_next(a, b))
                 assert await store.get(a.data_prefix + "mine") is not None
         assert await run_keys(store, run_id) == []
+
+    async def test_data_lease_is_the_runs(self, store: LeaseStore, run_id: str) -> None:
+        rdzv = make(store, run_id, "a")
+        assert rdzv.data_lease is None  # outside async with
+        async with rdzv as a, make(store, run_id, "b") as b:
+            check_agreement(await all_next(a, b))
+            state = await store.get(f"{PREFIX}/{run_id}/state")
+            assert state is not None
+            assert a.data_lease == b.data_lease == state.lease is not None
+            await store.put(a.data_prefix + "k", b"v", lease=a.data_lease)
+            assert a.data_lease is not None
+            assert await store.time_to_live(a.data_lease) is not None
+
+
+class TestNamespaces:
+    """A Heartbeat group and a Rendezvous run of one name share no key: a node's
+    heartbeat key is ``nodes/<node>``, a group's member ``members/<name>``."""
+
+    async def test_a_heartbeat_group_beside_a_run_of_its_name(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with (
+            Heartbeat(store, run_id, "monitor", interval=0.5, payload=b"m"),
+            Heartbeat(store, run_id, "a", interval=0.5, payload=b"h"),
+            make(store, run_id, "a", payload=b"10.0.0.1") as a,
+            make(store, run_id, "b") as b,
+        ):
+            info = check_agreement(await all_next(a, b))
+            assert info.payloads == {"a": b"10.0.0.1", "b": b""}
+            snapshot = await members(store, run_id, prefix=PREFIX)
+            assert snapshot.members == {"monitor": b"m", "a": b"h"}
+            report = await read_run(store, run_id)
+            assert [(n.node, n.payload) for n in report.participants] == [
+                ("a", b"10.0.0.1"),
+                ("b", b""),
+            ]
+            assert report.others == ()
+            infos = await all_next(a, b)  # the run goes on
+            assert check_agreement(infos).round == 1
 
 
 #: A lease TTL of 5 s (renewals every 0.2 s), for tests that do not wait for a lease to
