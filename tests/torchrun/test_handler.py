@@ -199,7 +199,7 @@ def test_a_lost_heartbeat_is_raised_by_the_next_call(
 async def revoke_the_member(endpoint: str, run_id: str) -> None:
     """Revoke the lease of the one node of ``run_id``: its heartbeat is lost."""
     async with EtcdStore(endpoint) as store:
-        (member,), _ = await store.get_prefix_kv(f"/anyrdzv/{run_id}/members/")
+        (member,), _ = await store.get_prefix_kv(f"/anyrdzv/{run_id}/nodes/")
         assert member.lease is not None
         await store.revoke(Lease(member.lease, 1))
 
