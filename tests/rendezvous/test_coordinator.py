@@ -49,7 +49,17 @@ async def round_traffic(n: int, run_id: str) -> tuple[dict[str, CountingStore], 
     async with AsyncExitStack() as stack:
         nodes = [
             await stack.enter_async_context(
-                make(store, run_id, name, min_nodes=n, max_nodes=n, join_timeout=60)
+                # 30-s leases: 256 nodes on one loop of a loaded machine lose none.
+                make(
+                    store,
+                    run_id,
+                    name,
+                    min_nodes=n,
+                    max_nodes=n,
+                    join_timeout=120,
+                    keep_alive_interval=1,
+                    keep_alive_max_attempt=30,
+                )
             )
             for name, store in stores.items()
         ]
