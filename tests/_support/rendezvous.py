@@ -31,6 +31,11 @@ FAST: dict[str, Any] = {
 }
 
 
+#: A lease TTL of 5 s (renewals every 0.2 s), for tests that do not wait for a lease to
+#: run out: a loaded machine that stalls the loop for a second loses no lease.
+STEADY: dict[str, Any] = {"keep_alive_max_attempt": 25}
+
+
 def make(store: LeaseStore, run_id: str, node: str, **kwargs: Any) -> Rendezvous:
     """A node with :data:`FAST` timeouts, 2 to 3 nodes a round, unless ``kwargs`` say."""
     options = {**FAST, "min_nodes": 2, "max_nodes": 3, **kwargs}
