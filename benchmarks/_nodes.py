@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import resource
 import subprocess
 import sys
@@ -73,6 +74,12 @@ def name_of(i: int) -> str:
 def describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def kind_of(error: str) -> str:
+    """An error's message with the node's name and the figures that vary taken out, so
+    that the same error of many nodes counts as one kind."""
+    return re.sub(r"\d+\.\d+", "…", re.sub(r"node-\d+", "node-…", error))
 
 
 class Output:
@@ -120,8 +127,11 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
                     return
             stores[i] = CountingStore(store)
 
+        # The first alone: the first store of a process makes the SSL context that the
+        # others share, and many at once would each make it, starving the event loop.
+        await open_store(indexes[0])
         async with anyio.create_task_group() as tg:
-            for i in indexes:
+            for i in indexes[1:]:
                 tg.start_soon(open_store, i)
         out(ready=len(stores), pid=os.getpid(), opened=time.monotonic() - started)
 
@@ -197,7 +207,7 @@ def c10d_nodes(args: argparse.Namespace) -> None:
                 min_nodes=args.nodes,
                 max_nodes=args.nodes,
                 local_addr="127.0.0.1",  # rank 0 publishes it as the master address
-                join_timeout=str(args.join_timeout),
+                join_timeout=str(int(args.join_timeout)),
             )
             backend = C10dRendezvousBackend(store, args.run_id)
             handlers[i] = create_handler(store, backend, params)
@@ -439,7 +449,7 @@ def measure(row: Row, commands: list[list[str]], store_pid: int | None, logdir: 
     finally:
         row.ranked = len(ranked)
         row.failed = len(failed)
-        row.errors = dict(Counter(failed.values()).most_common())
+        row.errors = dict(Counter(map(kind_of, failed.values())).most_common())
         workers.close(timeout=60)
 
 

@@ -585,11 +585,8 @@ def _outcome(row: _nodes.Row) -> str:
     return f"**failed**: {row.ranked:,} of {row.nodes:,} ranked, {row.failed:,} failed"
 
 
-def print_independent(
-    rows: list[_nodes.Row],
-    in_rows: dict[int, dict[str, Any]],
-    c10d: dict[int, _nodes.Row],
-) -> None:
+def print_rows(rows: list[_nodes.Row]) -> None:
+    """The independent table."""
     print(
         "start (all stores open) → every node ranked: min_nodes = max_nodes = N, one "
         "EtcdStore per node, over P processes\n"
@@ -617,6 +614,15 @@ def print_independent(
             f"{_s(row.opened, 1)} |"
         )
     print()
+
+
+def print_independent(
+    rows: list[_nodes.Row],
+    in_rows: dict[int, dict[str, Any]],
+    c10d: dict[int, _nodes.Row],
+) -> None:
+    if rows:
+        print_rows(rows)
     for row in rows + list(c10d.values()):
         for error, count in list(row.errors.items())[:5]:
             print(f"{row.mode} N={row.nodes:,}: {count:,} × {error}")
