@@ -47,6 +47,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 #: How long before ``t0`` the parent sends the go: time for every worker to read it.
 GO_AHEAD = 1.0
+#: How long the workers may take to open their stores (or the limit, if longer), s.
+OPEN_LIMIT = 120.0
 #: With a node failed, the parent stops once nothing new came for this long.
 SETTLE = 15.0
 
@@ -159,7 +161,7 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
                 if not stop.is_set():
                     out(failed=i, t=time.monotonic(), after_ranked=ranked, error=describe(exc))
 
-        async def until_stop() -> None:
+        async def until_stop(nodes: anyio.CancelScope) -> None:
             await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
             summary = {
                 "events": [s.events for s in stores.values()],
@@ -169,10 +171,11 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
             }
             out(summary=summary)
             stop.set()
+            nodes.cancel()  # the nodes not ranked yet wait no longer
 
         await anyio.sleep(max(0.0, t0 - time.monotonic()))
         async with anyio.create_task_group() as tg:
-            tg.start_soon(until_stop)
+            tg.start_soon(until_stop, tg.cancel_scope)
             for i in indexes:
                 if i not in failed:
                     tg.start_soon(node, i)
@@ -367,13 +370,14 @@ def measure(row: Row, commands: list[list[str]], store_pid: int | None, logdir: 
     ready: set[int] = set()
     ended: set[int] = set()
     try:
-        deadline = launched + row.limit
+        opening = max(row.limit, OPEN_LIMIT)
+        deadline = launched + opening
         while len(ready) < len(commands):
             try:
                 index, record = workers.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 row.outcome = "not ready"
-                row.note = f"{len(ready)} of {len(commands)} workers ready in {row.limit:g} s"
+                row.note = f"{len(ready)} of {len(commands)} workers ready in {opening:g} s"
                 return row
             if record is None:
                 row.outcome = "crashed"

@@ -738,8 +738,9 @@ def independent_series(saved: dict[str, Any]) -> dict[str, list[Point]]:
     """The plot's lines from saved results, of either table."""
     series: dict[str, list[Point]] = {}
 
-    def add(label: str, point: Point) -> None:
-        series.setdefault(label, []).append(point)
+    def add(label: str, point: Point | None) -> None:
+        if point is not None:
+            series.setdefault(label, []).append(point)
 
     for raw in saved.get("independent", []):
         row = _nodes.Row(**raw)
@@ -759,13 +760,15 @@ def independent_series(saved: dict[str, Any]) -> dict[str, list[Point]]:
     return series
 
 
-def row_point(row: _nodes.Row) -> Point:
+def row_point(row: _nodes.Row) -> Point | None:
+    """The row's point: None if it never started (its stores did not open)."""
     if row.seconds is not None:
         return (row.nodes, row.seconds, "")
-    at = row.stopped or row.limit
+    if row.stopped is None:
+        return None
     if row.outcome == "limit" and not row.failed:
-        return (row.nodes, at, f"not done in {row.limit:g} s")
-    return (row.nodes, at, f"failed ({row.ranked:,} ranked)")
+        return (row.nodes, row.stopped, f"not done in {row.limit:g} s")
+    return (row.nodes, row.stopped, f"failed ({row.ranked:,} of {row.nodes:,} ranked)")
 
 
 def dict_point(row: dict[str, Any]) -> Point:
@@ -920,8 +923,8 @@ def plot(series: dict[str, list[Point]], path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     sizes: set[int] = set()
-    for label, points in series.items():
-        points = sorted(points)
+    for label, all_points in series.items():
+        points = sorted({n: (n, t, note) for n, t, note in all_points}.values())  # the last
         done = [(n, t) for n, t, note in points if not note]
         sizes.update(n for n, _, _ in points)
         (line,) = ax.plot([n for n, _ in done], [t for _, t in done], marker="o", label=label)
@@ -953,7 +956,7 @@ def plot(series: dict[str, list[Point]], path: str) -> None:
     ax.set_ylabel("start → every node ranked (s)")
     ax.set_title("Rendezvous time against N, one local etcd, 2 cores (benchmarks/rendezvous.py)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(f"plot written to {path}")
