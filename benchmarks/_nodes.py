@@ -81,7 +81,9 @@ def describe(exc: BaseException) -> str:
 def kind_of(error: str) -> str:
     """An error's message with the node's name and the figures that vary taken out, so
     that the same error of many nodes counts as one kind."""
-    return re.sub(r"\d+\.\d+", "…", re.sub(r"node-\d+", "node-…", error))
+    error = re.sub(r"node-\d+", "node-…", error)
+    error = re.sub(r"\b\d+(?:\.\d+)? s\b", "… s", error)  # durations
+    return re.sub(r"\b\d{10,}\b", "…", error)  # lease ids
 
 
 class Output:
