@@ -49,6 +49,8 @@ sys.path.insert(0, str(ROOT / "src"))
 GO_AHEAD = 1.0
 #: How long the workers may take to open their stores (or the limit, if longer), s.
 OPEN_LIMIT = 120.0
+#: How many times a worker tries to open each store.
+OPEN_ATTEMPTS = 3
 #: With a node failed, the parent stops once nothing new came for this long.
 SETTLE = 15.0
 
@@ -118,17 +120,26 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
     failed: set[int] = set()
     stop = anyio.Event()
     async with AsyncExitStack() as stack:
-        opening = anyio.CapacityLimiter(64)  # no thundering herd of 1,024 handshakes
+        opening = anyio.CapacityLimiter(16)  # no thundering herd of 1,024 handshakes
         started = time.monotonic()
+        retries = 0
 
         async def open_store(i: int) -> None:
+            # Opening is not part of the round: a store that times out opening (etcd
+            # busy with the others) is tried again, and the retries are reported.
+            nonlocal retries
             async with opening:
-                try:
-                    store = await stack.enter_async_context(EtcdStore(args.endpoint))
-                except Exception as exc:  # noqa: BLE001 - any node's error fails the row
-                    failed.add(i)
-                    out(failed=i, t=time.monotonic(), opening=True, error=describe(exc))
-                    return
+                for attempt in range(OPEN_ATTEMPTS):
+                    try:
+                        store = await stack.enter_async_context(EtcdStore(args.endpoint))
+                    except Exception as exc:  # noqa: BLE001 - any node's error fails the row
+                        if attempt + 1 < OPEN_ATTEMPTS:
+                            retries += 1
+                            continue
+                        failed.add(i)
+                        out(failed=i, t=time.monotonic(), opening=True, error=describe(exc))
+                        return
+                    break
             stores[i] = CountingStore(store)
 
         # The first alone: the first store of a process makes the SSL context that the
@@ -137,7 +148,7 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
         async with anyio.create_task_group() as tg:
             for i in indexes[1:]:
                 tg.start_soon(open_store, i)
-        out(ready=len(stores), pid=os.getpid(), opened=time.monotonic() - started)
+        out(ready=len(stores), pid=os.getpid(), opened=time.monotonic() - started, retries=retries)
 
         line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
         if not line.startswith("go "):
@@ -273,6 +284,7 @@ class Row:
     errors: dict[str, int] = field(default_factory=dict)  # message → nodes
     outcome: str = ""  # "", "limit", "failed", "not ready", "crashed"
     opened: float | None = None  # launch → every worker ready, s
+    open_retries: int = 0  # stores that timed out opening, and were opened again
     client_cpu: float | None = None  # the workers' CPU over the round, s
     store_cpu: float | None = None  # etcd's (or the TCPStore host's) over the round, s
     events: list[int] = field(default_factory=list)  # watch events, per node
@@ -389,6 +401,7 @@ def measure(row: Row, commands: list[list[str]], store_pid: int | None, logdir: 
                 failed[record["failed"]] = record["error"]
             elif "ready" in record:
                 ready.add(index)
+                row.open_retries += record.get("retries", 0)
         row.opened = time.monotonic() - launched
         if failed:
             row.outcome = "failed"

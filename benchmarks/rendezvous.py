@@ -630,6 +630,8 @@ def print_independent(
             print(f"{row.mode} N={row.nodes:,}: and {len(row.errors) - 5} other errors")
         if row.note:
             print(f"{row.mode} N={row.nodes:,}: {row.note}")
+        if row.open_retries:
+            print(f"{row.mode} N={row.nodes:,}: {row.open_retries:,} stores opened at a retry")
     print("\nthe same N, other modes\n")
     beside = (
         "N",
