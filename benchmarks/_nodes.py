@@ -105,7 +105,8 @@ class Output:
 
 
 async def anyrdzv_nodes(args: argparse.Namespace) -> None:
-    """Open one ``EtcdStore`` per node, say ready, and at the go rendezvous them all."""
+    """Open one ``EtcdStore`` per node (and, with ``--enter-first``, enter each node's
+    ``Rendezvous``), say ready, and at the go rendezvous them all."""
     from contextlib import AsyncExitStack
 
     import anyio
@@ -118,7 +119,7 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
     indexes = range(args.first, args.first + args.count)
     stores: dict[int, CountingStore] = {}
     failed: set[int] = set()
-    stop = anyio.Event()
+    go, stop = anyio.Event(), anyio.Event()
     async with AsyncExitStack() as stack:
         opening = anyio.CapacityLimiter(16)  # no thundering herd of 1,024 handshakes
         started = time.monotonic()
@@ -148,16 +149,21 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
         async with anyio.create_task_group() as tg:
             for i in indexes[1:]:
                 tg.start_soon(open_store, i)
-        out(ready=len(stores), pid=os.getpid(), opened=time.monotonic() - started, retries=retries)
 
-        line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-        if not line.startswith("go "):
-            return
-        t0 = float(line.split()[1])
+        settled = len(failed)  # nodes entered (with --enter-first) or failed
+        all_settled = anyio.Event()
+
+        def settle() -> None:
+            nonlocal settled
+            settled += 1
+            if settled == args.count:
+                all_settled.set()
 
         async def node(i: int) -> None:
-            ranked = False
+            ranked = entered = False
             try:
+                if not args.enter_first:
+                    await go.wait()
                 async with Rendezvous(
                     stores[i],
                     args.run_id,
@@ -166,6 +172,12 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
                     max_nodes=args.nodes,
                     join_timeout=args.join_timeout,
                 ) as rdzv:
+                    entered = True
+                    if args.enter_first:
+                        settle()
+                        await go.wait()
+                    else:
+                        out(entered=i, t=time.monotonic())
                     info = await rdzv.next_rendezvous()
                     ranked = True
                     out(ranked=i, t=time.monotonic(), rank=info.rank, world=info.world_size)
@@ -173,25 +185,53 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
             except Exception as exc:  # noqa: BLE001 - any node's error fails the row
                 if not stop.is_set():
                     out(failed=i, t=time.monotonic(), after_ranked=ranked, error=describe(exc))
+                if args.enter_first and not entered:
+                    settle()
+
+        def counts(store: CountingStore) -> tuple[int, int, int, int]:
+            return (
+                store.events,
+                store.bytes_received,
+                store.requests(),
+                store.calls["keep_alive"],
+            )
 
         async def until_stop(nodes: anyio.CancelScope) -> None:
-            await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            at_go = {i: counts(store) for i, store in stores.items()}
+            if line.startswith("go "):
+                await anyio.sleep(max(0.0, float(line.split()[1]) - time.monotonic()))
+                at_go = {i: counts(store) for i, store in stores.items()}  # of the entry
+                go.set()
+                await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            # What each node's store received from the go on.
+            rounds = [
+                tuple(a - b for a, b in zip(counts(store), at_go[i], strict=True))
+                for i, store in stores.items()
+            ]
             summary = {
-                "events": [s.events for s in stores.values()],
-                "bytes": [s.bytes_received for s in stores.values()],
-                "requests": [s.requests() for s in stores.values()],
-                "keep_alives": sum(s.calls["keep_alive"] for s in stores.values()),
+                "events": [r[0] for r in rounds],
+                "bytes": [r[1] for r in rounds],
+                "requests": [r[2] for r in rounds],
+                "keep_alives": sum(r[3] for r in rounds),
             }
             out(summary=summary)
             stop.set()
             nodes.cancel()  # the nodes not ranked yet wait no longer
 
-        await anyio.sleep(max(0.0, t0 - time.monotonic()))
         async with anyio.create_task_group() as tg:
-            tg.start_soon(until_stop, tg.cancel_scope)
             for i in indexes:
                 if i not in failed:
                     tg.start_soon(node, i)
+            if args.enter_first and settled < args.count:
+                await all_settled.wait()
+            out(
+                ready=len(stores),
+                pid=os.getpid(),
+                opened=time.monotonic() - started,
+                retries=retries,
+            )
+            tg.start_soon(until_stop, tg.cancel_scope)
 
 
 # -- the torch c10d worker ---------------------------------------------------------------
@@ -279,6 +319,8 @@ class Row:
     limit: float
     seconds: float | None = None  # t0 → the last node ranked; None unless all ranked
     stopped: float | None = None  # t0 → when the parent stopped waiting, s
+    entered: float | None = None  # t0 → every node in its run (entered at the go), s
+    enter_first: bool = False  # the nodes entered their run before the go
     ranked: int = 0
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # message → nodes
@@ -380,6 +422,7 @@ def measure(row: Row, commands: list[list[str]], store_pid: int | None, logdir: 
     workers = Workers(commands, logdir)
     launched = time.monotonic()
     ranked: dict[int, float] = {}
+    entered: dict[int, float] = {}
     failed: dict[int, str] = {}
     ready: set[int] = set()
     ended: set[int] = set()
@@ -430,7 +473,9 @@ def measure(row: Row, commands: list[list[str]], store_pid: int | None, logdir: 
                 row.outcome = "crashed"
                 row.note = f"worker {index} exited in the round\n{workers.stderr_tail()}"
                 break
-            if "ranked" in record:
+            if "entered" in record:
+                entered[record["entered"]] = record["t"]
+            elif "ranked" in record:
                 ranked[record["ranked"]] = record["t"]
                 last_news = time.monotonic()
             elif "failed" in record:
@@ -444,6 +489,8 @@ def measure(row: Row, commands: list[list[str]], store_pid: int | None, logdir: 
             row.outcome = "failed"
         if len(ranked) == row.nodes and not failed and not row.outcome:
             row.seconds = max(ranked.values()) - t0
+        if len(entered) == row.nodes:
+            row.entered = max(entered.values()) - t0
 
         workers.send("stop")
         summaries = 0
@@ -480,11 +527,13 @@ def run_independent(
     etcd_pid: int,
     limit: float,
     backend: str,
+    enter_first: bool,
     logdir: Path,
 ) -> Row:
     """``nodes`` anyrdzv nodes, each with its own ``EtcdStore``, over ``processes``
-    worker processes, on the etcd at ``endpoint`` (process ``etcd_pid``)."""
-    row = Row("independent", nodes, processes, limit)
+    worker processes, on the etcd at ``endpoint`` (process ``etcd_pid``); with
+    ``enter_first``, each enters its ``Rendezvous`` before the go."""
+    row = Row("independent", nodes, processes, limit, enter_first=enter_first)
     commands = [
         [
             sys.executable,
@@ -497,6 +546,7 @@ def run_independent(
             f"--count={count}",
             f"--join-timeout={limit + 60:g}",
             f"--backend={backend}",
+            *(["--enter-first"] if enter_first else []),
         ]
         for first, count in split(nodes, processes)
     ]
@@ -558,6 +608,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--join-timeout", type=float, default=600)
     parser.add_argument("--backend", default="asyncio")
+    parser.add_argument("--enter-first", action="store_true", help="enter before the go")
     args = parser.parse_args()
     raise_file_limit()
     if args.kind == "c10d-host":

@@ -589,12 +589,14 @@ def print_rows(rows: list[_nodes.Row]) -> None:
     """The independent table."""
     print(
         "start (all stores open) → every node ranked: min_nodes = max_nodes = N, one "
-        "EtcdStore per node, over P processes\n"
+        "EtcdStore per node, over P processes; at the start each node enters its Rendezvous "
+        "(unless --enter-first) and calls next_rendezvous()\n"
     )
     header = (
         "N",
         "P",
         "all ranked s",
+        "all entered s",
         "client CPU / node ms",
         "etcd CPU s",
         "watch events / node (max)",
@@ -609,6 +611,7 @@ def print_rows(rows: list[_nodes.Row]) -> None:
         keep_alives = "-" if not row.events else f"{row.keep_alives / row.nodes:.2f}"
         print(
             f"| {row.nodes:,} | {row.processes} | {_outcome(row)} | "
+            f"{'before the go' if row.enter_first else _s(row.entered)} | "
             f"{_ms(row.client_cpu, row.nodes)} | {_s(row.store_cpu)} | {_spread(row.events)} | "
             f"{_spread(row.bytes)} | {_spread(row.requests)} | {keep_alives} | "
             f"{_s(row.opened, 1)} |"
@@ -693,6 +696,7 @@ def independent(args: argparse.Namespace) -> None:
                     etcd_pid=server.process.pid,
                     limit=args.limit,
                     backend=args.backend,
+                    enter_first=args.enter_first,
                     logdir=logdir,
                 )
             rows.append(row)
@@ -820,6 +824,12 @@ def main() -> None:
         "--limit", type=float, default=120.0, help="seconds an anyrdzv row may take"
     )
     parser.add_argument("--etcd-binary", help="the etcd to start (default: etcd on PATH)")
+    parser.add_argument(
+        "--enter-first",
+        action="store_true",
+        help="independent nodes enter their Rendezvous before the go (lease, member key and "
+        "watch off the clock): the clock then times next_rendezvous() alone",
+    )
     parser.add_argument(
         "--no-in-process", action="store_true", help="leave the in-process rows out"
     )
