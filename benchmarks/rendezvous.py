@@ -964,6 +964,7 @@ def plot(series: dict[str, list[Point]], path: str) -> None:
     ns = sorted(sizes)
     ax.set_xticks(ns, [f"{n:,}" for n in ns])
     ax.set_yscale("log")
+    ax.margins(x=0.08, y=0.15)  # room for the notes
     ax.set_xlabel("nodes N (min_nodes = max_nodes = N)")
     ax.set_ylabel("start → every node ranked (s)")
     ax.set_title("Rendezvous time against N, one local etcd, 2 cores (benchmarks/rendezvous.py)")
