@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -59,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import aclosing, contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -619,14 +621,25 @@ def print_rows(rows: list[_nodes.Row]) -> None:
     print()
 
 
+def median_of(runs: list[Any]) -> Any:
+    """The median run by its time (a run that did not finish counts as the longest); of
+    an even number, the lower of the middle two."""
+
+    def seconds(run: Any) -> float:
+        value = run.seconds if isinstance(run, _nodes.Row) else run.get("seconds")
+        return math.inf if value is None else float(value)
+
+    return sorted(runs, key=seconds)[(len(runs) - 1) // 2]
+
+
 def print_independent(
     rows: list[_nodes.Row],
-    in_rows: dict[int, dict[str, Any]],
-    c10d: dict[int, _nodes.Row],
+    in_rows: dict[int, list[dict[str, Any]]],
+    c10d: dict[int, list[_nodes.Row]],
 ) -> None:
     if rows:
         print_rows(rows)
-    for row in rows + list(c10d.values()):
+    for row in rows + [run for runs in c10d.values() for run in runs]:
         for error, count in list(row.errors.items())[:5]:
             print(f"{row.mode} N={row.nodes:,}: {count:,} × {error}")
         if len(row.errors) > 5:
@@ -635,7 +648,9 @@ def print_independent(
             print(f"{row.mode} N={row.nodes:,}: {row.note}")
         if row.open_retries:
             print(f"{row.mode} N={row.nodes:,}: {row.open_retries:,} stores opened at a retry")
-    print("\nthe same N, other modes\n")
+    counts = Counter(row.nodes for row in rows)
+    repeated = any(n > 1 for n in counts.values()) or any(len(r) > 1 for r in c10d.values())
+    print("\nthe same N, other modes" + (" (the median run of each)" if repeated else "") + "\n")
     beside = (
         "N",
         "independent s",
@@ -650,11 +665,11 @@ def print_independent(
     print("| " + " | ".join(beside) + " |")
     print("|" + "---|" * len(beside))
     sizes = sorted({row.nodes for row in rows} | set(in_rows) | set(c10d))
-    independent = {row.nodes: row for row in rows}
     for n in sizes:
-        ind = independent.get(n)
-        inp = in_rows.get(n)
-        tc = c10d.get(n)
+        runs = [row for row in rows if row.nodes == n]
+        ind = median_of(runs) if runs else None
+        inp = median_of(in_rows[n]) if in_rows.get(n) else None
+        tc = median_of(c10d[n]) if c10d.get(n) else None
         cells = [
             f"{n:,}",
             "-" if ind is None else _outcome(ind),
@@ -674,8 +689,8 @@ def independent(args: argparse.Namespace) -> None:
     """The ``--independent`` tables: see the module's docstring."""
     limit = _nodes.raise_file_limit()  # etcd inherits it: it holds every node's sockets
     rows: list[_nodes.Row] = []
-    in_rows: dict[int, dict[str, Any]] = {}
-    c10d: dict[int, _nodes.Row] = {}
+    in_rows: dict[int, list[dict[str, Any]]] = {}
+    c10d: dict[int, list[_nodes.Row]] = {}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         if args.etcd_binary:
@@ -684,7 +699,7 @@ def independent(args: argparse.Namespace) -> None:
             f"code: {code_version()}\n{etcd_version()}; backend {args.backend}; "
             f"open files limit {limit:,}\n"
         )
-        for n in args.sizes:
+        for n in [n for n in args.sizes for _ in range(args.repeat)]:
             processes = args.processes or (4 if n >= 256 else 2)
             logdir = Path(tempfile.mkdtemp(dir=tmp))
             with fresh_etcd(tmp) as server:
@@ -705,30 +720,37 @@ def independent(args: argparse.Namespace) -> None:
                 with fresh_etcd(tmp) as server:
                     assert server.process is not None
                     pid, endpoint = server.process.pid, server.endpoint
-                    in_rows[n] = anyio.run(
-                        in_process,
-                        n,
-                        endpoint,
-                        pid,
-                        args.limit,
-                        backend="asyncio" if args.backend == "uvloop" else args.backend,
-                        backend_options={"use_uvloop": True} if args.backend == "uvloop" else {},
+                    in_rows.setdefault(n, []).append(
+                        anyio.run(
+                            in_process,
+                            n,
+                            endpoint,
+                            pid,
+                            args.limit,
+                            backend="asyncio" if args.backend == "uvloop" else args.backend,
+                            backend_options={"use_uvloop": True}
+                            if args.backend == "uvloop"
+                            else {},
+                        )
                     )
-                print(f"in one process {n}: {_seconds(in_rows[n])}", file=sys.stderr, flush=True)
+                print(
+                    f"in one process {n}: {_seconds(in_rows[n][-1])}", file=sys.stderr, flush=True
+                )
         if args.c10d_sizes and not torch_available():
             print("torch is not importable: no c10d rows\n")
         elif args.c10d_sizes:
-            for n in args.c10d_sizes:
+            for n in [n for n in args.c10d_sizes for _ in range(args.repeat)]:
                 logdir = Path(tempfile.mkdtemp(dir=tmp))
-                c10d[n] = _nodes.run_c10d(
+                row = _nodes.run_c10d(
                     n, args.c10d_per_process, limit=args.c10d_limit, logdir=logdir
                 )
-                print(f"c10d {n}: {_outcome(c10d[n])}", file=sys.stderr, flush=True)
+                c10d.setdefault(n, []).append(row)
+                print(f"c10d {n}: {_outcome(row)}", file=sys.stderr, flush=True)
     print_independent(rows, in_rows, c10d)
     saved = {
         "independent": [asdict(row) for row in rows],
-        "in_process": list(in_rows.values()),
-        "c10d": [asdict(row) for row in c10d.values()],
+        "in_process": [run for runs in in_rows.values() for run in runs],
+        "c10d": [asdict(run) for runs in c10d.values() for run in runs],
     }
     if args.save:
         Path(args.save).write_text(json.dumps(saved))
@@ -824,6 +846,9 @@ def main() -> None:
         "--limit", type=float, default=120.0, help="seconds an anyrdzv row may take"
     )
     parser.add_argument("--etcd-binary", help="the etcd to start (default: etcd on PATH)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each N (tables: every run, and medians)"
+    )
     parser.add_argument(
         "--enter-first",
         action="store_true",
@@ -925,6 +950,11 @@ def main() -> None:
 Point = tuple[int, float, str]
 
 
+def median_of_points(points: list[Point]) -> Point:
+    """The median of one N's points, a failed one counting as the longest."""
+    return sorted(points, key=lambda p: (bool(p[2]), p[1]))[(len(points) - 1) // 2]
+
+
 def plot(series: dict[str, list[Point]], path: str) -> None:
     """Draw the time to every node ranked against N, log-log, a line per mode; a row
     that failed or ran out of time is a hollow marker at the time it ran, with a note."""
@@ -936,7 +966,10 @@ def plot(series: dict[str, list[Point]], path: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     sizes: set[int] = set()
     for label, all_points in series.items():
-        points = sorted({n: (n, t, note) for n, t, note in all_points}.values())  # the last
+        points = [
+            median_of_points([p for p in all_points if p[0] == n])
+            for n in sorted({p[0] for p in all_points})
+        ]
         done = [(n, t) for n, t, note in points if not note]
         sizes.update(n for n, _, _ in points)
         (line,) = ax.plot([n for n, _ in done], [t for _, t in done], marker="o", label=label)
