@@ -45,6 +45,10 @@ with its own ``TCPStore`` client (N = ``--c10d-sizes``, within ``--c10d-limit``)
     python benchmarks/rendezvous.py --independent [--sizes 64 256 1024 4096] \
         [--save FILE] [--plot docs/rendezvous.png] [--load FILES]
 
+``--enter-first`` enters every node's ``Rendezvous`` (its lease, member key and watch)
+before the start instead, so that the clock times ``next_rendezvous()`` alone;
+``--repeat R`` runs each N R times (each run printed; medians beside and in the plot).
+
 Results: ``docs/benchmarks.md``.
 """
 
