@@ -2,7 +2,7 @@
 
 Run by hand (not a test): ``python benchmarks/torchrun.py [--backends anyrdzv-etcd c10d]``.
 It needs torch (``pip install torch==2.13.0``) and Debian's etcd-server, and starts its
-own etcd on free loopback ports. Three measurements, each backend in turn, in one run:
+own etcd on free loopback ports. Four measurements, each backend in turn, in one run:
 
 1. **Rendezvous latency, 2 nodes.** Two processes each make the backend's handler (as
    torchrun's registry does) and say they are ready; both are told to go at once, and
@@ -22,8 +22,9 @@ own etcd on free loopback ports. Three measurements, each backend in turn, in on
    --nproc-per-node=1``, torch's default conf, each with a trivial worker (it writes its
    start time and its environment, and exits: no ``import torch``). Every agent imports
    torch first and waits; all are let go at once (the common start): the time from
-   then until the last of the 16 workers has started, and until the first.
-   ``--agents-only`` runs just this row, ``--agents-repeat`` runs it several times.
+   then until the last of the 16 workers has started, and until the first; torch's log
+   also tells when every agent had called ``next_rendezvous()`` and when every call had
+   returned. ``--agents-only`` runs just this row, ``--agents-repeat`` runs it several times.
 
 Results: ``docs/benchmarks.md``.
 """
