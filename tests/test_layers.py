@@ -42,7 +42,6 @@ PURE = {
     "_stores._history",
     "_stores._keyspace",
     "_etcd._wire",
-    "_membership._payload",
     "_rendezvous._conf",
     "_rendezvous._rules",
 }

@@ -1,13 +1,13 @@
-"""Every Python snippet of the README and of ``docs/*.md`` is real code: each one is
-type-checked with ``mypy --strict``, and run.
+"""Every Python snippet of the README and of every page of the documentation
+(``docs/**/*.md``) is real code: each one is type-checked with ``mypy --strict``, and run.
 
 A snippet is a module (a program, or functions), or a fragment with top-level ``await``,
 which becomes the body of ``async def snippet(...)``, whose parameters are the names the
 text around it gives (``store``, ``lease``). A harness below says which, and defines, with
 their types, the names a snippet uses without defining them (the agent's own work:
 ``train()``, ``beat()``). The code that mypy checks is the code that runs, but for one
-thing: the etcd endpoints a snippet names (``etcd1:2379``, a cluster of three) become a
-real etcd's, a test's own.
+thing: the etcd endpoints a snippet names (``etcd1:2379``, a cluster of three,
+``localhost:2379``, ``https://etcd1:2379``) become a real etcd's, a test's own.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,12 +43,22 @@ from tests._support.typecheck import mypy_strict
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-    from pathlib import Path
 
     from tests._support.etcd_server import EtcdServer
 
-#: The documents whose snippets are code.
-DOCUMENTS = (README, *sorted((ROOT / "docs").glob("*.md")))
+#: The documents whose snippets are code: the README and every page of the site.
+DOCUMENTS = (
+    README,
+    *sorted(path for path in (ROOT / "docs").rglob("*.md") if "_build" not in path.parts),
+)
+
+#: The etcd endpoints that snippets name, which a test replaces with its own etcd's.
+ENDPOINTS = (
+    "https://etcd1:2379",
+    "etcd1:2379,etcd2:2379,etcd3:2379",
+    "etcd1:2379",
+    "localhost:2379",
+)
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,23 @@ HARNESSES = {
         prelude="from anyrdzv import LeaseStore\n",
         parameters="store: LeaseStore",
     ),
+    # The errors a rendezvous block raises, caught as users catch them.
+    "errors": Harness(
+        'async with Rendezvous(store, "job42", node="a"',
+        prelude="from anyrdzv import LeaseStore\n",
+        parameters="store: LeaseStore",
+    ),
+    # The README's rendezvous: three nodes in one process.
+    "three": Harness('print(name, "rank", info.rank, "of", info.world_size)'),
+    # The tutorial: three nodes on MemoryStore, then a node process on etcd.
+    "tutorial_memory": Harness("async def three_nodes() -> None:"),
+    "tutorial_etcd": Harness("async def run_node(name: str) -> None:"),
+    # The how-to's agent: a program, on the loop its argv names.
+    "agent": Harness("async def cancel_on_sigterm("),
+    "tls": Harness('ssl.create_default_context(cafile="ca.pem")', parameters=""),
+    "auth": Harness('username="trainer", password=password', parameters=""),
+    # The testing how-to's test, of a user's own agent.
+    "testing": Harness("async def test_a_node_whose_renewals_fail_leaves"),
 }
 
 
@@ -146,7 +175,7 @@ def module(name: str, endpoint: str | None = None) -> str:
     harness = HARNESSES[name]
     code = find(name).code
     if endpoint is not None:
-        for named in ("etcd1:2379,etcd2:2379,etcd3:2379", "etcd1:2379"):
+        for named in ENDPOINTS:
             code = code.replace(f'"{named}"', repr(endpoint))
     if harness.parameters is None:
         return harness.prelude + code
@@ -202,10 +231,37 @@ def test_async_generators_are_closed_with_aclosing() -> None:
     assert unclosed == []
 
 
-def test_quick_start_has_exactly_two_command_blocks() -> None:
+def quick_start_blocks() -> list[str]:
+    """The fenced command blocks of the README's Quick start, as ``.ci/run`` reads them."""
     text = README.read_text(encoding="utf-8")
     quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    assert quick_start.count("```bash") == 2
+    return re.findall(r"^```bash\n(.*?)^```", quick_start, re.MULTILINE | re.DOTALL)
+
+
+def test_quick_start_has_exactly_two_command_blocks() -> None:
+    first, second = quick_start_blocks()
+    assert first.rstrip().endswith(".venv/bin/anyrdzv demo")
+    assert second.rstrip().endswith(".venv/bin/pytest -n auto")
+
+
+def test_the_quick_starts_demo_runs() -> None:
+    """The first block's last command, run from this checkout: the demo of a rendezvous,
+    whose own tests (tests/cli/test_demo.py) check its timeline."""
+    command = quick_start_blocks()[0].rstrip().rsplit("&& ", 1)[1].split()
+    assert command[0] == ".venv/bin/anyrdzv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "anyrdzv", *command[1:]],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-3].startswith("summary: ")
+
+
+def test_the_readme_is_short() -> None:
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 200
 
 
 # -- each snippet, run ------------------------------------------------------------------
@@ -355,3 +411,194 @@ def test_the_rendezvous_snippet_runs() -> None:
         "job42", 0, 0, 2, ("node-3", "node-4"), {"node-3": b"10.0.0.3", "node-4": b""}
     )
     assert info.rank == 1
+
+
+def run_program(name: str, *args: str, endpoint: str | None = None) -> str:
+    """Run snippet ``name``, a program, in a fresh process; return what it printed."""
+    with tempfile.TemporaryDirectory() as workdir:
+        program = Path(workdir) / f"{name}.py"
+        program.write_text(module(name, endpoint), encoding="utf-8")
+        proc = subprocess.run(
+            [sys.executable, str(program), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    return proc.stdout
+
+
+def test_the_readmes_rendezvous_runs() -> None:
+    printed = run_program("three")
+    assert sorted(printed.splitlines()) == ["a rank 0 of 3", "b rank 1 of 3", "c rank 2 of 3"]
+
+
+def test_the_tutorials_three_nodes_run() -> None:
+    printed = run_program("tutorial_memory")
+    assert sorted(printed.splitlines()) == [
+        f"node-{name}: round 0, rank {rank} of 3" for rank, name in enumerate("abc")
+    ]
+
+
+def test_the_errors_snippet_runs() -> None:
+    """Node ``a`` of the snippet is alone in a run of 2 to 3: its ``join_timeout`` (600 s)
+    runs out, on trio's MockClock at once, and the snippet's ``except RendezvousTimeout:``
+    catches it."""
+    from trio.testing import MockClock
+
+    snippet = load("errors")["snippet"]
+
+    async def main() -> dict[str, object]:
+        found: dict[str, object] = await snippet(MemoryStore())
+        return found
+
+    found = anyio.run(
+        main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
+    )
+    assert "info" not in found  # no round: the RendezvousTimeout branch ran
+    assert isinstance(found["rdzv"], Rendezvous)
+
+
+def test_the_testing_snippet_passes() -> None:
+    """The how-to's test of a user's agent, run as pytest would, on trio's MockClock:
+    it passes, so its HeartbeatLost came."""
+    from trio.testing import MockClock
+
+    test = load("testing")["test_a_node_whose_renewals_fail_leaves_with_heartbeat_lost"]
+    anyio.run(test, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
+
+
+def start_program(name: str, workdir: Path, endpoint: str, *args: str) -> subprocess.Popen[str]:
+    """Start snippet ``name``, a program, with its stdout and stderr in files of
+    ``workdir`` (``<args>.out``, ``.err``): several of them never block on a pipe."""
+    program = workdir / f"{name}.py"
+    program.write_text(module(name, endpoint), encoding="utf-8")
+    tag = "-".join(args)
+    with open(workdir / f"{tag}.out", "w") as out, open(workdir / f"{tag}.err", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, str(program), *args], stdout=out, stderr=err, text=True
+        )
+
+
+def wait_for(path: Path, text: str, limit: float) -> None:
+    """Wait until file ``path`` holds ``text``."""
+    deadline = time.monotonic() + limit
+    while text not in path.read_text(encoding="utf-8"):
+        assert time.monotonic() < deadline, f"no {text!r} in {path.name}: {path.read_text()}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_tutorials_node_killed_on_etcd(own_etcd_server: EtcdServer, tmp_path: Path) -> None:
+    """The tutorial's steps 2 and 3: three node processes on a real etcd ranked in round
+    0; node b SIGKILLed; a and c see it lost and are ranked in round 1, of 2."""
+    nodes = {
+        name: start_program("tutorial_etcd", tmp_path, own_etcd_server.endpoint, name)
+        for name in "abc"
+    }
+    try:
+        for rank, name in enumerate("abc"):
+            wait_for(tmp_path / f"{name}.out", f"{name}: round 0, rank {rank} of 3", 30)
+        nodes["b"].kill()
+        for rank, name in enumerate("ac"):
+            wait_for(tmp_path / f"{name}.out", f"{name}: lost", 30)
+            wait_for(tmp_path / f"{name}.out", f"{name}: round 1, rank {rank} of 2", 30)
+    finally:
+        for proc in nodes.values():
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_agent_leaves_cleanly_on_sigterm(
+    own_etcd_server: EtcdServer, tmp_path: Path, backend: str
+) -> None:
+    """The how-to's agent, on asyncio and on trio, on a real etcd: ranked in round 0 (it
+    is alone: after the last call), then SIGTERMed, it leaves the run: exit status 0,
+    and no key of the run is left, at once, not after its lease's TTL (15 s)."""
+    proc = start_program("agent", tmp_path, own_etcd_server.endpoint, "node-1", backend)
+    try:
+        wait_for(tmp_path / f"node-1-{backend}.out", "node-1: round 0, rank 0 of 1", 30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, (tmp_path / f"node-1-{backend}.err").read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    printed = (tmp_path / f"node-1-{backend}.out").read_text(encoding="utf-8")
+    assert printed.endswith("node-1: left the run\n")
+    assert "Traceback" not in (tmp_path / f"node-1-{backend}.err").read_text(encoding="utf-8")
+
+    async def keys() -> dict[str, bytes]:
+        async with EtcdStore(own_etcd_server.endpoint) as store:
+            found, _ = await store.get_prefix("/anyrdzv/job42/")
+        return found
+
+    assert anyio.run(keys) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_tls_snippet_runs(
+    tmp_path: Path, need_etcd: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an etcd that serves HTTPS with a certificate of its own CA, and wants a client
+    certificate signed by it: the snippet's files, by their names, in its folder."""
+    from tests._support.cli import MutualTlsEtcdServer, make_pki, mutual_tls_variables
+
+    pki = make_pki(tmp_path)
+    server = MutualTlsEtcdServer(tmp_path / "etcd", pki)
+    (tmp_path / "etcd").mkdir()
+    with monkeypatch.context() as patch:
+        for name, value in mutual_tls_variables(pki).items():
+            patch.setenv(name, value)
+        server.start()
+    try:
+        monkeypatch.chdir(tmp_path)
+        snippet = load("tls", server.url)["snippet"]
+        found = anyio.run(snippet)
+    finally:
+        server.stop()
+    assert found["status"].quorum is True
+
+
+@pytest.mark.slow
+def test_the_auth_snippet_runs(
+    own_etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an etcd with auth on, and a user ``trainer`` whose password is in the
+    environment, as the snippet reads it."""
+    import httpx
+
+    with httpx.Client(base_url=own_etcd_server.url, timeout=5) as client:
+        for path, body in (
+            ("/v3/auth/user/add", {"name": "trainer", "password": "trainer-pw"}),
+            ("/v3/auth/role/add", {"name": "writer"}),
+            (
+                "/v3/auth/role/grant",
+                {
+                    "name": "writer",
+                    "perm": {
+                        "permType": "READWRITE",
+                        "key": "L2FueXJkenYv",
+                        "range_end": "L2FueXJkenYw",
+                    },
+                },
+            ),
+            ("/v3/auth/user/grant", {"user": "trainer", "role": "writer"}),
+        ):
+            assert client.post(path, json=body).status_code == 200, path
+    own_etcd_server.enable_auth("root-pw")
+    monkeypatch.setenv("ANYRDZV_ETCD_PASSWORD", "trainer-pw")
+    anyio.run(load("auth", own_etcd_server.endpoint)["snippet"])
+
+    async def written() -> bytes | None:
+        async with EtcdStore(own_etcd_server.endpoint, username="root", password="root-pw") as s:
+            kv = await s.get("/anyrdzv/hello")
+        return None if kv is None else kv.value
+
+    assert anyio.run(written) == b"world"

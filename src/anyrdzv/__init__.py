@@ -43,6 +43,7 @@ from ._membership._members import members as members
 from ._membership._members import watch_members as watch_members
 from ._rendezvous._rendezvous import Rendezvous as Rendezvous
 from ._rendezvous._rendezvous import RendezvousInfo as RendezvousInfo
+from ._rendezvous._report import Bootstrap as Bootstrap
 from ._rendezvous._report import NodeReport as NodeReport
 from ._rendezvous._report import RunReport as RunReport
 from ._rendezvous._report import read_run as read_run
@@ -70,6 +71,7 @@ from ._stores._txn import TxnOpResult as TxnOpResult
 from ._stores._txn import TxnResult as TxnResult
 
 __all__ = (
+    "Bootstrap",
     "CasResult",
     "Change",
     "ClusterStatus",

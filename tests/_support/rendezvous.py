@@ -95,7 +95,7 @@ def check_agreement(infos: dict[str, RendezvousInfo]) -> RendezvousInfo:
 
 async def kill(store: LeaseStore, run_id: str, node: str) -> None:
     """Revoke a node's lease from outside, as if its process had died."""
-    kv = await store.get(f"{PREFIX}/{run_id}/members/{node}")
+    kv = await store.get(f"{PREFIX}/{run_id}/nodes/{node}")
     assert kv is not None
     assert kv.lease is not None
     await store.revoke(kv.lease)
@@ -149,3 +149,31 @@ class WatchedStore(StoreWrapper):
             return kv is not None and self.read_through >= kv.mod_revision
 
         await eventually(seen)
+
+
+#: A node process on etcd: ``python -c NODE_PROCESS endpoint run_id node conf backend``.
+#: It prints ``[round, rank, world_size]`` for each round it holds, then each change
+#: that ends it, one JSON value a line; SIGINT makes it leave cleanly.
+NODE_PROCESS = """
+import json, sys
+from contextlib import aclosing
+import anyio
+from anyrdzv import EtcdStore, Rendezvous
+
+async def main(endpoint, run_id, node, conf):
+    async with EtcdStore(endpoint) as store, Rendezvous.from_conf(
+        store, run_id, conf, min_nodes=2, max_nodes=3, node=node
+    ) as rdzv:
+        while True:
+            info = await rdzv.next_rendezvous()
+            print(json.dumps([info.round, info.rank, info.world_size]), flush=True)
+            async with aclosing(rdzv.changes()) as changes:
+                async for change in changes:
+                    print(json.dumps(change), flush=True)
+                    break
+
+try:
+    anyio.run(main, *sys.argv[1:5], backend=sys.argv[5])
+except KeyboardInterrupt:
+    pass  # SIGINT: the node has left cleanly
+"""

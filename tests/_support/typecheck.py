@@ -22,6 +22,13 @@ CACHE = Path(tempfile.gettempdir()) / (
 _ERROR = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): error: (?P<message>.*)$")
 
 
+def _cache_dir(sources: dict[str, str]) -> Path:
+    """The cache of this set of files: named by a digest of their names, since a long
+    list of names is longer than a file name may be."""
+    names = "-".join(sorted(sources))
+    return CACHE / hashlib.sha256(names.encode()).hexdigest()[:16]
+
+
 def mypy_strict(sources: dict[str, str], workdir: Path) -> dict[str, list[str]]:
     """Type-check each source with ``mypy --strict`` for Python 3.10, in one run, against
     this checkout's ``src``; return each file's errors, as ``"<line>: <message>"``.
@@ -43,7 +50,7 @@ def mypy_strict(sources: dict[str, str], workdir: Path) -> dict[str, list[str]]:
             "--show-error-codes",
             "--no-pretty",
             "--no-color-output",
-            f"--cache-dir={CACHE / '-'.join(sorted(sources))}",
+            f"--cache-dir={_cache_dir(sources)}",
             *sources,
         ],
         cwd=workdir,  # no pyproject.toml here: only the flags above apply

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from anyrdzv import EtcdStore, Rendezvous, RendezvousClosed, RendezvousInfo
+from anyrdzv import EtcdStore, Put, Rendezvous, RendezvousClosed, RendezvousInfo
 from anyrdzv._rendezvous import _rules as rules
 from anyrdzv._rendezvous._report import RunReport, read_run
 from tests._support.cli import (
@@ -116,8 +116,8 @@ async def test_a_run_from_open_round_to_closed(etcd_server: Any, run_id: str) ->
             "closed": False,
             "min_nodes": 2,
             "max_nodes": 3,
-            "previous": None,
         }
+        assert (record["previous"], record["coordinator"]) == (None, "a")
         assert record["participants"] == []
         assert [(n["node"], n["round"], n["alive"]) for n in record["joined"]] == [("a", 0, True)]
         assert record["waiting"] == []
@@ -156,7 +156,9 @@ async def test_a_run_from_open_round_to_closed(etcd_server: Any, run_id: str) ->
 
         tg.start_soon(late)
         await until(store, run_id, lambda r: len(r.waiting) == 1)
-        assert await a.num_nodes_waiting() == 1
+        with anyio.fail_after(5):  # the coordinator counts it in the state, at once
+            while await a.num_nodes_waiting() != 1:  # noqa: ASYNC110 - no event to wait on
+                await anyio.sleep(0.01)
         text, record = await show(etcd, run_id)
         lines = text.splitlines()
         assert (
@@ -210,15 +212,17 @@ def test_malformed_state(etcd_server: Any, run_id: str) -> None:
 
 
 def test_watch_prints_a_report_on_every_change(etcd_server: Any, run_id: str) -> None:
-    state = rules.RunState(4, True, False, 1, 2, ("x",), {"x": b""})
+    state = rules.RunState(4, True, False, 1, 2, size=1)
     key = f"/anyrdzv/{run_id}/state"
+    record = rules.encode_record(rules.Record(4, ("x",)))
 
     async def write(value: bytes | None) -> None:
         async with EtcdStore(etcd_server.endpoint) as store:
             if value is None:
-                await store.delete(key)
+                await store.delete_prefix(key)
             else:
-                await store.put(key, value)
+                # The state and its round's record in one txn, as a coordinator writes them.
+                await store.txn([], [Put(key, value), Put(key + ".round", record)])
 
     args = rendezvous_args(etcd_server.endpoint, run_id, "--watch", "--json")
     with start_cli(*args) as proc:
@@ -226,7 +230,7 @@ def test_watch_prints_a_report_on_every_change(etcd_server: Any, run_id: str) ->
         first = json.loads(proc.stdout.readline())
         anyio.run(write, rules.encode_state(state))
         second = json.loads(proc.stdout.readline())
-        anyio.run(write, rules.encode_state(rules.RunState(4, True, True, 1, 2, ("x",))))
+        anyio.run(write, rules.encode_state(rules.RunState(4, True, True, 1, 2, size=1)))
         third = json.loads(proc.stdout.readline())
         anyio.run(write, None)
         fourth = json.loads(proc.stdout.readline())
@@ -252,7 +256,7 @@ def test_watch_ends_cleanly_on_sigterm(etcd_server: Any, run_id: str) -> None:
         first = proc.stdout.readline()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
-    assert first.startswith(f"run {run_id!r} at revision ")
+    assert f"] run {run_id!r} at revision " in first  # after the report's time
     assert (proc.returncode, out) == (143, ""), err
     assert "Traceback" not in err
 
@@ -282,11 +286,13 @@ def test_watch_ends_at_a_malformed_value_with_one_line(etcd_server: Any, run_id:
 
 
 def test_text_of_a_participant_whose_lease_is_gone(etcd_server: Any, run_id: str) -> None:
-    state = rules.RunState(2, True, False, 1, 2, ("x", "y"), {"x": b"", "y": b""})
+    state = rules.RunState(2, True, False, 1, 2, size=2)
 
     async def put() -> None:
         async with EtcdStore(etcd_server.endpoint) as store:
             await store.put(f"/anyrdzv/{run_id}/state", rules.encode_state(state))
+            record = rules.Record(2, ("x", "y"))
+            await store.put(f"/anyrdzv/{run_id}/state.round", rules.encode_record(record))
             await store.put(f"/anyrdzv/{run_id}/join/z", rules.encode_join(0))
 
     anyio.run(put)
@@ -310,7 +316,7 @@ def test_text_of_a_participant_whose_lease_is_gone(etcd_server: Any, run_id: str
 def test_the_bootstrap_of_a_torchrun_round(etcd_server: Any, run_id: str) -> None:
     """A complete round of a run with torch store keys: whether its rank 0 published
     MASTER_ADDR in the round's store."""
-    state = rules.RunState(1, True, False, 1, 2, ("x", "y"), {"x": b"", "y": b""})
+    state = rules.RunState(1, True, False, 1, 2, size=2)
     round_store = f"/anyrdzv/{run_id}/store/torch.rendezvous.{run_id}.1/"
 
     async def put(key: str, value: bytes) -> None:
@@ -326,7 +332,9 @@ def test_the_bootstrap_of_a_torchrun_round(etcd_server: Any, run_id: str) -> Non
         return line, json.loads(as_json.stdout)["bootstrap"]
 
     anyio.run(put, f"/anyrdzv/{run_id}/state", rules.encode_state(state))
-    anyio.run(put, f"/anyrdzv/{run_id}/members/x", rules.encode_member(rules.Member(1, 2, b"")))
+    record = rules.encode_record(rules.Record(1, ("x", "y")))
+    anyio.run(put, f"/anyrdzv/{run_id}/state.round", record)
+    anyio.run(put, f"/anyrdzv/{run_id}/nodes/x", rules.encode_member(rules.Member(1, 2, b"")))
     anyio.run(put, round_store + "torchelastic/role_info/1", b"{}")
     line, record = bootstrap()
     assert line == (
@@ -374,7 +382,8 @@ def test_watch_prints_the_time_and_only_what_changed(
         first = proc.stdout.readline()
         for step in range(3):  # the torch store's writes: no report
             write(f"store/torch.rendezvous.{run_id}.0/k{step}", b"v")
-        write("state", rules.encode_state(rules.RunState(4, True, False, 1, 2, ("x",))))
+        write("state.round", rules.encode_record(rules.Record(4, ("x",))))
+        write("state", rules.encode_state(rules.RunState(4, True, False, 1, 2, size=1)))
         second = proc.stdout.readline()
         if not as_json:
             while not second.startswith("["):  # the rest of the first report

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.anyio
 
 class TestNodeNames:
     async def test_a_live_nodes_name_is_refused(self, store: LeaseStore, run_id: str) -> None:
-        key = f"{PREFIX}/{run_id}/members/a"
+        key = f"{PREFIX}/{run_id}/nodes/a"
         async with make(store, run_id, "a") as a:
             before = await store.get(key)
             assert before is not None
@@ -75,20 +75,20 @@ class TestClaim:
     async def test_a_claim_puts_the_key_under_the_lease(self) -> None:
         store = MemoryStore()
         lease = await store.grant(10)
-        claim = Claim(store, "/p/r/members/a", b"v", "r", "a")
+        claim = Claim(store, "/p/r/nodes/a", b"v", "r", "a")
         revision = await claim(lease)
         assert claim.revision == revision
-        kv = await store.get("/p/r/members/a")
+        kv = await store.get("/p/r/nodes/a")
         assert kv is not None
         assert (kv.value, kv.lease, kv.mod_revision) == (b"v", lease.id, revision)
 
     async def test_a_key_under_another_lease_is_taken(self) -> None:
         store = MemoryStore()
         first, second = await store.grant(10), await store.grant(10)
-        await Claim(store, "/p/r/members/a", b"v", "r", "a")(first)
-        claim = Claim(store, "/p/r/members/a", b"w", "r", "a")
+        await Claim(store, "/p/r/nodes/a", b"v", "r", "a")(first)
+        claim = Claim(store, "/p/r/nodes/a", b"w", "r", "a")
         message = (
-            f"node 'a' of run 'r' is taken: a live node holds its key '/p/r/members/a' "
+            f"node 'a' of run 'r' is taken: a live node holds its key '/p/r/nodes/a' "
             f"(lease {first.id}); node names must be unique per run"
         )
         with pytest.raises(RendezvousError) as info:
@@ -100,7 +100,7 @@ class TestClaim:
         faulty = FaultyStore(MemoryStore())
         lease = await faulty.grant(10)
         faulty.fail("txn", times=CLAIM_TRIES - 1)
-        assert await Claim(faulty, "/p/r/members/a", b"v", "r", "a")(lease) > 0
+        assert await Claim(faulty, "/p/r/nodes/a", b"v", "r", "a")(lease) > 0
         assert faulty.calls["txn"] == CLAIM_TRIES
         assert faulty.calls["get"] == CLAIM_TRIES - 1  # did it go through? no
 
@@ -109,25 +109,25 @@ class TestClaim:
         lease = await faulty.grant(10)
         faulty.fail("txn")
         with pytest.raises(StoreConnectionError):
-            await Claim(faulty, "/p/r/members/a", b"v", "r", "a")(lease)
+            await Claim(faulty, "/p/r/nodes/a", b"v", "r", "a")(lease)
         assert faulty.calls["txn"] == CLAIM_TRIES
 
     async def test_a_request_that_went_through_is_not_refused(self) -> None:
         """A put whose answer was lost is found under the node's own lease."""
         store = MemoryStore()
         lease = await store.grant(10)
-        revision = await store.put("/p/r/members/a", b"v", lease=lease)
+        revision = await store.put("/p/r/nodes/a", b"v", lease=lease)
         faulty = FaultyStore(store)
         faulty.fail("txn", times=1)
-        assert await Claim(faulty, "/p/r/members/a", b"v", "r", "a")(lease) == revision
+        assert await Claim(faulty, "/p/r/nodes/a", b"v", "r", "a")(lease) == revision
         # and so is one that a batch sent, though its sender was cancelled
-        assert await Claim(store, "/p/r/members/a", b"v", "r", "a")(lease) == revision
+        assert await Claim(store, "/p/r/nodes/a", b"v", "r", "a")(lease) == revision
 
     async def test_a_lost_answer_under_another_lease_is_taken(self) -> None:
         store = MemoryStore()
         mine, theirs = await store.grant(10), await store.grant(10)
-        await store.put("/p/r/members/a", b"v", lease=theirs)
+        await store.put("/p/r/nodes/a", b"v", lease=theirs)
         faulty = FaultyStore(store)
         faulty.fail("txn", times=1)
         with pytest.raises(RendezvousError, match=f"is taken: .*lease {theirs.id}"):
-            await Claim(faulty, "/p/r/members/a", b"v", "r", "a")(mine)
+            await Claim(faulty, "/p/r/nodes/a", b"v", "r", "a")(mine)

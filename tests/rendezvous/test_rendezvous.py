@@ -4,6 +4,7 @@ run's keys and their clean-up, argument checks, and randomized and multi-process
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import random
 import signal
@@ -20,6 +21,7 @@ import pytest
 
 from anyrdzv import (
     EtcdStore,
+    Heartbeat,
     HeartbeatLost,
     Lease,
     LeaseExpired,
@@ -31,11 +33,14 @@ from anyrdzv import (
     RendezvousInfo,
     RendezvousTimeout,
     StorePermissionError,
+    members,
+    read_run,
 )
 from anyrdzv._rendezvous import _rules as rules
 from anyrdzv.testing import CountingStore, FaultyStore
 from tests._support.heartbeat import FakeStore
 from tests._support.rendezvous import (
+    NODE_PROCESS,
     PREFIX,
     WatchedStore,
     all_next,
@@ -137,8 +142,9 @@ class TestCompletion:
             assert 0.7 <= anyio.current_time() - start < 0.8 + 1
             # The node withdrew its join: nothing of it but its lease key is left.
             assert await run_keys(store, run_id) == [
-                f"{PREFIX}/{run_id}/members/a",
+                f"{PREFIX}/{run_id}/nodes/a",
                 f"{PREFIX}/{run_id}/state",
+                f"{PREFIX}/{run_id}/state.coordinator",
             ]
         assert await run_keys(store, run_id) == []
 
@@ -477,10 +483,10 @@ class TestStore:
         [
             b"\x80\x04\x95pickle",
             b"[1, 2]",
-            b'{"round": -1}',
+            b'{"layout": 2, "round": -1}',
             (
-                b'{"round":0,"complete":false,"closed":false,"min_nodes":3,"max_nodes":2,'
-                b'"participants":[],"payloads":{},"previous":null}'
+                b'{"layout":2,"round":0,"complete":false,"closed":false,"min_nodes":3,'
+                b'"max_nodes":2,"size":0,"waiting":0,"lost":false}'
             ),
         ],
     )
@@ -495,14 +501,35 @@ class TestStore:
         finally:
             await store.delete(f"{PREFIX}/{run_id}/state")
 
-    async def test_a_malformed_join_is_an_error(self, store: LeaseStore, run_id: str) -> None:
-        watched = WatchedStore(store)
-        async with make(watched, run_id, "a") as a:
-            await store.put(f"{PREFIX}/{run_id}/join/x", b"not json")
-            await watched.until_seen(f"{PREFIX}/{run_id}/join/x")  # as a's view shows
-            with pytest.raises(RendezvousError, match="join/x"):
-                await a.next_rendezvous()
+    async def test_a_state_of_another_key_layout_names_both(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        # What an anyrdzv of key layout 1 wrote: no "layout", its participants inside.
+        old = (
+            b'{"round":0,"complete":true,"closed":false,"min_nodes":1,"max_nodes":2,'
+            b'"participants":["x"],"payloads":{"x":""},"previous":null}'
+        )
+        await store.put(f"{PREFIX}/{run_id}/state", old)
+        try:
+            async with make(store, run_id, "a") as a:
+                with pytest.raises(RendezvousError, match=r"key layout 1 .*key layout 2"):
+                    await a.next_rendezvous()
+        finally:
+            await store.delete(f"{PREFIX}/{run_id}/state")
+
+    async def test_a_malformed_join_is_skipped(
+        self, store: LeaseStore, run_id: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A node key no node wrote is no node: the coordinator skips it, with a warning
+        # naming it, and the run goes on.
+        caplog.set_level(logging.WARNING, "anyrdzv._rendezvous._coordinator")
+        await store.put(f"{PREFIX}/{run_id}/join/x", b"not json")
+        try:
+            async with make(store, run_id, "a") as a, make(store, run_id, "b") as b:
+                check_agreement(await all_next(a, b))
+        finally:
             await store.delete(f"{PREFIX}/{run_id}/join/x")
+        assert any("join/x" in r.getMessage() for r in caplog.records)
 
     async def test_nodes_that_disagree_on_min_or_max_nodes_do_not_meet(
         self, store: LeaseStore, run_id: str
@@ -565,6 +592,45 @@ class TestDataSubtree:
                 check_agreement(await all_next(a, b))
                 assert await store.get(a.data_prefix + "mine") is not None
         assert await run_keys(store, run_id) == []
+
+    async def test_data_lease_is_the_runs(self, store: LeaseStore, run_id: str) -> None:
+        rdzv = make(store, run_id, "a")
+        assert rdzv.data_lease is None  # outside async with
+        async with rdzv as a, make(store, run_id, "b") as b:
+            check_agreement(await all_next(a, b))
+            state = await store.get(f"{PREFIX}/{run_id}/state")
+            assert state is not None
+            assert a.data_lease == b.data_lease == state.lease is not None
+            await store.put(a.data_prefix + "k", b"v", lease=a.data_lease)
+            assert a.data_lease is not None
+            assert await store.time_to_live(a.data_lease) is not None
+
+
+class TestNamespaces:
+    """A Heartbeat group and a Rendezvous run of one name share no key: a node's
+    heartbeat key is ``nodes/<node>``, a group's member ``members/<name>``."""
+
+    async def test_a_heartbeat_group_beside_a_run_of_its_name(
+        self, store: LeaseStore, run_id: str
+    ) -> None:
+        async with (
+            Heartbeat(store, run_id, "monitor", interval=0.5, payload=b"m"),
+            Heartbeat(store, run_id, "a", interval=0.5, payload=b"h"),
+            make(store, run_id, "a", payload=b"10.0.0.1") as a,
+            make(store, run_id, "b") as b,
+        ):
+            info = check_agreement(await all_next(a, b))
+            assert info.payloads == {"a": b"10.0.0.1", "b": b""}
+            snapshot = await members(store, run_id, prefix=PREFIX)
+            assert snapshot.members == {"monitor": b"m", "a": b"h"}
+            report = await read_run(store, run_id)
+            assert [(n.node, n.payload) for n in report.participants] == [
+                ("a", b"10.0.0.1"),
+                ("b", b""),
+            ]
+            assert report.others == ()
+            infos = await all_next(a, b)  # the run goes on
+            assert check_agreement(infos).round == 1
 
 
 #: A lease TTL of 5 s (renewals every 0.2 s), for tests that do not wait for a lease to
@@ -779,7 +845,13 @@ class TestCancellation:
         next call does not return that round: it asks for a new one, and joins it."""
         faulty = FaultyStore(node_stores[0])
         async with AsyncExitStack() as stack:
-            a, b, c = await nodes_on(stack, [faulty, *node_stores[1:]], run_id)
+            # b enters first and coordinates, so that the one failed txn is a's withdrawal.
+            options: dict[str, Any] = {"min_nodes": 3, "max_nodes": 3, **STEADY}
+            b = await stack.enter_async_context(make(node_stores[1], run_id, "b", **options))
+            coordinator = f"{PREFIX}/{run_id}/state.coordinator"
+            await eventually(lambda: node_stores[1].get(coordinator))
+            a = await stack.enter_async_context(make(faulty, run_id, "a", **options))
+            c = await stack.enter_async_context(make(node_stores[2], run_id, "c", **options))
             faulty.fail("txn", times=1)  # the withdrawal's
             with anyio.move_on_after(0.3):
                 await a.next_rendezvous()
@@ -989,6 +1061,8 @@ class TestRandomized:
                 max_nodes=max_nodes,
                 last_call_timeout=0.05,
                 join_timeout=30,
+                # The anchor's lease outlives a loaded machine's stalls: it must not die.
+                keep_alive_max_attempt=25 if name == "anchor" else 3,
             )
             previous = -1
             try:
@@ -1048,7 +1122,7 @@ class TestRandomized:
                         scopes[rng.choice(others)].cancel()  # leaves
                     else:
                         victim = rng.choice(others)
-                        kv = await store.get(f"{PREFIX}/{run_id}/members/{victim}")
+                        kv = await store.get(f"{PREFIX}/{run_id}/nodes/{victim}")
                         if kv is not None and kv.lease is not None:
                             await store.revoke(Lease(kv.lease, 1))  # dies
                     # Mostly a bare checkpoint, so that moves pile up on each other; now
@@ -1074,31 +1148,6 @@ class TestRandomized:
                 await one_run(f"random-{run}")
         print(f"{3 * STEPS} moves, {completed} rounds held")
         assert completed > 100
-
-
-NODE_PROCESS = """
-import json, sys
-from contextlib import aclosing
-import anyio
-from anyrdzv import EtcdStore, Rendezvous
-
-async def main(endpoint, run_id, node, conf):
-    async with EtcdStore(endpoint) as store, Rendezvous.from_conf(
-        store, run_id, conf, min_nodes=2, max_nodes=3, node=node
-    ) as rdzv:
-        while True:
-            info = await rdzv.next_rendezvous()
-            print(json.dumps([info.round, info.rank, info.world_size]), flush=True)
-            async with aclosing(rdzv.changes()) as changes:
-                async for change in changes:
-                    print(json.dumps(change), flush=True)
-                    break
-
-try:
-    anyio.run(main, *sys.argv[1:5], backend=sys.argv[5])
-except KeyboardInterrupt:
-    pass  # SIGINT: the node has left cleanly
-"""
 
 
 #: --rdzv-conf, and the issue's bound on the time from the SIGKILL to the next round

@@ -130,7 +130,7 @@ async def test_a_malformed_key_is_a_rendezvous_error() -> None:
 
 
 def state(round_: int) -> bytes:
-    return rules.encode_state(rules.RunState(round_, True, False, 1, 2, ("x",), {"x": b""}))
+    return rules.encode_state(rules.RunState(round_, True, False, 1, 2, size=1))
 
 
 async def next_report(reports: AsyncGenerator[RunReport, None]) -> RunReport:

@@ -4,14 +4,16 @@ on one store; it resumes a broken watch, and reads the run afresh after a compac
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
-from anyrdzv import LeaseStore, MemoryStore, StoreError
+from anyrdzv import Compare, Lease, LeaseStore, MemoryStore, Put, StoreError, TxnResult
 from anyrdzv._rendezvous import _run_view
-from anyrdzv.testing import CountingStore, FaultyStore
+from anyrdzv.testing import CountingStore, FaultyStore, StoreWrapper
 from tests._support.rendezvous import (
     PREFIX,
     all_next,
@@ -22,14 +24,45 @@ from tests._support.rendezvous import (
     make,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anyrdzv._stores._txn import TxnOp
+
 pytestmark = pytest.mark.anyio
+
+
+class WriteLog(StoreWrapper):
+    """Counts the puts of each key, alone or in a txn that succeeded."""
+
+    def __init__(self, store: LeaseStore) -> None:
+        super().__init__(store)
+        self.puts: Counter[str] = Counter()
+
+    async def put(self, key: str, value: bytes, *, lease: Lease | int | None = None) -> int:
+        self.puts[key] += 1
+        return await super().put(key, value, lease=lease)
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[TxnOp] = (),
+        failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        result = await super().txn(compare, success, failure)
+        for op in success if result.succeeded else failure:
+            if isinstance(op, Put):
+                self.puts[op.key] += 1
+        return result
+
 
 LOGGER = "anyrdzv._rendezvous._run_view"
 
 
 class TestSharedWatch:
     async def test_the_nodes_of_a_process_share_one_watch_and_one_swap(self, run_id: str) -> None:
-        counting = CountingStore(MemoryStore())
+        writes = WriteLog(MemoryStore())
+        counting = CountingStore(writes)
         async with AsyncExitStack() as stack:
             nodes = [
                 await stack.enter_async_context(
@@ -38,10 +71,15 @@ class TestSharedWatch:
                 for i in range(8)
             ]
             check_agreement(await all_next(*nodes))
-            assert counting.calls["watch_prefix"] == 1
+            # One watch of the control keys for the eight, and the coordinator's own.
+            assert counting.calls["watch_prefix"] == 2
             assert counting.calls["get_prefix_kv"] == 1
-            # One creates the state and one completes the round: nobody's swap fails.
-            assert counting.calls["compare_and_swap"] == 2
+            # One node claims the coordinator's office; it creates the state and completes
+            # the round: nobody else writes them.
+            state = f"{PREFIX}/{run_id}/state"
+            assert writes.puts[state + ".coordinator"] == 1
+            assert writes.puts[state] == 2
+            assert counting.calls["compare_and_swap"] == 0
 
     async def test_the_watch_moves_when_its_host_leaves(
         self, store: LeaseStore, run_id: str
@@ -74,10 +112,10 @@ class TestSharedWatch:
             make(two, run_id, "a", min_nodes=1, max_nodes=1) as other,
         ):
             # Each store object is read and watched for its own nodes.
-            assert (one.calls["get_prefix_kv"], one.calls["watch_prefix"]) == (1, 1)
-            assert (two.calls["get_prefix_kv"], two.calls["watch_prefix"]) == (1, 1)
+            assert one.calls["get_prefix_kv"] == two.calls["get_prefix_kv"] == 1
             assert (await a.next_rendezvous()).participants == ("a",)
             assert (await other.next_rendezvous()).participants == ("a",)
+            assert one.calls["watch_prefix"] == two.calls["watch_prefix"] == 2
 
 
 class TestView:
@@ -92,16 +130,15 @@ class TestView:
             try:
                 version = run.version
                 with caplog.at_level(logging.DEBUG, logger="anyrdzv"):
-                    revision = 0
-                    for key in ("x", "a/b/c", "members/a", "state"):
-                        revision = await store.put(a.data_prefix + key, b"\x80 not json")
-                    await run.until_revision(revision)
+                    for key in ("x", "a/b/c", "nodes/a", "state"):
+                        await store.put(a.data_prefix + key, b"\x80 not json")
+                    # The next round's writes come after them: the watches have passed them.
+                    assert check_agreement(await all_next(a, b)).round == 1
                 assert not run.errors
-                assert run.version == version  # no node woke for them
                 assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+                assert run.version > version
             finally:
                 assert not run.release()
-            assert check_agreement(await all_next(a, b)).round == 1
 
     async def test_a_view_is_let_go_with_its_last_node(self, run_id: str) -> None:
         store = MemoryStore()
@@ -135,7 +172,7 @@ class TestFollow:
         messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
         assert any(f"watch on run '{run_id}' failed" in m and "was cut" in m for m in messages)
         assert faulty.calls["watch_prefix"] >= 2
-        assert faulty.calls["get_prefix_kv"] == 1 + 1  # the first read, and the clean-up's
+        assert faulty.calls["get_prefix_kv"] == 1  # the first read: a broken watch resumes
 
     async def test_a_compacted_history_is_read_afresh(
         self, run_id: str, caplog: pytest.LogCaptureFixture
@@ -155,7 +192,7 @@ class TestFollow:
         assert check_agreement(infos).participants == ("a", "b", "c")
         messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
         assert any("has been compacted" in m and "reading afresh" in m for m in messages)
-        assert faulty.calls["get_prefix_kv"] == 1 + 1 + 1  # the first read, afresh, clean-up
+        assert faulty.calls["get_prefix_kv"] == 1 + 1  # the first read, and afresh
 
     async def test_a_failed_read_afresh_is_tried_again(
         self, run_id: str, caplog: pytest.LogCaptureFixture
@@ -173,4 +210,4 @@ class TestFollow:
             await eventually(a.is_closed)
         messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
         assert any("reading the run failed: etcd answered 500" in m for m in messages)
-        assert faulty.calls["get_prefix_kv"] == 1 + 2 + 1  # the first read, afresh twice, clean-up
+        assert faulty.calls["get_prefix_kv"] == 1 + 2  # the first read, and afresh twice

@@ -199,7 +199,7 @@ def test_a_lost_heartbeat_is_raised_by_the_next_call(
 async def revoke_the_member(endpoint: str, run_id: str) -> None:
     """Revoke the lease of the one node of ``run_id``: its heartbeat is lost."""
     async with EtcdStore(endpoint) as store:
-        (member,), _ = await store.get_prefix_kv(f"/anyrdzv/{run_id}/members/")
+        (member,), _ = await store.get_prefix_kv(f"/anyrdzv/{run_id}/nodes/")
         assert member.lease is not None
         await store.revoke(Lease(member.lease, 1))
 
@@ -529,10 +529,12 @@ except SignalException as exc:
 
 
 def readme_block(after: str) -> str:
-    """The first fenced block of the README after the line that holds ``after``."""
-    from tests._support import README
+    """The first fenced block of the torchrun guide (``docs/howto/torchrun.md``, once the
+    README's section) after the line that holds ``after``."""
+    from tests._support import ROOT
 
-    lines = README.read_text(encoding="utf-8").splitlines()
+    guide = ROOT / "docs" / "howto" / "torchrun.md"
+    lines = guide.read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(lines) if after in line)
     fences = [i for i in range(start, len(lines)) if lines[i].strip().startswith("```")]
     return "\n".join(line.strip() for line in lines[fences[0] + 1 : fences[1]])
@@ -541,7 +543,7 @@ def readme_block(after: str) -> str:
 def test_a_scoped_etcd_user_as_the_readme_makes_it(
     own_etcd_server: EtcdServer, handlers: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The README's etcdctl commands make a user whose role grants /anyrdzv/ only (and
+    """The torchrun guide's etcdctl commands make a user whose role grants /anyrdzv/ only (and
     one whose role grants one run only): a whole round works for each, and a request
     outside the grant is refused with a message that names the key and the user."""
     from torch.distributed.elastic.rendezvous import RendezvousConnectionError

@@ -441,3 +441,35 @@ class TestCompaction:
             assert outcome.at is None
             await kv.set("a/x", b"3")
         assert outcome.result == [b"3", b"2"]
+
+
+class TestLease:
+    """Every write puts its key under the lease it is given (the run's, in the backend),
+    so that the keys expire with it when no node is left to delete them."""
+
+    async def test_every_write_is_under_the_lease_and_goes_with_it(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        lease = await store.grant(60)
+        kv = TorchKV(store, f"{key_prefix}/kv/", lease=lambda: lease.id)
+        await kv.set("set", b"v")
+        await kv.add("add", 2)
+        await kv.add("add", 3)
+        await kv.append("append", b"a")
+        await kv.append("append", b"b")
+        await kv.compare_set("cas-new", b"", b"x")
+        await kv.compare_set("cas-new", b"x", b"y")
+        await kv.multi_set(["m1", "m2"], [b"1", b"2"])
+        kvs, _ = await store.get_prefix_kv(f"{key_prefix}/kv/")
+        assert {kv.key.rsplit("/", 1)[1]: kv.lease for kv in kvs} == {
+            name: lease.id for name in ("set", "add", "append", "cas-new", "m1", "m2")
+        }
+        await store.revoke(lease)
+        assert await kv.num_keys() == 0
+
+    async def test_without_a_lease_none(self, store: LeaseStore, key_prefix: str) -> None:
+        kv = TorchKV(store, f"{key_prefix}/kv/", lease=lambda: None)
+        await kv.set("k", b"v")
+        found = await store.get(f"{key_prefix}/kv/k")
+        assert found is not None
+        assert found.lease is None

@@ -49,7 +49,7 @@ def session_on(store: LeaseStore, run_id: str, node: str, **conf: float) -> Sess
 
 async def revoke_node(store: LeaseStore, run_id: str, node: str) -> None:
     """Kill ``node``: revoke the lease its member key lives under."""
-    member = await store.get(f"/anyrdzv/{run_id}/members/{node}")
+    member = await store.get(f"/anyrdzv/{run_id}/nodes/{node}")
     assert member is not None
     assert member.lease is not None
     await store.revoke(Lease(member.lease, 1))

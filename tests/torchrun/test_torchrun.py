@@ -193,6 +193,12 @@ def test_scale_down_after_a_sigkill(
     assert last["sum"] == 1.0
     assert int(last["TORCHELASTIC_RESTART_COUNT"]) <= 1
     assert time.monotonic() - killed < 60
+    # The job ended within b's TTL, so a was not the last to leave, and no node was left
+    # to delete the run's keys: the state, the round's record and the torch store's keys
+    # live under the run's lease, which expires once no node keeps it alive (TTL 2 x the
+    # node's + 5 s), and b's own keys under its lease.
+    assert any("/store/" in key for key in run_keys(etcd_server.endpoint, run_id))
+    wait_for(lambda: run_keys(etcd_server.endpoint, run_id) == [], 40, "no key of the run left")
 
 
 @pytest.mark.timeout(150)
@@ -292,7 +298,7 @@ def test_a_cluster_leader_killed_during_the_rendezvous(
         "conf": "keep_alive_interval=1,keep_alive_max_attempt=3",
     }
     a = start(agents, tmp_path, "a", **options)
-    joined = lambda: any("/members/" in key for key in run_keys(etcd_cluster.endpoint_list, run_id))
+    joined = lambda: any("/nodes/" in key for key in run_keys(etcd_cluster.endpoint_list, run_id))
     wait_for(joined, 90, "the first node joined", a)
     leader = etcd_cluster.leader_index()
     etcd_cluster.kill(leader)
@@ -458,7 +464,7 @@ def test_sigterm_during_the_first_rendezvous_ends_the_agent_at_once(
         run_id=run_id,
         nnodes="2",  # waits for a second node that never comes
     )
-    joined = lambda: any("/members/" in key for key in run_keys(etcd_server.endpoint, run_id))
+    joined = lambda: any("/nodes/" in key for key in run_keys(etcd_server.endpoint, run_id))
     wait_for(joined, 60, "the node joined", agent)
     time.sleep(0.3)
     agent.process.send_signal(signal.SIGINT)

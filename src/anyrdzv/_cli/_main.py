@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .._checks import echo
 from .._core._public import __version__
-from . import _doctor, _members, _parse, _rendezvous
+from . import _demo, _doctor, _members, _parse, _rendezvous
 from ._errors import UsageError, one_line
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"anyrdzv {__version__}")
     _add_logging_options(parser, "")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (_parse, _doctor, _members, _rendezvous):
+    for command in (_demo, _parse, _doctor, _members, _rendezvous):
         _add_logging_options(command.add_parser(commands), "sub_")
     return parser
 

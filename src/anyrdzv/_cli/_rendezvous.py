@@ -72,8 +72,9 @@ def _report_record(report: RunReport) -> dict[str, Any]:
             "closed": report.closed,
             "min_nodes": report.min_nodes,
             "max_nodes": report.max_nodes,
-            "previous": None if report.previous is None else list(report.previous),
         },
+        "previous": None if report.previous is None else list(report.previous),
+        "coordinator": report.coordinator,
         "participants": [
             {"rank": rank, **_node_record(node)} for rank, node in enumerate(report.participants)
         ],

@@ -76,6 +76,12 @@ async def get_prefix(gateway: Gateway, prefix: str) -> tuple[list[KeyValue], int
     return key_values(kvs, what=prefix, server=gateway.where), revision
 
 
+async def count_prefix(gateway: Gateway, prefix: str) -> int:
+    """How many keys are under ``prefix``: etcd counts them and sends none."""
+    body = await gateway.call(_RANGE, {**_wire.prefix_range(prefix), "count_only": True})
+    return _wire.count_result(_RANGE, body)
+
+
 async def delete(gateway: Gateway, keys: dict[str, str]) -> int:
     """Delete ``keys`` (a key, or a range); not sent again after a passing fault, since
     a retry could not tell what the first try deleted. Return how many were deleted."""

@@ -208,6 +208,11 @@ class EtcdStore:
         check_prefix(prefix)
         return await _requests.get_prefix(self._gateway, prefix)
 
+    async def count_prefix(self, prefix: str) -> int:
+        """Return how many keys are under ``prefix``: etcd counts them, and sends none."""
+        check_prefix(prefix)
+        return await _requests.count_prefix(self._gateway, prefix)
+
     async def delete(self, key: str) -> bool:
         """Delete ``key``; return whether it existed. Deleting an absent key changes
         nothing, not even the store revision.

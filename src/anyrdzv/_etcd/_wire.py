@@ -391,6 +391,14 @@ def range_result(path: str, body: dict[str, Any]) -> tuple[list[RawKeyValue], in
     return [key_value(path, kv) for kv in _list(path, body, "kvs")], revision(path, body)
 
 
+def count_result(path: str, body: dict[str, Any]) -> int:
+    """A count-only range's count of keys (left out when 0)."""
+    count = _int(path, body, "count")
+    if count < 0:
+        raise _missing(path, "count", body)
+    return count
+
+
 def deleted(path: str, body: dict[str, Any]) -> tuple[int, int]:
     """A delete-range's count of deleted keys, and the revision after it."""
     count = _int(path, body, "deleted")

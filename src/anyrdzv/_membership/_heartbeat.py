@@ -220,6 +220,12 @@ class MemberLease:
             self._gone = True
         return self._loss
 
+    @property
+    def loss(self) -> HeartbeatLost | None:
+        """The loss of this entry's lease, once the renewals or a write under it heard of
+        it; ``None`` until then."""
+        return self._loss
+
     def _lease_gone(self) -> bool:
         return self._gone or (self._renewal is not None and self._renewal.lease_gone)
 

@@ -14,7 +14,6 @@ from .._stores._follow import Resynced, follow
 from .._stores._model import EventType
 from .._stores._protocol import LeaseStore, check_store
 from ._keys import DEFAULT_PREFIX, members_prefix
-from ._payload import member_payload
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator
@@ -89,7 +88,7 @@ async def members(
     for key, value in found.items():
         name = _member_name(key, key_prefix)
         if name is not None:
-            named[name] = member_payload(value)
+            named[name] = value
     return MembersSnapshot(named, revision)
 
 
@@ -154,7 +153,7 @@ async def watch_members(
             if name is None:
                 continue
             if change.type is EventType.PUT:
-                payload = member_payload(change.value)
+                payload = change.value
                 if name not in current:
                     current[name] = payload
                     yield MemberEvent(MemberEventType.JOINED, name, payload, change.revision)

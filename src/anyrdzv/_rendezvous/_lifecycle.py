@@ -1,34 +1,38 @@
 """RunEntry: one node's stay in its run, from entering to leaving.
 
-Entering, a node takes its run's shared :class:`~._run_view.RunView` (one watch for the
-nodes of this thread on one store), reads the run, claims its name with its heartbeat's
-put, offers its task group to host the watch, and drops the state of a stale run that no
-live node holds. Leaving, it withdraws its task group, revokes its lease and lets go of
-the view; the last node of the run deletes the run's keys if no node is left anywhere.
+Entering, a node takes its run's shared :class:`~._run_view.RunView` (one watch of the
+control keys for the nodes of this thread on one store), reads them, claims its name
+with its heartbeat's put, offers its task group to host the watch, drops the state of a
+stale run that no other live node holds, and stands for the coordinator's office.
+Leaving, it withdraws its task group, revokes its lease and lets go of the view; the last
+node of the run deletes the run's keys if no node is left anywhere (else they expire
+with the run lease, once no node is left to keep it).
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import anyio.abc
 
 from .._core._groups import HostedTaskGroup
 from .._exceptions import StoreError
+from .._stores._model import Lease
 from .._stores._txn import Compare, Delete
 from . import _run_view
-from ._rules import MEMBERS
+from ._rules import decode_state
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
     from types import TracebackType
 
     from .._membership._heartbeat import MemberLease
     from .._stores._protocol import LeaseStore
     from ._claim import Claim
-    from ._rules import NodeKeys
+    from ._rules import NodeKeys, RunState
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ class RunEntry:
     :param keys: the node's keys
     :param lease: the node's heartbeat, whose put is ``claim``
     :param claim: the put of the node's heartbeat key
+    :param stand: the node's candidacy for the coordinator's office, run in its task
+        group while it is in the run
     :param close_timeout: how long the last node's clean-up may take, in seconds
     """
 
@@ -53,6 +59,7 @@ class RunEntry:
         keys: NodeKeys,
         lease: MemberLease,
         claim: Claim,
+        stand: Callable[[_run_view.RunView], Coroutine[Any, Any, None]],
         *,
         close_timeout: float,
     ) -> None:
@@ -61,6 +68,7 @@ class RunEntry:
         self._keys = keys
         self._lease = lease
         self._claim = claim
+        self._stand = stand
         self._close_timeout = close_timeout
         self._run: _run_view.RunView | None = None  # while in the run
         self._host_token: int | None = None  # this node's, as a host of the watch
@@ -106,8 +114,8 @@ class RunEntry:
             token = await run.attach(task_group)
             stack.callback(run.detach, token)
             self._run, self._host_token = run, token
-            await run.until_revision(self._claim.revision)
             await self._reset_if_stale(run)
+            task_group.start_soon(self._stand, run, name=f"candidacy of node {self._keys.node!r}")
             self._task_group = task_group
             self._stack = stack.pop_all()
         logger.debug("node %r entered run %r", self._keys.node, self._run_id)
@@ -139,43 +147,53 @@ class RunEntry:
                 await self._clean_up()
 
     async def _reset_if_stale(self, run: _run_view.RunView) -> None:
-        """Drop a state that no live node holds: its run ended without cleaning up (its
-        last node was killed), and a rerun starts afresh. The adapters' subtree goes
-        with it."""
-        view = run.view
-        current = view.state
-        if current is None or len(view.members) > (self._keys.node in view.members):
+        """Drop a state that no other live node holds: its run ended without cleaning up
+        (its last node was killed), and a rerun starts afresh. The adapters' subtree
+        goes with it."""
+        current = run.state
+        if current is None or run.coordinator is not None:
             return
         try:
-            result = await self._store.txn(
-                [Compare.mod_revision(self._keys.state, "==", current[1])],
-                [Delete(self._keys.state), Delete(self._keys.data, prefix=True)],
-            )
+            if await self._store.count_prefix(self._keys.nodes) > 1:
+                return
+            revision = await self._drop(current)
         except StoreError as exc:
             logger.warning("run %r: could not drop a stale state: %s", self._run_id, exc)
             return
-        if result.succeeded:
+        if revision is not None:
             logger.debug("run %r: dropped the state of a run no node holds", self._run_id)
-            await run.until_revision(result.revision)
+            await run.until_revision(revision)
+
+    async def _drop(self, current: tuple[RunState | None, int]) -> int | None:
+        """Delete the run's state, record and adapters' subtree if the state is still
+        ``current`` (``(None, 0)``: still absent), and revoke its run lease; return the
+        revision of the delete, or ``None`` if the state had changed."""
+        keys = self._keys
+        state, revision = current
+        result = await self._store.txn(
+            [Compare.mod_revision(keys.state, "==", revision)],
+            [Delete(keys.state), Delete(keys.record), Delete(keys.data, prefix=True)],
+        )
+        if not result.succeeded:
+            return None
+        if state is not None and state.lease is not None:
+            await self._store.revoke(Lease(state.lease, 1))
+        return result.revision
 
     async def _clean_up(self) -> None:
-        """Delete the run's state and the adapters' subtree, in one txn, if no node of
-        the run is left: the rest of its keys live under the nodes' leases."""
-        state_key = self._keys.state
+        """Delete the run's keys if no node of the run is left: the rest of its keys
+        live under the nodes' leases."""
         try:
-            members, _ = await self._store.get_prefix_kv(self._keys.run + MEMBERS)
-            if members:
+            if await self._store.count_prefix(self._keys.nodes):
                 return
-            state = await self._store.get(state_key)
-            result = await self._store.txn(
-                [Compare.mod_revision(state_key, "==", 0 if state is None else state.mod_revision)],
-                [Delete(state_key), Delete(self._keys.data, prefix=True)],
+            kv = await self._store.get(self._keys.state)
+            try:
+                state = None if kv is None else decode_state(kv.value)
+            except ValueError:
+                state = None  # another layout's, or malformed: deleted all the same
+            await self._drop((state, 0 if kv is None else kv.mod_revision))
+            logger.debug(
+                "node %r was the last of run %r: deleted its keys", self._keys.node, self._run_id
             )
-            if result.succeeded:
-                logger.debug(
-                    "node %r was the last of run %r: deleted its keys",
-                    self._keys.node,
-                    self._run_id,
-                )
         except StoreError as exc:
             logger.warning("could not delete the state of run %r: %s", self._run_id, exc)

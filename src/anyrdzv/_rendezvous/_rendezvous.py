@@ -27,6 +27,7 @@ from .._stores._protocol import LeaseStore, check_store
 from . import _rules as rules
 from ._claim import Claim
 from ._conf import parse_conf
+from ._coordinator import Coordinator, candidacy, run_lease_ttl
 from ._lifecycle import RunEntry
 from ._rounds import Rounds
 
@@ -35,11 +36,15 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._rules import Change
+    from ._run_view import RunView
 
 logger = logging.getLogger(__name__)
 
 _local_ids = itertools.count()
 
+#: The most bytes one node's payload may hold: it is kept base64 in JSON in the node's
+#: own key, which etcd takes up to 1.5 MiB.
+MAX_PAYLOAD = 1024 * 1024
 #: How long withdrawing a join may take, in seconds, when a call ends without a round.
 WITHDRAW_TIMEOUT = 1.0
 
@@ -116,7 +121,9 @@ class Rendezvous:
     :param close_timeout: how long :meth:`set_closed` may take, in seconds
     :param keep_alive_interval: seconds between lease renewals, at least 0.1
     :param keep_alive_max_attempt: how many missed renewals make a node dead
-    :param payload: this node's payload, given to every participant of its rounds
+    :param payload: this node's payload, given to every participant of its rounds; at most
+        1 MiB (1,048,576 bytes). It lives in the node's own key, and a participant
+        reads the round's payloads in one read, only when one is not empty
     :param prefix: the key prefix of all runs
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if an argument is out of range
@@ -168,6 +175,12 @@ class Rendezvous:
             "keep_alive_max_attempt", keep_alive_max_attempt, least=1
         )
         check_bytes("payload", payload)
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(
+                f"payload must be at most {MAX_PAYLOAD} bytes (it travels in the node's own "
+                f"key, base64 in JSON, and etcd takes values up to 1.5 MiB), got "
+                f"{len(payload)} bytes"
+            )
         self._keys = rules.NodeKeys(f"{check_prefix(prefix)}/{self.run_id}/", self.node)
         ttl = lease_ttl(
             self.keep_alive_interval, keep_alive_max_attempt, interval=self.keep_alive_interval
@@ -183,8 +196,32 @@ class Rendezvous:
             ttl=ttl,
             put=claim,
         )
+        run_ttl = run_lease_ttl(ttl)
+
+        async def stand(run: RunView) -> None:
+            def coordinator() -> Coordinator:
+                return Coordinator(
+                    self._store,
+                    self.run_id,
+                    self._keys,
+                    self._heartbeat,
+                    min_nodes=self.min_nodes,
+                    max_nodes=self.max_nodes,
+                    last_call_timeout=self.last_call_timeout,
+                    run_ttl=run_ttl,
+                    floor=lambda: run.next_round,
+                )
+
+            await candidacy(self._store, run, coordinator, self._keys, self._heartbeat)
+
         self._entry = RunEntry(
-            store, self.run_id, self._keys, self._heartbeat, claim, close_timeout=self.close_timeout
+            store,
+            self.run_id,
+            self._keys,
+            self._heartbeat,
+            claim,
+            stand,
+            close_timeout=self.close_timeout,
         )
         self._rounds: Rounds | None = None  # while entered
         self._calling = False  # a next_rendezvous() call runs
@@ -198,6 +235,17 @@ class Rendezvous:
         the torchrun backend keeps its own keys there and need not clean them up.
         """
         return self._keys.data
+
+    @property
+    def data_lease(self) -> int | None:
+        """The run's lease (its id), under which an adapter puts its keys in
+        :attr:`data_prefix`, so that they expire with the run when every node is gone,
+        even if no node was left to delete them; ``None`` outside ``async with``, or
+        before the run's state exists. One node keeps it alive while any node is in the
+        run.
+        """
+        rounds = self._rounds
+        return None if rounds is None else rounds.data_lease()
 
     @classmethod
     def from_conf(
@@ -257,7 +305,6 @@ class Rendezvous:
             self._keys,
             min_nodes=self.min_nodes,
             max_nodes=self.max_nodes,
-            last_call_timeout=self.last_call_timeout,
         )
         return self
 
@@ -322,7 +369,7 @@ class Rendezvous:
         try:
             await anyio.lowlevel.checkpoint()
             with anyio.fail_after(self.join_timeout):
-                state = await rounds.next()
+                state, record = await rounds.next()
         except TimeoutError:
             await self._withdraw(rounds)
             raise RendezvousTimeout(
@@ -336,14 +383,13 @@ class Rendezvous:
             raise
         finally:
             self._calling = False
-        ranks, payloads = rounds.info_of(state)
         info = RendezvousInfo(
             self.run_id,
             state.round,
-            ranks[self.node],
-            len(state.participants),
-            state.participants,
-            payloads,
+            rounds.ranks_of(record)[self.node],
+            len(record.participants),
+            record.participants,
+            await rounds.payloads_of(record),
         )
         logger.debug(
             "node %r holds rank %d of %d in round %d of run %r",

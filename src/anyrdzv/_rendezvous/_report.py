@@ -55,7 +55,7 @@ class NodeReport:
     """One node of a run, as its keys show it.
 
     :ivar node: its name
-    :ivar alive: whether its heartbeat key (``members/<node>``) exists: its lease lives
+    :ivar alive: whether its heartbeat key (``nodes/<node>``) exists: its lease lives
     :ivar round: the round its join key (``join/<node>``) asks for, or ``None``
     :ivar ttl: the remaining TTL of its lease, in whole seconds; ``None`` if it has no
         key under a live lease
@@ -79,9 +79,9 @@ class Bootstrap:
     publishes in the round's store, as the keys show it.
 
     :ivar round: the round
-    :ivar key: the full key of ``MASTER_ADDR``
+    :ivar key: the full key where rank 0 publishes its address (torch's MASTER_ADDR)
     :ivar master_addr: its value, or ``None`` while it is missing
-    :ivar master_port: the value of ``MASTER_PORT``, or ``None``
+    :ivar master_port: the value of torch's MASTER_PORT key, or ``None``
     """
 
     round: int
@@ -120,6 +120,7 @@ class RunReport:
     :ivar data_keys: how many keys the run has under its adapters' subtree,
         ``<prefix>/<run_id>/store/`` (the torchrun backend's store): not the
         rendezvous's, and never malformed
+    :ivar coordinator: the node that decides the run's rounds, or ``None``
     :ivar bootstrap: for a complete round, the torchrun backend's bootstrap, if the run
         has keys under its adapters' subtree or the round's rank 0 is gone; else
         ``None``
@@ -141,6 +142,7 @@ class RunReport:
     num_nodes_waiting: int
     others: tuple[NodeReport, ...]
     data_keys: int = 0
+    coordinator: str | None = None
     bootstrap: Bootstrap | None = None
 
 
@@ -153,37 +155,49 @@ def run_prefix(run_id: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{check_prefix(prefix)}/{check_name('run_id', run_id)}/"
 
 
-def _view(kvs: list[KeyValue], start: str) -> tuple[rules.View, dict[str, int]]:
-    """The run's keys as a :class:`rules.View`, and each node's lease id.
+def _view(kvs: list[KeyValue], start: str) -> tuple[rules.View, dict[str, int], str | None]:
+    """The run's keys as a :class:`rules.View`, each node's lease id, and the coordinator.
 
     :raises MalformedRun: naming the key, if one holds a malformed value
     """
-    view = rules.View(None, {}, {})
+    view = rules.View(None, None, {}, {})
     leases: dict[str, int] = {}
+    coordinator: str | None = None
     for kv in kvs:
         name = kv.key[len(start) :]
+        if name == rules.COORDINATOR:
+            try:
+                coordinator = rules.decode_coordinator(kv.value)
+            except ValueError:
+                coordinator = None
+            continue
         try:
             if name == rules.STATE:
                 view.state = (rules.decode_state(kv.value), kv.mod_revision)
                 continue
-            for kind in (rules.MEMBERS, rules.JOIN):
+            if name == rules.RECORD:
+                view.record = rules.decode_record(kv.value)
+                continue
+            for kind in (rules.NODES, rules.JOIN):
                 node = name[len(kind) :]
                 if name.startswith(kind) and node and "/" not in node:
                     break
             else:
                 continue  # no node writes it: not the report's business
-            if kind == rules.MEMBERS:
+            if kind == rules.NODES:
                 view.set_member(node, rules.decode_member(kv.value))
             else:
                 view.set_join(node, (rules.decode_join(kv.value), kv.mod_revision))
+        except rules.OtherLayout as exc:
+            raise MalformedRun(f"key {echo(kv.key)}: {exc}") from None
         except ValueError as exc:
             raise MalformedRun(
                 f"key {echo(kv.key)} holds a malformed value ({exc}): {echo(kv.value)}"
             ) from None
         # The heartbeat and the join key share the node's lease; the heartbeat's wins.
-        if kv.lease is not None and (kind == rules.MEMBERS or node not in leases):
+        if kv.lease is not None and (kind == rules.NODES or node not in leases):
             leases[node] = kv.lease
-    return view, leases
+    return view, leases, coordinator
 
 
 async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREFIX) -> RunReport:
@@ -212,7 +226,7 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
     kvs, revision = await store.get_prefix_kv(start)
     data = start + rules.DATA
     data_keys = sum(1 for kv in kvs if kv.key.startswith(data))
-    view, leases = _view([kv for kv in kvs if not kv.key.startswith(data)], start)
+    view, leases, coordinator = _view([kv for kv in kvs if not kv.key.startswith(data)], start)
     ttls: dict[str, int | None] = {}
     limiter = anyio.CapacityLimiter(_TTL_REQUESTS)
 
@@ -224,35 +238,36 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
         for name, lease in leases.items():
             tg.start_soon(ttl, name, lease)
 
+    participants: list[str] = []
+    joined: list[str] = []
+    waiting: list[str] = []
+    counted = 0
+    previous: tuple[str, ...] | None = None
     state = None if view.state is None else view.state[0]
-    ranks = {} if state is None else {name: i for i, name in enumerate(state.participants)}
+    if state is not None:
+        if state.complete:
+            participants = list(view.participants_of(state.round) or ())
+            waiting = [n for n in view.joined(state.round + 1) if n not in participants]
+            counted = view.waiting()
+        else:
+            joined = view.joined(state.round)
+            last = view.participants_of(state.round - 1)
+            if last is not None:
+                previous = tuple(name for name in last if name in view.members)
+    ranks = {name: rank for rank, name in enumerate(participants)}
 
     def report(name: str) -> NodeReport:
         join = view.joins.get(name)
         member = view.members.get(name)
-        payload = member.payload if member is not None else None
-        if payload is None and state is not None:
-            payload = state.payloads.get(name)
         return NodeReport(
             name,
             member is not None,
             None if join is None else join[0],
             ttls.get(name),
             ranks.get(name),
-            payload,
+            None if member is None else member.payload,
         )
 
-    participants: list[str] = []
-    joined: list[str] = []
-    waiting: list[str] = []
-    counted = 0
-    if state is not None:
-        participants = list(state.participants)
-        if state.complete:
-            waiting = [n for n in view.joined(state.round + 1) if n not in state.participants]
-            counted = view.waiting()
-        else:
-            joined = view.joined(state.round)
     bootstrap = None
     if state is not None and state.complete and participants:
         round_prefix = data + TORCH_ROUND_PREFIX.format(run_id=run_id, round=state.round)
@@ -278,13 +293,14 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
         closed=state is not None and state.closed,
         min_nodes=None if state is None else state.min_nodes,
         max_nodes=None if state is None else state.max_nodes,
-        previous=None if state is None else state.previous,
+        previous=previous,
         participants=tuple(report(n) for n in participants),
         joined=tuple(report(n) for n in joined),
         waiting=tuple(report(n) for n in waiting),
         num_nodes_waiting=counted,
         others=tuple(report(n) for n in others),
         data_keys=data_keys,
+        coordinator=coordinator,
         bootstrap=bootstrap,
     )
 

@@ -1,9 +1,9 @@
-"""Rounds: what an entered node does in its run's rounds, on the run's shared view.
+"""Rounds: what an entered node does in its run's rounds, on the run's control keys.
 
-It joins the next round and waits until the round completes with it, deciding with the
-pure rules of :mod:`._rules` from what the watch shows and carrying out their answer; it
-closes the run; and it follows the reasons to leave a round it holds. Every write of the
-run's state is a compare-and-swap.
+It joins the next round and waits until the coordinator completes it with this node,
+deciding with the pure rules of :func:`._rules.node_step` from what the shared watch of
+the control keys shows; it closes the run (a compare-and-swap of the state); and it
+follows the reasons to leave a round it holds, which the state carries.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, final
 
-import anyio
-
 from .._core._delay import backoff, delay
 from .._exceptions import LeaseExpired, RendezvousClosed, RendezvousError, StoreConnectionError
-from .._stores._txn import Delete, Put
+from .._stores._model import Lease
+from .._stores._txn import Compare, Delete, Put
 from . import _rules as rules
 
 if TYPE_CHECKING:
@@ -39,8 +38,6 @@ class Rounds:
     :param keys: the node's keys
     :param min_nodes: the fewest nodes of a round
     :param max_nodes: the most nodes of a round
-    :param last_call_timeout: how long a round waits for more nodes once it has
-        ``min_nodes``, in seconds
     """
 
     def __init__(
@@ -53,7 +50,6 @@ class Rounds:
         *,
         min_nodes: int,
         max_nodes: int,
-        last_call_timeout: float,
     ) -> None:
         self._store = store
         self._entry = entry
@@ -63,46 +59,90 @@ class Rounds:
         self._node = keys.node
         self._min_nodes = min_nodes
         self._max_nodes = max_nodes
-        self._last_call_timeout = last_call_timeout
         #: the last round :meth:`next` returned
         self.handed_out: int | None = None
-        # The revision at which a call that ended without a round withdrew its join, or
-        # 0 if it could not: the next call must not find that join in the view.
-        self._withdrawn: int | None = None
+        #: the round this node's join key asks for, once it is put
+        self.joined: int | None = None
+        # A call ended without a round and withdrew its join: the next call deletes the
+        # join key again first, since a put of the withdrawn call may have landed after
+        # the delete (a batch in flight), or the delete failed.
+        self._withdrawn = False
 
     def _check_errors(self) -> None:
+        loss = self._lease.loss
+        if loss is not None:  # the candidacy heard of it, putting the coordinator's key
+            raise loss
         errors = self._entry.run.errors
         if errors:
             raise RendezvousError(f"run {self._run_id!r}: " + "; ".join(errors.values()))
 
-    def info_of(self, state: rules.RunState) -> tuple[Mapping[str, int], Mapping[str, bytes]]:
-        """The ranks and the read-only payloads of ``state``'s participants."""
-        return self._entry.run.info_of(state)
+    def data_lease(self) -> int | None:
+        """The run's lease, from the watched state; ``None`` before the state exists."""
+        state = self._entry.run.state
+        return None if state is None else state[0].lease
+
+    def ranks_of(self, record: rules.Record) -> Mapping[str, int]:
+        """The ranks of ``record``'s participants."""
+        return self._entry.run.ranks_of(record)
+
+    async def payloads_of(self, record: rules.Record) -> Mapping[str, bytes]:
+        """The read-only payloads of ``record``'s participants (one read, if any is not
+        empty).
+
+        :raises StoreError: if the read fails
+        """
+        return await self._entry.run.payloads_of(record, self._keys.nodes)
 
     def waiting(self) -> int:
         """How many nodes wait for the next round, from the watched state."""
-        return self._entry.run.view.waiting()
+        state = self._entry.run.state
+        return 0 if state is None or not state[0].complete else state[0].waiting
 
     def closed(self) -> bool:
         """Whether the run is closed, from the watched state."""
-        state = self._entry.run.view.state
+        state = self._entry.run.state
         return state is not None and state[0].closed
 
-    async def next(self) -> rules.RunState:
+    async def next(self) -> tuple[rules.RunState, rules.Record]:
         """Join the next round, and wait until it completes with this node in it.
 
         :raises RendezvousClosed: if the run is closed, or is closed meanwhile
         :raises RendezvousError: if the run's state is malformed, or its nodes disagree
             on ``min_nodes`` or ``max_nodes``
         :raises HeartbeatLost: if this node's lease is gone
-        :return: the round's state
+        :return: the round's state and record
         """
         retry: Iterator[float] | None = None
+        run = self._entry.run
         while True:
+            self._check_errors()
+            version = run.version
+            state = run.state
             try:
-                if self._withdrawn is not None:
-                    await self._drop_withdrawn_join()
-                done = await self._step()
+                action = rules.node_step(
+                    None if state is None else state[0],
+                    run.record,
+                    self._node,
+                    joined=self.joined,
+                    handed_out=self.handed_out,
+                    min_nodes=self._min_nodes,
+                    max_nodes=self._max_nodes,
+                )
+            except ValueError as exc:
+                raise RendezvousError(f"run {self._run_id!r}: {exc}") from None
+            if isinstance(action, rules.Done):
+                self.handed_out = action.state.round
+                return action.state, action.record
+            if isinstance(action, rules.Closed):
+                raise RendezvousClosed(f"run {self._run_id!r} is closed")
+            if isinstance(action, rules.Wait):
+                await run.until_changed(version, action.until)
+                continue
+            try:
+                if self._withdrawn:
+                    await self._store.txn([], [Delete(self._keys.join)])
+                    self._withdrawn = False
+                await self._join(action.round)
             except StoreConnectionError as exc:
                 retry = retry or backoff(0.05, 2.0)
                 pause = next(retry)
@@ -120,46 +160,17 @@ class Rounds:
                 loss = self._lease._lost(f"the store said its lease is gone: {exc}", exc)
                 break
             retry = None
-            if done is not None:
-                self.handed_out = done.round
-                return done
         raise loss
 
-    async def _step(self) -> rules.RunState | None:
-        """Decide from the view, and carry it out; return the round's state once it is
-        done."""
-        self._check_errors()
+    async def _join(self, round: int) -> None:
+        """Put this node's join key for ``round``."""
         run = self._entry.run
-        version = run.version
-        min_reached = run.min_reached
-        view = run.view
-        if view.state is not None and not view.state[0].complete:
-            # Another node of this process swaps the open round (it completes it, most
-            # likely): every node would decide the same, at a cost that grows with the
-            # round; wait for the outcome instead. Not in a complete round: a
-            # participant may still be owed it.
-            pending = run.swaps.get(view.state[1])
-            if pending is not None:
-                await pending.wait()
-                return None
-        try:
-            action = rules.decide(
-                view,
-                self._node,
-                min_nodes=self._min_nodes,
-                max_nodes=self._max_nodes,
-                handed_out=self.handed_out,
-                min_reached_at=None
-                if min_reached is None
-                or view.state is None
-                or min_reached[0] != view.state[0].round
-                else min_reached[1],
-                last_call_timeout=self._last_call_timeout,
-                now=anyio.current_time(),
-            )
-        except ValueError as exc:
-            raise RendezvousError(f"run {self._run_id!r}: {exc}") from None
-        return await self._act(action, version)
+        key, value, lease = self._keys.join, rules.encode_join(round), self._lease.lease
+        joined = await run.batcher.put(Put(key, value, lease=lease))
+        if joined is None:
+            await self._store.put(key, value, lease=lease)
+        self.joined = round
+        logger.debug("node %r joins round %d of run %r", self._node, round, self._run_id)
 
     async def withdraw(self) -> None:
         """Delete this node's join key: a call of :meth:`next` ended without a round
@@ -168,70 +179,9 @@ class Rounds:
 
         :raises StoreError: if the store fails; the next call then deletes the key
         """
-        self._withdrawn = 0
-        result = await self._store.txn([], [Delete(self._keys.join)])
-        self._withdrawn = result.revision
-
-    async def _drop_withdrawn_join(self) -> None:
-        """Once the view shows the withdrawal, make sure that it holds no join of this
-        node: a put of the withdrawn call may have landed after it (a batch in flight),
-        or the withdrawal failed. A round completed with this node meanwhile is then no
-        longer this node's to return: as one of its participants, it asks for a new one.
-        """
-        run = self._entry.run
-        assert self._withdrawn is not None
-        await run.until_revision(self._withdrawn)
-        if self._node in run.view.joins:
-            result = await self._store.txn([], [Delete(self._keys.join)])
-            await run.until_revision(result.revision)
-        self._withdrawn = None
-
-    async def _act(self, action: rules.Action, version: int) -> rules.RunState | None:
-        """Carry out ``action``; return the round's state, once it is done."""
-        if isinstance(action, rules.Done):
-            return action.state
-        if isinstance(action, rules.Closed):
-            raise RendezvousClosed(f"run {self._run_id!r} is closed")
-        run = self._entry.run
-        if isinstance(action, rules.Wait):
-            await run.until_changed(version, action.until)
-            return None
-        if isinstance(action, rules.Join):
-            key, value, lease = self._keys.join, rules.encode_join(action.round), self._lease.lease
-            joined = await run.batcher.put(Put(key, value, lease=lease))
-            revision = await self._store.put(key, value, lease=lease) if joined is None else joined
-            logger.debug("node %r joins round %d of run %r", self._node, action.round, self._run_id)
-            await run.until_revision(revision)
-            return None
-        if isinstance(action, rules.Create):
-            new, expected, why = action.state, 0, "the run starts"
-        else:
-            new, expected, why = action.state, action.expected, action.why
-        # The nodes of this process decide alike from one view: one of them swaps, and
-        # the others wait for the view to show the outcome, rather than all swapping
-        # and all but one failing.
-        pending = run.swaps.get(expected)
-        if pending is not None:
-            await pending.wait()
-            return None
-        done = run.swaps[expected] = anyio.Event()
-        try:
-            result = await self._store.compare_and_swap(
-                self._keys.state, rules.encode_state(new), expected_mod_revision=expected
-            )
-            if result.succeeded:
-                assert result.kv is not None
-                logger.debug("run %r: %s", self._run_id, why)
-                await run.until_revision(result.kv.mod_revision)
-            elif result.kv is not None:
-                await run.until_revision(result.kv.mod_revision)
-            else:
-                await run.until_changed(version)
-        finally:
-            if run.swaps.get(expected) is done:
-                del run.swaps[expected]
-            done.set()
-        return None
+        self.joined = None
+        self._withdrawn = True
+        await self._store.txn([], [Delete(self._keys.join)])
 
     async def close(self) -> None:
         """Close the run, and wait until the watch shows it closed.
@@ -242,17 +192,18 @@ class Rounds:
         while True:
             self._check_errors()
             version = run.version
-            action = rules.closing(run.view, min_nodes=self._min_nodes, max_nodes=self._max_nodes)
+            action = rules.closing(run.state, min_nodes=self._min_nodes, max_nodes=self._max_nodes)
             if action is None:
                 return
             expected = action.expected if isinstance(action, rules.Swap) else 0
-            result = await self._store.compare_and_swap(
-                self._keys.state, rules.encode_state(action.state), expected_mod_revision=expected
+            lease = None if action.state.lease is None else Lease(action.state.lease, 1)
+            result = await self._store.txn(
+                [Compare.mod_revision(self._keys.state, "==", expected)],
+                [Put(self._keys.state, rules.encode_state(action.state), lease=lease)],
             )
             if result.succeeded:
-                assert result.kv is not None
                 logger.debug("node %r closed run %r", self._node, self._run_id)
-                await run.until_revision(result.kv.mod_revision)
+                await run.until_revision(result.revision)
                 return
             await run.until_changed(version)
 
@@ -266,7 +217,8 @@ class Rounds:
             version = run.version
             if held != self.handed_out:
                 held, seen = self.handed_out, set()
-            for change in rules.changes(run.view, held):
+            state = run.state
+            for change in rules.changes(None if state is None else state[0], held):
                 if change not in seen:
                     seen.add(change)
                     yield change

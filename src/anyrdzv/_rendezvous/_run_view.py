@@ -1,13 +1,12 @@
-"""RunView: one watch and one decoded view of a run, shared by the nodes of that run
-that one thread holds on one store.
+"""RunView: one watch of a run's control keys, and their decoded values, shared by the
+nodes of that run that one thread holds on one store.
 
-A thousand :class:`~anyrdzv.Rendezvous` nodes in one process, each with its own watch,
-would decode every write a thousand times, and each write would wake every node to
-decide again: a cost that grows as the square of the nodes. The nodes of a run on one
-store object share a :class:`RunView` instead: one watch, one decoded
-:class:`~._rules.View`, and a wake-up only when something a waiting node decides on has
-changed. The watch is :func:`~anyrdzv._stores._follow.follow`: a broken one resumes from
-the revision after the last event, and a compacted history is read afresh.
+Every node follows only the run's control keys, ``<prefix>/<run_id>/state*``: the state,
+the coordinator's key and the last round's record, a few changes per round, whatever the
+size of the run. The nodes of a run on one store object in one thread share one such
+watch, and one read of the round's payloads when they are wanted. The watch is
+:func:`~anyrdzv._stores._follow.follow`: a broken one resumes from the revision after
+the last event, and a compacted history is read afresh.
 
 Lifetimes stay structured. The watch is a task in the task group of one entered node,
 its *host*; when that node leaves (its task group cancels the watch), the watch goes on,
@@ -36,7 +35,7 @@ from . import _rules as rules
 from ._write_batch import WriteBatcher
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .._stores._protocol import LeaseStore
 
@@ -66,20 +65,20 @@ def acquire(store: LeaseStore, run_id: str, run_prefix: str) -> RunView:
 
 @final
 class RunView:
-    """The watched keys of one run, shared by the nodes of one thread on one store.
+    """The watched control keys of one run, shared by the nodes of one thread on one
+    store.
 
     Do not make one: :func:`acquire` it.
 
-    :ivar view: the run's keys, decoded
+    :ivar state: the run's state and its ``mod_revision``, or ``None``
+    :ivar record: the last completed round's record, or ``None``
+    :ivar coordinator: the coordinator's node name, or ``None``
     :ivar errors: for each key whose value is malformed, why
     :ivar revision: the store revision the view is at
-    :ivar version: bumped whenever a change could alter what a waiting node does
-    :ivar min_reached: the open round, and when (local time) its live joins were
-        first seen to reach its ``min_nodes``; or ``None``
+    :ivar version: bumped whenever a control key changes
     :ivar held: how many nodes hold this view
-    :ivar swaps: the compare-and-swaps of the state that a node sends, by the
-        ``mod_revision`` they expect, each with an event set once the view shows its
-        outcome: another node that would send the same waits for it instead
+    :ivar claiming: whether a node of this view is claiming the coordinator's key: the
+        others wait for the outcome instead of sending the same claim
     """
 
     def __init__(
@@ -88,29 +87,28 @@ class RunView:
         self._store = store
         self._run_id = run_id
         self._prefix = run_prefix
-        self._data_prefix = run_prefix + rules.DATA
+        self._control = run_prefix + rules.STATE
         self._key = key
-        self.view = rules.View(None, {}, {})
+        self.state: tuple[rules.RunState, int] | None = None
+        self.record: rules.Record | None = None
+        self.coordinator: str | None = None
         self.errors: dict[str, str] = {}
         self.revision = 0
         self.version = 0
-        self.min_reached: tuple[int, float] | None = None
         self.held = 0
-        self.swaps: dict[int, anyio.Event] = {}
+        self.claiming = False
+        #: the first round this view has not seen
+        self.next_round = 0
         #: the puts of the nodes' keys go through it
         self.batcher = WriteBatcher(store)
         self._wake = anyio.Event()
-        self._signature: tuple[object, ...] = ()
-        self._lost = 0  # bumped when a participant of the state's round comes or goes
-        self._errors_seen = 0  # bumped when a malformed key comes or goes
-        self._participants: frozenset[str] = frozenset()
-        self._participants_of: rules.RunState | None = None
         self._at_revision: list[tuple[int, int, anyio.Event]] = []  # a heap
         self._hosts: dict[int, anyio.abc.TaskGroup] = {}  # the entered nodes' task groups
         self._watcher: int | None = None  # the host whose task group runs the watch
         self._ready = anyio.Event()  # set once the first read of the run is in
         self._reading: anyio.Event | None = None  # set when a read in flight ends
-        self._infos: tuple[rules.RunState, Mapping[str, int], Mapping[str, bytes]] | None = None
+        self._infos: tuple[rules.Record, Mapping[str, int], Mapping[str, bytes]] | None = None
+        self._payloads: dict[int, anyio.Event | Mapping[str, bytes]] = {}
 
     # -- the nodes ---------------------------------------------------------------------
 
@@ -196,82 +194,91 @@ class RunView:
         heapq.heappush(self._at_revision, (revision, next(_tokens), event))
         await event.wait()
 
-    def info_of(self, state: rules.RunState) -> tuple[Mapping[str, int], Mapping[str, bytes]]:
-        """The ranks and the read-only payloads of ``state``'s participants, made once
-        for all the nodes that hold the round."""
-        if self._infos is None or self._infos[0] is not state:
-            ranks = {name: rank for rank, name in enumerate(state.participants)}
-            self._infos = (state, ranks, MappingProxyType(dict(state.payloads)))
-        return self._infos[1], self._infos[2]
+    def ranks_of(self, record: rules.Record) -> Mapping[str, int]:
+        """The ranks of ``record``'s participants, made once for all the nodes that
+        hold the round."""
+        if self._infos is None or self._infos[0] is not record:
+            ranks = {name: rank for rank, name in enumerate(record.participants)}
+            self._infos = (record, ranks, MappingProxyType({}))
+        return self._infos[1]
+
+    async def payloads_of(self, record: rules.Record, nodes_prefix: str) -> Mapping[str, bytes]:
+        """The read-only payloads of ``record``'s participants: empty ones with no read,
+        else one read of the nodes' keys for all the nodes of this view that hold the
+        round. A participant whose lease ended before the read has an empty payload.
+
+        :raises StoreError: if the read fails
+        """
+        if not record.payloads:
+            return MappingProxyType(dict.fromkeys(record.participants, b""))
+        while True:
+            known = self._payloads.get(record.round)
+            if known is None:
+                break
+            if isinstance(known, anyio.Event):
+                await known.wait()
+                continue
+            return known
+        reading = self._payloads[record.round] = anyio.Event()
+        try:
+            kvs, _ = await self._store.get_prefix_kv(nodes_prefix)
+        except BaseException:
+            del self._payloads[record.round]
+            reading.set()
+            raise
+        found: dict[str, bytes] = dict.fromkeys(record.participants, b"")
+        for kv in kvs:
+            name = kv.key[len(nodes_prefix) :]
+            if name in found:
+                try:
+                    found[name] = rules.decode_member(kv.value).payload
+                except ValueError as exc:
+                    logger.warning("run %r: node %r's key: %s", self._run_id, name, exc)
+        payloads = self._payloads[record.round] = MappingProxyType(found)
+        for old in [round for round in self._payloads if round < record.round]:
+            del self._payloads[old]
+        reading.set()
+        return payloads
 
     # -- the watch ---------------------------------------------------------------------
 
     def _apply(self, key: str, value: bytes | None, revision: int) -> None:
-        """Apply a put (``value``) or a delete (``None``) of ``key`` to the view."""
+        """Apply a put (``value``) or a delete (``None``) of control key ``key``, at
+        ``revision``."""
         name = key[len(self._prefix) :]
-        view = self.view
-        if self.errors.pop(key, None) is not None:
-            self._errors_seen += 1
-        # The view's dicts change in place: decide() reads it between two events only.
+        self.errors.pop(key, None)
         try:
             if name == rules.STATE:
-                view.state = None if value is None else (rules.decode_state(value), revision)
-            elif name.startswith(rules.MEMBERS) and "/" not in name[len(rules.MEMBERS) :]:
-                node = name[len(rules.MEMBERS) :]
-                view.set_member(node, None if value is None else rules.decode_member(value))
-                if node in self._participants:
-                    self._lost += 1
-            elif name.startswith(rules.JOIN) and "/" not in name[len(rules.JOIN) :]:
-                join = None if value is None else (rules.decode_join(value), revision)
-                view.set_join(name[len(rules.JOIN) :], join)
+                self.state = None if value is None else (rules.decode_state(value), revision)
+            elif name == rules.RECORD:
+                self.record = None if value is None else rules.decode_record(value)
+            elif name == rules.COORDINATOR:
+                self.coordinator = None if value is None else rules.decode_coordinator(value)
             else:
                 logger.warning(
                     "run %r: skipping key %s, which no node writes", self._run_id, echo(key)
                 )
+                return
         except ValueError as exc:
             logger.warning(
                 "run %r: key %s holds a malformed value: %s", self._run_id, echo(key), exc
             )
-            self.errors[key] = f"key {echo(key)} holds a malformed value ({exc}): {echo(value)}"
-            self._errors_seen += 1
-
-    def _after_change(self) -> None:
-        view = self.view
-        signature: tuple[object, ...]
-        if view.state is None:
-            self.min_reached = None
-            self._participants, self._participants_of = frozenset(), None
-            signature = (None, self._errors_seen)
-        else:
-            state, state_revision = view.state
-            if self._participants_of is not state:
-                self._participants = frozenset(state.participants)
-                self._participants_of = state
-            if state.complete:
-                self.min_reached = None
-                # What changes() and a late node look at: the state, a participant
-                # gone, and whether nodes wait.
-                signature = (state_revision, self._lost, view.waiting() > 0, self._errors_seen)
+            if isinstance(exc, rules.OtherLayout):
+                self.errors[key] = str(exc)
             else:
-                count = view.count_joined(state.round)
-                reached = count >= state.min_nodes
-                if not reached:
-                    self.min_reached = None
-                elif self.min_reached is None or self.min_reached[0] != state.round:
-                    self.min_reached = (state.round, anyio.current_time())
-                # What decide() looks at in an open round, for a node that has joined it.
-                signature = (
-                    state_revision,
-                    self.min_reached,
-                    count >= state.max_nodes,
-                    reached and rules.previous_back(view, state),
-                    self._errors_seen,
-                )
-        if signature != self._signature:
-            self._signature = signature
-            self.version += 1
-            self._wake.set()
-            self._wake = anyio.Event()
+                self.errors[key] = f"key {echo(key)} holds a malformed value ({exc}): {echo(value)}"
+
+    def poke(self) -> None:
+        """Wake every node that waits for a change, as if the control keys had changed."""
+        self._changed()
+
+    def _changed(self) -> None:
+        state = self.state
+        if state is not None:
+            self.next_round = max(self.next_round, state[0].round + 1)
+        self.version += 1
+        self._wake.set()
+        self._wake = anyio.Event()
         self._release()
 
     def _release(self) -> None:
@@ -281,18 +288,13 @@ class RunView:
             heapq.heappop(waiters)[2].set()
 
     async def _snapshot(self) -> int:
-        kvs, revision = await self._store.get_prefix_kv(self._prefix)
-        self.view = rules.View(None, {}, {})
-        self._errors_seen += bool(self.errors)
+        kvs, revision = await self._store.get_prefix_kv(self._control)
+        self.state = self.record = self.coordinator = None
         self.errors.clear()
-        data = self._data_prefix
         for kv in kvs:
-            if not kv.key.startswith(data):
-                self._apply(kv.key, kv.value, kv.mod_revision)
+            self._apply(kv.key, kv.value, kv.mod_revision)
         self.revision = revision
-        # Anything may have changed while no watch ran: every waiting node looks again.
-        self._signature = ()
-        self._after_change()
+        self._changed()  # anything may have changed while no watch ran
         return revision
 
     async def _watch(
@@ -300,8 +302,17 @@ class RunView:
     ) -> None:
         try:
             await self.read()
-            task_status.started()
-            await self._follow()
+            started = False
+
+            def opened() -> None:
+                # The watch is confirmed: a node enters only then, so that a store that
+                # refuses the watch fails the entry, not the block after it.
+                nonlocal started
+                if not started:
+                    started = True
+                    task_status.started()
+
+            await self._follow(opened)
         finally:
             if self._watcher == token:
                 self._watcher = None
@@ -309,27 +320,24 @@ class RunView:
             self._hosts.pop(token, None)
             self._hand_over()
 
-    async def _follow(self) -> None:
-        data = self._data_prefix
+    async def _follow(self, opened: Callable[[], None]) -> None:
         changes = follow(
             self._store,
-            self._prefix,
+            self._control,
             start_revision=self.revision + 1,
             what=f"run {self._run_id!r}",
             resync=self._resync,
             log=logger,
+            on_open=opened,
         )
         async with aclosing(changes) as events:
             async for event in events:
                 if isinstance(event, Resynced):
                     continue  # the view is the read's, and every waiting node looks again
                 self.revision = max(self.revision, event.revision)
-                if event.key.startswith(data):
-                    self._release()  # an adapter's key: no node decides on it
-                    continue
                 value = event.value if event.type is EventType.PUT else None
                 self._apply(event.key, value, event.revision)
-                self._after_change()
+                self._changed()
 
     async def _resync(self) -> int:
         """Read the run afresh after a compaction: the view's snapshot read.

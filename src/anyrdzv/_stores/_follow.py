@@ -68,6 +68,7 @@ async def follow(
     resync: Callable[[], Awaitable[int]] | None = None,
     retry_for: float = math.inf,
     log: logging.Logger = logger,
+    on_open: Callable[[], object] | None = None,
 ) -> AsyncGenerator[StoreEvent | Resynced, None]:
     """Yield every change under ``prefix`` from ``start_revision`` on, across passing
     faults.
@@ -92,6 +93,7 @@ async def follow(
     :param retry_for: how long the store may fail, with no watch confirmed, before the
         last error is raised
     :param log: the logger of the module whose watch it is
+    :param on_open: called each time the store confirms a watch
     :raises StoreConnectionError: once the store has failed for ``retry_for`` seconds
     :raises StoreCompacted: if the history was compacted and there is no ``resync``
     """
@@ -110,6 +112,8 @@ async def follow(
                 anyio.current_time() - failing_since,
             )
         failing_since, pauses = None, None
+        if on_open is not None:
+            on_open()
 
     while True:
         try:

@@ -130,6 +130,10 @@ class KeySpace:
             return [] if kv is None else [kv]
         return sorted((kv for k, kv in self._data.items() if k.startswith(key)), key=_utf8_order)
 
+    def count(self, prefix: str) -> int:
+        """How many keys are under ``prefix``."""
+        return sum(1 for k in self._data if k.startswith(prefix))
+
     def values(self, prefix: str) -> dict[str, bytes]:
         """Every key under ``prefix`` with its value."""
         return {k: kv.value for k, kv in self._data.items() if k.startswith(prefix)}

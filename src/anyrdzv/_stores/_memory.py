@@ -163,6 +163,12 @@ class MemoryStore:
         keys, _ = await self._ready()
         return keys.range(prefix, True), keys.revision
 
+    async def count_prefix(self, prefix: str) -> int:
+        """Return how many keys are under ``prefix`` (see :meth:`LeaseStore.count_prefix`)."""
+        check_prefix(prefix)
+        keys, _ = await self._ready()
+        return keys.count(prefix)
+
     async def delete(self, key: str) -> bool:
         """Delete ``key``; return whether it existed (see :meth:`LeaseStore.delete`)."""
         check_key(key)

@@ -105,6 +105,10 @@ class LeaseStore(Protocol):
         """Return every key under ``prefix``, sorted by key, and the revision read at."""
         ...
 
+    async def count_prefix(self, prefix: str) -> int:
+        """Return how many keys are under ``prefix``, without reading them."""
+        ...
+
     async def delete(self, key: str) -> bool:
         """Delete ``key``; return whether it existed. Deleting an absent key changes
         nothing, not even the store revision.

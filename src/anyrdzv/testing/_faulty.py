@@ -30,6 +30,7 @@ METHODS = (
     "get_prefix",
     "get",
     "get_prefix_kv",
+    "count_prefix",
     "delete",
     "delete_prefix",
     "compare_and_swap",

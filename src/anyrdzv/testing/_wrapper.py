@@ -83,6 +83,10 @@ class StoreWrapper:
         """Read a prefix (see :meth:`anyrdzv.LeaseStore.get_prefix_kv`)."""
         return await self.intercept("get_prefix_kv", lambda: self.inner.get_prefix_kv(prefix))
 
+    async def count_prefix(self, prefix: str) -> int:
+        """Count the keys under a prefix (see :meth:`anyrdzv.LeaseStore.count_prefix`)."""
+        return await self.intercept("count_prefix", lambda: self.inner.count_prefix(prefix))
+
     async def delete(self, key: str) -> bool:
         """Delete a key (see :meth:`anyrdzv.LeaseStore.delete`)."""
         return await self.intercept("delete", lambda: self.inner.delete(key))

@@ -148,6 +148,9 @@ class EtcdRendezvousHandler(RendezvousHandler):
             rendezvous.data_prefix,
             timeout=timedelta(seconds=rendezvous.join_timeout),
             guard=self._session.guard,
+            # Under the run's lease: the keys expire with the run, even when the last
+            # node to leave was killed and no node was left to delete them.
+            lease=lambda: rendezvous.data_lease,
         )
         self._shut_down = False
         # torchrun skips shutdown() when a signal ends the agent: leave the run then (the

@@ -107,6 +107,10 @@ def _only_kv(result: object) -> KeyValue | None:
     return result.kvs[0] if result.kvs else None
 
 
+def _no_lease() -> None:
+    return None
+
+
 class TorchKV:
     """The keys of a torch ``Store``, with TCPStore's semantics, under ``prefix`` in a
     :class:`~anyrdzv.LeaseStore`.
@@ -129,6 +133,8 @@ class TorchKV:
     :param guard: made and entered around each wait for missing keys: a context manager
         that cancels the wait (it leaves the block quietly) when waiting on is in vain,
         and yields a :class:`WaitGuard` that then says why; by default none
+    :param lease: gives the lease to write every key under (its id), or ``None`` for
+        none: the run's lease, so that the keys expire with the run
     :raises TypeError: if ``store`` is not a :class:`~anyrdzv.LeaseStore` instance, or
         ``prefix`` not a ``str``
     :raises ValueError: if ``prefix`` lacks the final ``/``
@@ -140,6 +146,7 @@ class TorchKV:
         prefix: str,
         *,
         guard: Callable[[], AbstractContextManager[WaitGuard]] | None = None,
+        lease: Callable[[], int | None] | None = None,
     ) -> None:
         missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
         if isinstance(store, type) or missing:
@@ -152,6 +159,7 @@ class TorchKV:
         self._store = store
         self._prefix = prefix
         self._guard = guard or _unguarded
+        self._lease = lease or _no_lease
 
     def __repr__(self) -> str:
         return f"TorchKV({self._store!r}, prefix={self._prefix!r})"
@@ -165,6 +173,11 @@ class TorchKV:
     def prefix(self) -> str:
         """Where the keys live in the store: ``prefix + key``."""
         return self._prefix
+
+    @property
+    def lease(self) -> Callable[[], int | None]:
+        """What gives the lease the keys are written under."""
+        return self._lease
 
     @property
     def guard(self) -> Callable[[], AbstractContextManager[WaitGuard]]:
@@ -312,7 +325,7 @@ class TorchKV:
 
         :raises ValueError: if the key and value are over 1.5 MiB
         """
-        await self._store.put(self._prefix + key, value)
+        await self._store.put(self._prefix + key, value, lease=self._lease())
 
     async def add(self, key: str, amount: int) -> int:
         """Add ``amount`` to the integer at ``key``, atomically, and return the sum; a
@@ -325,7 +338,10 @@ class TorchKV:
         value, expected = amount, 0
         while True:
             result = await self._store.compare_and_swap(
-                full, str(value).encode("ascii"), expected_mod_revision=expected
+                full,
+                str(value).encode("ascii"),
+                expected_mod_revision=expected,
+                lease=self._lease(),
             )
             if result.succeeded:
                 return value
@@ -351,7 +367,9 @@ class TorchKV:
         full = self._prefix + key
         new, expected = value, 0
         while True:
-            result = await self._store.compare_and_swap(full, new, expected_mod_revision=expected)
+            result = await self._store.compare_and_swap(
+                full, new, expected_mod_revision=expected, lease=self._lease()
+            )
             if result.succeeded:
                 return
             kv = result.kv
@@ -369,7 +387,7 @@ class TorchKV:
         while True:
             if not expected:
                 result = await self._store.txn(
-                    [Compare.absent(full)], [Put(full, desired)], [Get(full)]
+                    [Compare.absent(full)], [Put(full, desired, lease=self._lease())], [Get(full)]
                 )
                 if result.succeeded:
                     return desired
@@ -380,7 +398,9 @@ class TorchKV:
                     return kv.value
                 # present and empty, which "" matches: compare the value
             result = await self._store.txn(
-                [Compare.value(full, "==", expected)], [Put(full, desired)], [Get(full)]
+                [Compare.value(full, "==", expected)],
+                [Put(full, desired, lease=self._lease())],
+                [Get(full)],
             )
             if result.succeeded:
                 return desired
@@ -399,7 +419,9 @@ class TorchKV:
             value are over 1.5 MiB
         """
         latest = {self._prefix + key: value for key, value in zip(keys, values, strict=True)}
-        for chunk in _put_chunks([Put(key, value) for key, value in latest.items()]):
+        lease = self._lease()
+        puts = [Put(key, value, lease=lease) for key, value in latest.items()]
+        for chunk in _put_chunks(puts):
             await self._store.txn([], chunk)
 
     async def delete(self, key: str) -> bool:

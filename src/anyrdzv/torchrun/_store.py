@@ -93,6 +93,7 @@ class TorchStore(Store):
     :param timeout: the store timeout; zero waits forever
     :param guard: made and entered around each wait for missing keys, to end it early
         (see :class:`~anyrdzv.torchrun._kv.TorchKV`); by default none
+    :param lease: gives the lease to write every key under (the run's), or ``None``
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if ``prefix`` is empty or lacks the final ``/``, or ``timeout``
         is negative
@@ -106,10 +107,11 @@ class TorchStore(Store):
         *,
         timeout: timedelta = timedelta(seconds=300),
         guard: Callable[[], AbstractContextManager[WaitGuard]] | None = None,
+        lease: Callable[[], int | None] | None = None,
     ) -> None:
         if not isinstance(loop, LoopThread):
             raise wrong_type("loop", loop, "a LoopThread")
-        kv = TorchKV(store, prefix, guard=guard)
+        kv = TorchKV(store, prefix, guard=guard, lease=lease)
         super().__init__()
         self.set_timeout(_check_timeout("timeout", timeout))
         self._loop = loop
@@ -344,7 +346,12 @@ class TorchStore(Store):
         of a clone asked for through a ``PrefixStore``.
         """
         twin = TorchStore(
-            self._loop, self._kv.store, self._kv.prefix, timeout=self.timeout, guard=self._kv.guard
+            self._loop,
+            self._kv.store,
+            self._kv.prefix,
+            timeout=self.timeout,
+            guard=self._kv.guard,
+            lease=self._kv.lease,
         )
         self._clones.append(twin)
         return twin
