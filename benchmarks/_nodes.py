@@ -117,6 +117,7 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
 
     out = Output()
     indexes = range(args.first, args.first + args.count)
+    store_options = {"timeout": args.store_timeout} if args.store_timeout else {}
     stores: dict[int, CountingStore] = {}
     failed: set[int] = set()
     go, stop = anyio.Event(), anyio.Event()
@@ -132,7 +133,9 @@ async def anyrdzv_nodes(args: argparse.Namespace) -> None:
             async with opening:
                 for attempt in range(OPEN_ATTEMPTS):
                     try:
-                        store = await stack.enter_async_context(EtcdStore(args.endpoint))
+                        store = await stack.enter_async_context(
+                            EtcdStore(args.endpoint, **store_options)
+                        )
                     except Exception as exc:  # noqa: BLE001 - any node's error fails the row
                         if attempt + 1 < OPEN_ATTEMPTS:
                             retries += 1
@@ -528,6 +531,7 @@ def run_independent(
     limit: float,
     backend: str,
     enter_first: bool,
+    store_timeout: float | None,
     logdir: Path,
 ) -> Row:
     """``nodes`` anyrdzv nodes, each with its own ``EtcdStore``, over ``processes``
@@ -547,6 +551,7 @@ def run_independent(
             f"--join-timeout={limit + 60:g}",
             f"--backend={backend}",
             *(["--enter-first"] if enter_first else []),
+            *([f"--store-timeout={store_timeout:g}"] if store_timeout else []),
         ]
         for first, count in split(nodes, processes)
     ]
@@ -609,6 +614,7 @@ def main() -> None:
     parser.add_argument("--join-timeout", type=float, default=600)
     parser.add_argument("--backend", default="asyncio")
     parser.add_argument("--enter-first", action="store_true", help="enter before the go")
+    parser.add_argument("--store-timeout", type=float, help="EtcdStore's timeout=, s")
     args = parser.parse_args()
     raise_file_limit()
     if args.kind == "c10d-host":

@@ -47,7 +47,8 @@ with its own ``TCPStore`` client (N = ``--c10d-sizes``, within ``--c10d-limit``)
 
 ``--enter-first`` enters every node's ``Rendezvous`` (its lease, member key and watch)
 before the start instead, so that the clock times ``next_rendezvous()`` alone;
-``--repeat R`` runs each N R times (each run printed; medians beside and in the plot).
+``--repeat R`` runs each N R times (each run printed; medians beside and in the plot);
+``--store-timeout S`` gives every ``EtcdStore`` ``timeout=S`` instead of its default.
 
 Results: ``docs/benchmarks.md``.
 """
@@ -557,10 +558,15 @@ def code_version() -> str:
     return f"{where} at {commit[:80] or '?'}"
 
 
-async def in_process(n: int, endpoint: str, etcd_pid: int, timeout: float) -> dict[str, Any]:
+async def in_process(
+    n: int, endpoint: str, etcd_pid: int, timeout: float, store_timeout: float | None
+) -> dict[str, Any]:
     """All ``n`` nodes in this process on one ``EtcdStore`` (the first table's mode)."""
     try:
-        async with EtcdStore(endpoint) as store:
+        store = (
+            EtcdStore(endpoint) if not store_timeout else EtcdStore(endpoint, timeout=store_timeout)
+        )
+        async with store:
             return await scale(store, n, f"bench-{n}", timeout, etcd_pid)
     except Exception as exc:  # noqa: BLE001 - any node's error fails the row
         return {"nodes": n, "seconds": None, "timeout": timeout, "error": _nodes.describe(exc)}
@@ -699,9 +705,10 @@ def independent(args: argparse.Namespace) -> None:
         tmp = Path(name)
         if args.etcd_binary:
             use_etcd_binary(args.etcd_binary, tmp)
+        timeout = f"{args.store_timeout:g} s" if args.store_timeout else "its default"
         print(
             f"code: {code_version()}\n{etcd_version()}; backend {args.backend}; "
-            f"open files limit {limit:,}\n"
+            f"open files limit {limit:,}; EtcdStore timeout {timeout}\n"
         )
         for n in [n for n in args.sizes for _ in range(args.repeat)]:
             processes = args.processes or (4 if n >= 256 else 2)
@@ -716,6 +723,7 @@ def independent(args: argparse.Namespace) -> None:
                     limit=args.limit,
                     backend=args.backend,
                     enter_first=args.enter_first,
+                    store_timeout=args.store_timeout,
                     logdir=logdir,
                 )
             rows.append(row)
@@ -731,6 +739,7 @@ def independent(args: argparse.Namespace) -> None:
                             endpoint,
                             pid,
                             args.limit,
+                            args.store_timeout,
                             backend="asyncio" if args.backend == "uvloop" else args.backend,
                             backend_options={"use_uvloop": True}
                             if args.backend == "uvloop"
@@ -858,6 +867,11 @@ def main() -> None:
         action="store_true",
         help="independent nodes enter their Rendezvous before the go (lease, member key and "
         "watch off the clock): the clock then times next_rendezvous() alone",
+    )
+    parser.add_argument(
+        "--store-timeout",
+        type=float,
+        help="the EtcdStores' timeout= (default: EtcdStore's own, 5 s)",
     )
     parser.add_argument(
         "--no-in-process", action="store_true", help="leave the in-process rows out"
