@@ -49,6 +49,9 @@ with its own ``TCPStore`` client (N = ``--c10d-sizes``, within ``--c10d-limit``)
 before the start instead, so that the clock times ``next_rendezvous()`` alone;
 ``--repeat R`` runs each N R times (each run printed; medians beside and in the plot);
 ``--store-timeout S`` gives every ``EtcdStore`` ``timeout=S`` instead of its default.
+With ``--independent``, each file of ``--load`` has lines of its own in the plot, named
+after the file (``--sizes --c10d-sizes --plot FILE --load before.json after.json``
+draws saved runs only).
 
 Results: ``docs/benchmarks.md``.
 """
@@ -768,10 +771,16 @@ def independent(args: argparse.Namespace) -> None:
     if args.save:
         Path(args.save).write_text(json.dumps(saved))
     if args.plot:
-        series = independent_series(saved)
+        # Each file's lines apart, named after it: --load before.json after.json.
+        mine = rows or in_rows or c10d
+        series = {
+            (f"{label} (this run)" if args.load else label): points
+            for label, points in (independent_series(saved).items() if mine else [])
+        }
         for path in args.load:
-            for label, points in independent_series(json.loads(Path(path).read_text())).items():
-                series.setdefault(label, []).extend(points)
+            saved_run = json.loads(Path(path).read_text())
+            for label, points in independent_series(saved_run).items():
+                series[f"{label} ({Path(path).stem})"] = points
         plot(series, args.plot)
 
 
@@ -981,8 +990,9 @@ def plot(series: dict[str, list[Point]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     sizes: set[int] = set()
+    notes: list[tuple[int, float, str, Any]] = []  # N, time, note, colour
     for label, all_points in series.items():
         points = [
             median_of_points([p for p in all_points if p[0] == n])
@@ -1003,14 +1013,19 @@ def plot(series: dict[str, list[Point]], path: str) -> None:
                     fillstyle="none",
                     linestyle="none",
                 )
-                ax.annotate(
-                    note,
-                    (n, t),
-                    textcoords="offset points",
-                    xytext=(-50, 8),
-                    fontsize=8,
-                    color=line.get_color(),
-                )
+                notes.append((n, t, note, line.get_color()))
+    for n in {n for n, _, _, _ in notes}:  # stacked above the highest marker at n
+        here = [(t, note, color) for m, t, note, color in notes if m == n]
+        top = max(t for t, _, _ in here)
+        for k, (_, note, color) in enumerate(here):
+            ax.annotate(
+                note,
+                (n, top),
+                textcoords="offset points",
+                xytext=(-50, 8 + 11 * k),
+                fontsize=8,
+                color=color,
+            )
     ax.set_xscale("log", base=2)
     ns = sorted(sizes)
     ax.set_xticks(ns, [f"{n:,}" for n in ns])
