@@ -27,6 +27,32 @@ and prints two tables:
 Each row runs under ``--timeout`` (torch's under ``--torch-timeout``); a row that runs
 out says how many nodes had a rank. ``--save FILE`` writes the results as JSON, and
 ``--plot FILE --load FILES`` draws the time against N (matplotlib, the ``bench`` extra).
+
+``--independent`` measures nodes as a cluster runs them instead (issue 21): N nodes, each
+with its own ``EtcdStore`` (its own connection, lease and watch), over ``--processes``
+worker processes (by default 4 from 256 nodes on, else 2; ``benchmarks/_nodes.py``), on a
+fresh local etcd per row (``--etcd-binary`` to choose it), ``min_nodes = max_nodes = N``,
+on ``--backend`` (asyncio by default). Every worker opens all its stores first; then, from
+a common start, every node enters its ``Rendezvous`` and calls ``next_rendezvous()``.
+Per row: the time until the last node of all holds its ``RendezvousInfo``; the workers'
+CPU over the round per node; etcd's CPU over the round; the watch events, bytes and
+requests per node (each node's store wrapped in ``anyrdzv.testing.CountingStore``). Any
+node's exception fails the row, and a row that runs past ``--limit`` says so. Beside it,
+for the same N: all nodes in one process on one store (the first table's mode), and torch
+c10d's ``DynamicRendezvousHandler`` as processes of ``--c10d-per-process`` nodes, each
+with its own ``TCPStore`` client (N = ``--c10d-sizes``, within ``--c10d-limit``)::
+
+    python benchmarks/rendezvous.py --independent [--sizes 64 256 1024 4096] \
+        [--save FILE] [--plot docs/rendezvous.png] [--load FILES]
+
+``--enter-first`` enters every node's ``Rendezvous`` (its lease, member key and watch)
+before the start instead, so that the clock times ``next_rendezvous()`` alone;
+``--repeat R`` runs each N R times (each run printed; medians beside and in the plot);
+``--store-timeout S`` gives every ``EtcdStore`` ``timeout=S`` instead of its default.
+With ``--independent``, each file of ``--load`` has lines of its own in the plot, named
+after the file (``--sizes --c10d-sizes --plot FILE --load before.json after.json``
+draws saved runs only).
+
 Results: ``docs/benchmarks.md``.
 """
 
@@ -34,15 +60,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import aclosing
+from collections import Counter
+from contextlib import aclosing, contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -50,9 +80,15 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))  # the checkout's own code
+
+import _nodes
 
 from anyrdzv import EtcdStore, MemoryStore, Rendezvous
 from tests._support.etcd_server import EtcdServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def cpu_seconds(pid: int) -> float:
@@ -114,7 +150,7 @@ async def scale(
 
     async def node(i: int) -> None:
         async with Rendezvous(
-            counted,  # type: ignore[arg-type]
+            counted,
             run_id,
             node=f"node-{i:05d}",
             min_nodes=n,
@@ -140,8 +176,9 @@ async def scale(
             while len(ranked) < n:  # noqa: ASYNC110 - benchmark bookkeeping
                 await anyio.sleep(0.005)
         row["seconds"] = max(ranked) - start if ranked and not scope.cancel_called else None
-        done = ranked and not scope.cancel_called and counted.last_join is not None
-        row["completion"] = max(ranked) - counted.last_join if done else None
+        last_join = counted.last_join
+        done = ranked and not scope.cancel_called and last_join is not None
+        row["completion"] = max(ranked) - last_join if done and last_join is not None else None
         row["cpu"] = time.process_time() - cpu0
         row["etcd_cpu"] = cpu_seconds(etcd_pid) - etcd0 if etcd_pid and etcd0 is not None else None
         row["ranked"] = len(ranked)
@@ -179,7 +216,7 @@ def torch_worker(n: int, conf: dict[str, str]) -> None:
     import threading
     from datetime import timedelta
 
-    from torch.distributed import TCPStore
+    from torch.distributed import TCPStore  # type: ignore[attr-defined]
     from torch.distributed.elastic.rendezvous import RendezvousParameters
     from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import (
         C10dRendezvousBackend,
@@ -287,7 +324,7 @@ def torch_loss_node(port: int, name: str, conf: dict[str, float]) -> None:
     when its workers fail: the handler itself does not tell)."""
     from datetime import timedelta
 
-    from torch.distributed import TCPStore
+    from torch.distributed import TCPStore  # type: ignore[attr-defined]
     from torch.distributed.elastic.rendezvous import RendezvousParameters
     from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import (
         C10dRendezvousBackend,
@@ -390,7 +427,7 @@ def anyrdzv_loss(endpoint: str, conf_name: str, timeout: float) -> dict[str, Any
 def torch_loss(conf_name: str, timeout: float) -> dict[str, Any]:
     from datetime import timedelta
 
-    from torch.distributed import TCPStore
+    from torch.distributed import TCPStore  # type: ignore[attr-defined]
 
     host = TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=600))
     command = [sys.executable, __file__, "--port", str(host.port), "--conf", conf_name]
@@ -478,6 +515,318 @@ def print_loss(runs: list[tuple[str, str, dict[str, Any]]]) -> None:
     print()
 
 
+# -- independent nodes (issue 21) --------------------------------------------------------
+
+
+@contextmanager
+def fresh_etcd(tmp: Path) -> Iterator[EtcdServer]:
+    """A local etcd on a fresh data dir, for one row."""
+    server = EtcdServer(Path(tempfile.mkdtemp(dir=tmp)))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def use_etcd_binary(binary: str, tmp: Path) -> None:
+    """Make ``binary`` the ``etcd`` on PATH, for the test support's EtcdServer."""
+    found = shutil.which(binary)
+    if found is None:
+        raise SystemExit(f"--etcd-binary: {binary!r} is not an executable")
+    bindir = tmp / "bin"
+    bindir.mkdir()
+    (bindir / "etcd").symlink_to(Path(found).resolve())
+    os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+
+
+def etcd_version() -> str:
+    binary = shutil.which("etcd")
+    if binary is None:
+        return "no etcd on PATH"
+    out = subprocess.run([binary, "--version"], check=False, capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else binary
+
+
+def code_version() -> str:
+    import anyrdzv
+
+    where = Path(anyrdzv.__file__).resolve().parent.parent.parent
+    commit = subprocess.run(
+        ["git", "-C", str(where), "log", "-1", "--format=%h %s"],
+        check=False,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{where} at {commit[:80] or '?'}"
+
+
+async def in_process(
+    n: int, endpoint: str, etcd_pid: int, timeout: float, store_timeout: float | None
+) -> dict[str, Any]:
+    """All ``n`` nodes in this process on one ``EtcdStore`` (the first table's mode)."""
+    try:
+        store = (
+            EtcdStore(endpoint) if not store_timeout else EtcdStore(endpoint, timeout=store_timeout)
+        )
+        async with store:
+            return await scale(store, n, f"bench-{n}", timeout, etcd_pid)
+    except Exception as exc:  # noqa: BLE001 - any node's error fails the row
+        return {"nodes": n, "seconds": None, "timeout": timeout, "error": _nodes.describe(exc)}
+
+
+def _ms(value: float | None, n: int) -> str:
+    return "-" if value is None else f"{value / n * 1000:.1f}"
+
+
+def _s(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _spread(values: list[int]) -> str:
+    """Per node: the mean, and the largest in brackets."""
+    if not values:
+        return "-"
+    return f"{sum(values) / len(values):,.1f} ({max(values):,})"
+
+
+def _outcome(row: _nodes.Row) -> str:
+    if row.seconds is not None:
+        return f"**{row.seconds:.2f}**"
+    if row.outcome == "limit" and not row.failed:
+        return f"not done in {row.limit:g} s ({row.ranked:,} of {row.nodes:,} ranked)"
+    if row.outcome in ("not ready", "crashed"):
+        return f"**{row.outcome}**: {row.note.splitlines()[0] if row.note else ''}"
+    return f"**failed**: {row.ranked:,} of {row.nodes:,} ranked, {row.failed:,} failed"
+
+
+def print_rows(rows: list[_nodes.Row]) -> None:
+    """The independent table."""
+    print(
+        "start (all stores open) → every node ranked: min_nodes = max_nodes = N, one "
+        "EtcdStore per node, over P processes; at the start each node enters its Rendezvous "
+        "(unless --enter-first) and calls next_rendezvous()\n"
+    )
+    header = (
+        "N",
+        "P",
+        "all ranked s",
+        "all entered s",
+        "client CPU / node ms",
+        "etcd CPU s",
+        "watch events / node (max)",
+        "bytes / node (max)",
+        "requests / node (max)",
+        "keep-alives / node",
+        "stores open s",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        keep_alives = "-" if not row.events else f"{row.keep_alives / row.nodes:.2f}"
+        print(
+            f"| {row.nodes:,} | {row.processes} | {_outcome(row)} | "
+            f"{'before the go' if row.enter_first else _s(row.entered)} | "
+            f"{_ms(row.client_cpu, row.nodes)} | {_s(row.store_cpu)} | {_spread(row.events)} | "
+            f"{_spread(row.bytes)} | {_spread(row.requests)} | {keep_alives} | "
+            f"{_s(row.opened, 1)} |"
+        )
+    print()
+
+
+def median_of(runs: list[Any]) -> Any:
+    """The median run by its time (a run that did not finish counts as the longest); of
+    an even number, the lower of the middle two."""
+
+    def seconds(run: Any) -> float:
+        value = run.seconds if isinstance(run, _nodes.Row) else run.get("seconds")
+        return math.inf if value is None else float(value)
+
+    return sorted(runs, key=seconds)[(len(runs) - 1) // 2]
+
+
+def print_independent(
+    rows: list[_nodes.Row],
+    in_rows: dict[int, list[dict[str, Any]]],
+    c10d: dict[int, list[_nodes.Row]],
+) -> None:
+    if rows:
+        print_rows(rows)
+    for row in rows + [run for runs in c10d.values() for run in runs]:
+        for error, count in list(row.errors.items())[:5]:
+            print(f"{row.mode} N={row.nodes:,}: {count:,} × {error}")
+        if len(row.errors) > 5:
+            print(f"{row.mode} N={row.nodes:,}: and {len(row.errors) - 5} other errors")
+        if row.note:
+            print(f"{row.mode} N={row.nodes:,}: {row.note}")
+        if row.open_retries:
+            print(f"{row.mode} N={row.nodes:,}: {row.open_retries:,} stores opened at a retry")
+    counts = Counter(row.nodes for row in rows)
+    repeated = any(n > 1 for n in counts.values()) or any(len(r) > 1 for r in c10d.values())
+    print("\nthe same N, other modes" + (" (the median run of each)" if repeated else "") + "\n")
+    beside = (
+        "N",
+        "independent s",
+        "in one process, one EtcdStore s",
+        "in one process: CPU / node ms",
+        "in one process: etcd CPU s",
+        "torch c10d s",
+        "c10d processes",
+        "c10d client CPU / node ms",
+        "c10d TCPStore host CPU s",
+    )
+    print("| " + " | ".join(beside) + " |")
+    print("|" + "---|" * len(beside))
+    sizes = sorted({row.nodes for row in rows} | set(in_rows) | set(c10d))
+    for n in sizes:
+        runs = [row for row in rows if row.nodes == n]
+        ind = median_of(runs) if runs else None
+        inp = median_of(in_rows[n]) if in_rows.get(n) else None
+        tc = median_of(c10d[n]) if c10d.get(n) else None
+        cells = [
+            f"{n:,}",
+            "-" if ind is None else _outcome(ind),
+            "-" if inp is None else inp.get("error") or _seconds(inp),
+            "-" if inp is None or "cpu" not in inp else _ms(inp["cpu"], n),
+            "-" if inp is None else _s(inp.get("etcd_cpu")),
+            "-" if tc is None else _outcome(tc),
+            "-" if tc is None else str(tc.processes),
+            "-" if tc is None else _ms(tc.client_cpu, n),
+            "-" if tc is None else _s(tc.store_cpu),
+        ]
+        print("| " + " | ".join(cells) + " |")
+    print()
+
+
+def independent(args: argparse.Namespace) -> None:
+    """The ``--independent`` tables: see the module's docstring."""
+    limit = _nodes.raise_file_limit()  # etcd inherits it: it holds every node's sockets
+    rows: list[_nodes.Row] = []
+    in_rows: dict[int, list[dict[str, Any]]] = {}
+    c10d: dict[int, list[_nodes.Row]] = {}
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        if args.etcd_binary:
+            use_etcd_binary(args.etcd_binary, tmp)
+        timeout = f"{args.store_timeout:g} s" if args.store_timeout else "its default"
+        print(
+            f"code: {code_version()}\n{etcd_version()}; backend {args.backend}; "
+            f"open files limit {limit:,}; EtcdStore timeout {timeout}\n"
+        )
+        for n in [n for n in args.sizes for _ in range(args.repeat)]:
+            processes = args.processes or (4 if n >= 256 else 2)
+            logdir = Path(tempfile.mkdtemp(dir=tmp))
+            with fresh_etcd(tmp) as server:
+                assert server.process is not None
+                row = _nodes.run_independent(
+                    n,
+                    processes,
+                    endpoint=server.endpoint,
+                    etcd_pid=server.process.pid,
+                    limit=args.limit,
+                    backend=args.backend,
+                    enter_first=args.enter_first,
+                    store_timeout=args.store_timeout,
+                    logdir=logdir,
+                )
+            rows.append(row)
+            print(f"independent {n}: {_outcome(row)}", file=sys.stderr, flush=True)
+            if not args.no_in_process:
+                with fresh_etcd(tmp) as server:
+                    assert server.process is not None
+                    pid, endpoint = server.process.pid, server.endpoint
+                    in_rows.setdefault(n, []).append(
+                        anyio.run(
+                            in_process,
+                            n,
+                            endpoint,
+                            pid,
+                            args.limit,
+                            args.store_timeout,
+                            backend="asyncio" if args.backend == "uvloop" else args.backend,
+                            backend_options={"use_uvloop": True}
+                            if args.backend == "uvloop"
+                            else {},
+                        )
+                    )
+                print(
+                    f"in one process {n}: {_seconds(in_rows[n][-1])}", file=sys.stderr, flush=True
+                )
+        if args.c10d_sizes and not torch_available():
+            print("torch is not importable: no c10d rows\n")
+        elif args.c10d_sizes:
+            for n in [n for n in args.c10d_sizes for _ in range(args.repeat)]:
+                logdir = Path(tempfile.mkdtemp(dir=tmp))
+                row = _nodes.run_c10d(
+                    n, args.c10d_per_process, limit=args.c10d_limit, logdir=logdir
+                )
+                c10d.setdefault(n, []).append(row)
+                print(f"c10d {n}: {_outcome(row)}", file=sys.stderr, flush=True)
+    print_independent(rows, in_rows, c10d)
+    saved = {
+        "independent": [asdict(row) for row in rows],
+        "in_process": [run for runs in in_rows.values() for run in runs],
+        "c10d": [asdict(run) for runs in c10d.values() for run in runs],
+    }
+    if args.save:
+        Path(args.save).write_text(json.dumps(saved))
+    if args.plot:
+        # Each file's lines apart, named after it: --load before.json after.json.
+        mine = rows or in_rows or c10d
+        series = {
+            (f"{label} (this run)" if args.load else label): points
+            for label, points in (independent_series(saved).items() if mine else [])
+        }
+        for path in args.load:
+            saved_run = json.loads(Path(path).read_text())
+            for label, points in independent_series(saved_run).items():
+                series[f"{label} ({Path(path).stem})"] = points
+        plot(series, args.plot)
+
+
+def independent_series(saved: dict[str, Any]) -> dict[str, list[Point]]:
+    """The plot's lines from saved results, of either table."""
+    series: dict[str, list[Point]] = {}
+
+    def add(label: str, point: Point | None) -> None:
+        if point is not None:
+            series.setdefault(label, []).append(point)
+
+    for raw in saved.get("independent", []):
+        row = _nodes.Row(**raw)
+        add("anyrdzv, one EtcdStore per node (2-4 processes)", row_point(row))
+    for row in saved.get("c10d", []):
+        row = _nodes.Row(**row)
+        add("torch c10d, processes of a few nodes, a TCPStore client each", row_point(row))
+    for raw in saved.get("in_process", []):
+        add("anyrdzv, all nodes in one process on one EtcdStore", dict_point(raw))
+    for name, raw in saved.get("rows", []):
+        label = "anyrdzv, all nodes in one process on one " + (
+            "EtcdStore" if name.startswith("etcd") else name
+        )
+        add(label, dict_point(raw))
+    for raw in saved.get("torch", []):
+        add("torch c10d, threads in one process", dict_point(raw))
+    return series
+
+
+def row_point(row: _nodes.Row) -> Point | None:
+    """The row's point: None if it never started (its stores did not open)."""
+    if row.seconds is not None:
+        return (row.nodes, row.seconds, "")
+    if row.stopped is None:
+        return None
+    if row.outcome == "limit" and not row.failed:
+        return (row.nodes, row.stopped, f"not done in {row.limit:g} s")
+    return (row.nodes, row.stopped, f"failed ({row.ranked:,} of {row.nodes:,} ranked)")
+
+
+def dict_point(row: dict[str, Any]) -> Point:
+    if row.get("seconds") is not None:
+        return (row["nodes"], row["seconds"], "")
+    return (row["nodes"], row.get("timeout") or 0.0, f"not done in {row.get('timeout', 0):g} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="*", default=[8, 32, 128, 1024])
@@ -500,6 +849,47 @@ def main() -> None:
         "--plot", metavar="FILE", help="draw the time against N, with the rows of --load"
     )
     parser.add_argument("--load", metavar="FILE", nargs="*", default=[], help="saved results")
+    parser.add_argument(
+        "--independent",
+        action="store_true",
+        help="N nodes each with its own EtcdStore, over processes (issue 21), beside the "
+        "in-process mode and torch c10d as processes",
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=[64, 256, 1024, 4096], help="N, independent"
+    )
+    parser.add_argument(
+        "--processes", type=int, help="worker processes (default: 4 from 256 nodes, else 2)"
+    )
+    parser.add_argument(
+        "--backend", choices=["asyncio", "uvloop", "trio"], default="asyncio", help="event loop"
+    )
+    parser.add_argument(
+        "--limit", type=float, default=120.0, help="seconds an anyrdzv row may take"
+    )
+    parser.add_argument("--etcd-binary", help="the etcd to start (default: etcd on PATH)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each N (tables: every run, and medians)"
+    )
+    parser.add_argument(
+        "--enter-first",
+        action="store_true",
+        help="independent nodes enter their Rendezvous before the go (lease, member key and "
+        "watch off the clock): the clock then times next_rendezvous() alone",
+    )
+    parser.add_argument(
+        "--store-timeout",
+        type=float,
+        help="the EtcdStores' timeout= (default: EtcdStore's own, 5 s)",
+    )
+    parser.add_argument(
+        "--no-in-process", action="store_true", help="leave the in-process rows out"
+    )
+    parser.add_argument("--c10d-sizes", type=int, nargs="*", default=[64, 128], help="N, c10d")
+    parser.add_argument("--c10d-per-process", type=int, default=8, help="c10d nodes a process")
+    parser.add_argument(
+        "--c10d-limit", type=float, default=300.0, help="seconds a c10d row may take"
+    )
     parser.add_argument("--torch-worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--loss-node", help=argparse.SUPPRESS)
     parser.add_argument("--torch-node", help=argparse.SUPPRESS)
@@ -507,6 +897,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--conf", choices=list(LOSS_CONFS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.independent:
+        independent(args)
+        return
     if args.torch_worker:
         torch_worker(args.torch_worker, {})
         return
@@ -572,47 +965,77 @@ def main() -> None:
         saved = {"rows": rows, "torch": list(torch_rows.values()), "loss": loss}
         Path(args.save).write_text(json.dumps(saved))
     if args.plot:
+        series = independent_series({"rows": rows, "torch": list(torch_rows.values())})
         for path in args.load:
-            saved = json.loads(Path(path).read_text())
-            rows += [(name, row) for name, row in saved["rows"]]
-            torch_rows.update({row["nodes"]: row for row in saved["torch"]})
-        plot(rows, torch_rows, args.plot)
+            for label, points in independent_series(json.loads(Path(path).read_text())).items():
+                series.setdefault(label, []).extend(points)
+        plot(series, args.plot)
 
 
-def plot(
-    rows: list[tuple[str, dict[str, Any]]], torch_rows: dict[int, dict[str, Any]], path: str
-) -> None:
+#: One point of the plot: nodes, seconds, and what went wrong ("" if all were ranked; the
+#: seconds are then those it ran for).
+Point = tuple[int, float, str]
+
+
+def median_of_points(points: list[Point]) -> Point:
+    """The median of one N's points, a failed one counting as the longest."""
+    return sorted(points, key=lambda p: (bool(p[2]), p[1]))[(len(points) - 1) // 2]
+
+
+def plot(series: dict[str, list[Point]], path: str) -> None:
+    """Draw the time to every node ranked against N, log-log, a line per mode; a row
+    that failed or ran out of time is a hollow marker at the time it ran, with a note."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, list[tuple[int, float]]] = {}
-    late: dict[str, list[tuple[int, float]]] = {}  # not done at the timeout
-    named = [(f"anyrdzv, {name}", row) for name, row in rows]
-    named += [("torch DynamicRendezvousHandler, c10d", row) for row in torch_rows.values()]
-    for label, row in named:
-        series.setdefault(label, [])
-        if row["seconds"] is not None:
-            series[label].append((row["nodes"], row["seconds"]))
-        elif row.get("timeout"):
-            late.setdefault(label, []).append((row["nodes"], row["timeout"]))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, points in series.items():
-        points.sort()
-        (line,) = ax.plot([n for n, _ in points], [t for _, t in points], marker="o", label=label)
-        for n, t in late.get(label, []):
-            ax.plot([n], [t], marker="^", markersize=10, color=line.get_color(), fillstyle="none")
-            ax.annotate(f"not done in {t:g} s", (n, t), textcoords="offset points", xytext=(-40, 8))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    sizes: set[int] = set()
+    notes: list[tuple[int, float, str, Any]] = []  # N, time, note, colour
+    for label, all_points in series.items():
+        points = [
+            median_of_points([p for p in all_points if p[0] == n])
+            for n in sorted({p[0] for p in all_points})
+        ]
+        done = [(n, t) for n, t, note in points if not note]
+        sizes.update(n for n, _, _ in points)
+        (line,) = ax.plot([n for n, _ in done], [t for _, t in done], marker="o", label=label)
+        for n, t, note in points:
+            if note:
+                marker = "^" if note.startswith("not done") else "X"
+                ax.plot(
+                    [n],
+                    [t],
+                    marker=marker,
+                    markersize=10,
+                    color=line.get_color(),
+                    fillstyle="none",
+                    linestyle="none",
+                )
+                notes.append((n, t, note, line.get_color()))
+    for n in {n for n, _, _, _ in notes}:  # stacked above the highest marker at n
+        here = [(t, note, color) for m, t, note, color in notes if m == n]
+        top = max(t for t, _, _ in here)
+        for k, (_, note, color) in enumerate(here):
+            ax.annotate(
+                note,
+                (n, top),
+                textcoords="offset points",
+                xytext=(-50, 8 + 11 * k),
+                fontsize=8,
+                color=color,
+            )
     ax.set_xscale("log", base=2)
-    ns = sorted({row["nodes"] for _, row in named})
+    ns = sorted(sizes)
     ax.set_xticks(ns, [f"{n:,}" for n in ns])
     ax.set_yscale("log")
-    ax.set_xlabel("nodes (min_nodes = max_nodes), in one process")
+    ax.margins(x=0.08, y=0.15)  # room for the notes
+    ax.set_xlabel("nodes N (min_nodes = max_nodes = N)")
     ax.set_ylabel("start → every node ranked (s)")
-    ax.set_title("Rendezvous time against N (benchmarks/rendezvous.py)")
+    ax.set_title("Rendezvous time against N, one local etcd, 2 cores (benchmarks/rendezvous.py)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper left")
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(f"plot written to {path}")

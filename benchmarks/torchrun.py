@@ -2,7 +2,7 @@
 
 Run by hand (not a test): ``python benchmarks/torchrun.py [--backends anyrdzv-etcd c10d]``.
 It needs torch (``pip install torch==2.13.0``) and Debian's etcd-server, and starts its
-own etcd on free loopback ports. Three measurements, each backend in turn, in one run:
+own etcd on free loopback ports. Four measurements, each backend in turn, in one run:
 
 1. **Rendezvous latency, 2 nodes.** Two processes each make the backend's handler (as
    torchrun's registry does) and say they are ready; both are told to go at once, and
@@ -18,6 +18,13 @@ own etcd on free loopback ports. Three measurements, each backend in turn, in on
    agent's start-up and the restarted workers' (each an ``import torch``, timed
    beside it); for anyrdzv-etcd, etcd also shows when the new node joined and when
    the 2-node round completed.
+4. **16 agents.** ``--agents`` (16) real ``torchrun`` agents, ``--nnodes=16
+   --nproc-per-node=1``, torch's default conf, each with a trivial worker (it writes its
+   start time and its environment, and exits: no ``import torch``). Every agent imports
+   torch first and waits; all are let go at once (the common start): the time from
+   then until the last of the 16 workers has started, and until the first; torch's log
+   also tells when every agent had called ``next_rendezvous()`` and when every call had
+   returned. ``--agents-only`` runs just this row, ``--agents-repeat`` runs it several times.
 
 Results: ``docs/benchmarks.md``.
 """
@@ -170,6 +177,90 @@ def agents_run(
     return row
 
 
+#: The trivial worker of the many-agents row: its start time and environment, one line.
+TRIVIAL_WORKER = """
+import json, os, time
+started = time.monotonic()
+names = ("RANK", "WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+line = {"pid": os.getpid(), "started": started, **{n: os.environ.get(n) for n in names}}
+with open(os.environ["RESULTS"], "a", encoding="utf-8") as results:
+    results.write(json.dumps(line) + "\\n")
+"""
+
+
+def many_agents(
+    backend: str, etcd: EtcdServer, workdir: Path, count: int, timeout: float
+) -> dict[str, Any]:
+    """``count`` agents of one job, let go at once once all have imported torch: the
+    time until every one of their workers has started."""
+    endpoint = endpoint_for(backend, etcd)
+    run_id = f"many-{uuid.uuid4().hex[:8]}"
+    worker = workdir / "trivial_worker.py"
+    worker.write_text(TRIVIAL_WORKER)
+    hold = workdir / "go"
+    row: dict[str, Any] = {"agents": count}
+    agents = [
+        Agent(
+            workdir,
+            f"agent-{i:02d}",
+            endpoint=endpoint,
+            run_id=run_id,
+            nnodes=str(count),
+            conf="",
+            backend=backend,
+            hold=hold,
+            worker=[str(worker)],
+        )
+        for i in range(count)
+    ]
+    try:
+        for agent in agents:
+            agent.until_held(timeout=max(timeout, 180))
+        start, wall = time.monotonic(), time.time()
+        hold.touch()
+        deadline = start + timeout
+        while time.monotonic() < deadline and not all(agent.lines() for agent in agents):
+            time.sleep(0.02)
+        lines = [line for agent in agents for line in agent.lines()[:1]]
+        row["started"] = len(lines)
+        row["world_sizes"] = sorted({str(line["WORLD_SIZE"]) for line in lines})
+        if lines:
+            row["first"] = min(line["started"] for line in lines) - start
+        for key, text in (("rendezvousing", RENDEZVOUSING), ("complete", COMPLETE)):
+            seen = [logged_at(agent.log(), text) for agent in agents]
+            if all(at is not None for at in seen):
+                row[key] = max(at for at in seen if at is not None) - wall
+        if len(lines) == count:
+            row["all"] = max(line["started"] for line in lines) - start
+        else:
+            row["all"] = None
+            tails = [agent.log()[-1500:] for agent in agents if not agent.lines()][:2]
+            row["logs"] = tails
+    finally:
+        for agent in agents:
+            agent.close()
+    return row
+
+
+#: What torch's agent logs as it calls ``next_rendezvous()``, and as it returns.
+RENDEZVOUSING = "Rendezvous'ing worker group"
+COMPLETE = "Rendezvous complete for workers"
+
+
+def logged_at(log: str, text: str) -> float | None:
+    """The time (``time.time()``) of the first line of torch's log that holds ``text``:
+    its lines start with ``I1206 21:16:18.980000``, the year left out."""
+    for line in log.splitlines():
+        if text in line:
+            stamp = line.split()[:2]
+            year = time.localtime().tm_year
+            parsed = time.strptime(
+                f"{year}{stamp[0][1:]} {stamp[1].split('.')[0]}", "%Y%m%d %H:%M:%S"
+            )
+            return time.mktime(parsed) + float("0." + stamp[1].split(".")[1])
+    return None
+
+
 def listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):
@@ -215,6 +306,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=90.0, help="per measurement, s")
     parser.add_argument("--skip-agents", action="store_true", help="latency only")
     parser.add_argument("--save", type=Path, help="write the results as JSON")
+    parser.add_argument(
+        "--agents", type=int, default=16, help="agents of the many-agents row (0: no row)"
+    )
+    parser.add_argument("--agents-only", action="store_true", help="the many-agents row only")
+    parser.add_argument("--agents-repeat", type=int, default=1, help="runs of the many-agents row")
     args = parser.parse_args()
     results: dict[str, Any] = {"import_torch": import_time()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,17 +320,63 @@ def main() -> None:
         etcd.start()
         try:
             for backend in args.backends:
-                lat = [latency(backend, etcd) for _ in range(args.repeat)]
-                row: dict[str, Any] = {"latency": lat}
-                if not args.skip_agents:
+                row: dict[str, Any] = {}
+                if not args.agents_only:
+                    row["latency"] = [latency(backend, etcd) for _ in range(args.repeat)]
+                if not args.skip_agents and not args.agents_only:
                     for sub in ("loss", "up"):
                         (workdir / backend / sub).mkdir(parents=True)
                     row.update(agents_run(backend, etcd, workdir / backend, args.timeout))
+                row["many"] = []
+                for run in range(args.agents_repeat if args.agents else 0):
+                    (workdir / backend / f"many-{run}").mkdir(parents=True)
+                    row["many"].append(
+                        many_agents(
+                            backend,
+                            etcd,
+                            workdir / backend / f"many-{run}",
+                            args.agents,
+                            args.timeout,
+                        )
+                    )
                 results[backend] = row
                 print(backend, json.dumps(row), file=sys.stderr, flush=True)
         finally:
             etcd.stop()
     print(f"python -c 'import torch.distributed.run': {results['import_torch']:.2f} s\n")
+    if not args.agents_only:
+        print_rows(results, args)
+    if args.agents:
+        print(
+            f"\n{args.agents} agents (--nnodes={args.agents} --nproc-per-node=1, a trivial "
+            "worker), all let go at once after their import of torch:\n"
+        )
+        print(
+            "| backend | go → all workers started | go → first worker started | "
+            "go → every agent calls next_rendezvous() | go → every agent's returned | "
+            "world size |"
+        )
+        print("|---|---|---|---|---|---|")
+        for backend, many in ((b, m) for b in args.backends for m in results[b]["many"]):
+            done = (
+                f"{many['all']:.2f} s"
+                if many["all"] is not None
+                else f"not within {args.timeout:g} s ({many['started']} started)"
+            )
+            first = f"{many['first']:.2f} s" if "first" in many else "-"
+            calls, returned = (
+                f"{many[key]:.2f} s" if key in many else "-"
+                for key in ("rendezvousing", "complete")
+            )
+            sizes = ", ".join(many["world_sizes"]) or "-"
+            print(f"| {backend} | {done} | {first} | {calls} | {returned} | {sizes} |")
+            for log in many.get("logs", []):
+                print(f"\n{backend}, an agent whose worker did not start:\n{log}")
+    if args.save:
+        args.save.write_text(json.dumps(results, indent=2))
+
+
+def print_rows(results: dict[str, Any], args: argparse.Namespace) -> None:
     print(
         "| backend | 2-node rendezvous (median, min–max) | node loss → survivor runs | new node start → 2-node world |"
     )
@@ -261,8 +403,6 @@ def main() -> None:
                 f"its start (its import of torch), and the 2-node round completed "
                 f"{row['scale_up_rendezvous']:.2f} s after it joined."
             )
-    if args.save:
-        args.save.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
