@@ -738,3 +738,41 @@ async def test_compacted_history_etcd(etcd_server: object, key_prefix: str) -> N
         with pytest.raises(StoreCompacted) as info:
             await collect(store, f"{key_prefix}/", first, 1)
         assert info.value.compact_revision >= last
+
+
+MANY_OPENS = """
+import ssl, sys, threading, anyio
+made = []
+create = ssl.create_default_context
+def counted(*args, **kwargs):
+    made.append(threading.get_ident())
+    return create(*args, **kwargs)
+ssl.create_default_context = counted
+from anyrdzv import EtcdStore
+
+async def main() -> None:
+    stores = [EtcdStore(sys.argv[1], timeout=30) for _ in range(64)]
+    async with anyio.create_task_group() as tg:
+        for store in stores:
+            tg.start_soon(store.__aenter__)
+    for store in stores:
+        await store.aclose()
+    print(len(made))
+
+anyio.run(main)
+"""
+
+
+def test_stores_opened_at_once_make_the_system_context_once(etcd_server: Any) -> None:
+    """64 stores that open at once in a fresh process (as a benchmark's or a launcher's
+    nodes do) make the SSL context with the system's CAs once between them: each making
+    its own in a worker thread starved the event loop, and half failed to open."""
+    done = subprocess.run(
+        [sys.executable, "-c", MANY_OPENS, etcd_server.endpoint],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]

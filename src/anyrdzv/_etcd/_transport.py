@@ -12,6 +12,7 @@ import functools
 import importlib
 import math
 import ssl as _ssl
+import threading
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, final
 
@@ -80,9 +81,19 @@ async def _finish_generators(response: httpx.Response, lines: AsyncIterator[str]
             pass  # the closed stream's ReadError: the chain has unwound
 
 
+_context_made = threading.Lock()
+
+
 @functools.cache
-def _default_context() -> _ssl.SSLContext:
+def _made_context() -> _ssl.SSLContext:
     return _ssl.create_default_context()
+
+
+def _default_context() -> _ssl.SSLContext:
+    # One thread makes it; stores that open at once wait for it in their worker threads
+    # (functools.cache alone lets each of them make one, and starve the loop).
+    with _context_made:
+        return _made_context()
 
 
 async def default_context() -> _ssl.SSLContext:
@@ -93,8 +104,8 @@ async def default_context() -> _ssl.SSLContext:
     Made once a process, in a worker thread: loading the CAs takes 20 to 50 ms, which
     would stall the event loop.
     """
-    if _default_context.cache_info().currsize:
-        return _default_context()
+    if _made_context.cache_info().currsize:
+        return _made_context()
     return await anyio.to_thread.run_sync(_default_context)
 
 
