@@ -17,8 +17,9 @@ etcd's default timing (heartbeat 100 ms, election timeout 1 s), and for each TTL
    (``--end kill``). ``--end cont`` sends SIGCONT instead: on etcd before 3.4.31 and
    3.5.13 (Debian's 3.4.23) a leader resuming after a hang longer than the TTL has the
    new leader revoke every lease it held (etcd issue #15247), renewed or not;
-4. the try waits for a leader again, then TTL + 3 s more, so that any loss surfaces (a
-   heartbeat waits up to 2 s past its lease for the store's word), and counts the
+4. the try waits for a leader again, then TTL + 3 s more (13 s more with ``--end
+   cont``), so that any loss surfaces (a heartbeat waits up to 2 s past its lease for
+   the store's word), and counts the
    ``HeartbeatLost`` raised and the ``LEFT`` seen; the heartbeats then leave.
 
 It prints one line per try (the lease TTL etcd granted, where the store was, when a new
@@ -247,7 +248,9 @@ async def one_try(
             else:
                 cluster.cont(leader)
         await anyio.to_thread.run_sync(lambda: cluster.wait_leader(30))
-        await anyio.sleep(ttl + 3)  # any loss surfaces, and its LEFT comes
+        # Any loss surfaces, and its LEFT comes; a leader that resumed revokes the rest of
+        # the leases it held about 7 s after it resumed (etcd #15247).
+        await anyio.sleep(ttl + 3 + (10 if args.end == "cont" else 0))
         counting[0] = False
         result.worst_gap = timed.worst_gap(members.leases)
         result.lost = len(members.lost)
