@@ -7,6 +7,7 @@ arguments and errors around these.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 import pytest
 
-from anyrdzv import MemoryStore, StoreConnectionError
+from anyrdzv import MemoryStore, Rendezvous, StoreConnectionError, StoreError
 from anyrdzv.testing import CountingStore, FaultyStore
 from anyrdzv.torchrun._kv import TorchKV, WaitTimeout
 
@@ -473,3 +474,45 @@ class TestLease:
         found = await store.get(f"{key_prefix}/kv/k")
         assert found is not None
         assert found.lease is None
+
+
+class TestRunLease:
+    """The torchrun backend writes the torch store's keys under the run's lease
+    (``Rendezvous.data_lease``): when the last node to leave was not the last alive (a
+    killed node's lease outlived the others), no node deletes them, and they expire
+    with the run lease."""
+
+    @pytest.mark.slow
+    async def test_the_keys_go_with_the_run_when_no_node_is_left_to_delete_them(
+        self, store: LeaseStore, key_prefix: str
+    ) -> None:
+        options: dict[str, Any] = {
+            "min_nodes": 2,
+            "max_nodes": 2,
+            "prefix": key_prefix,
+            "keep_alive_interval": 0.5,
+            "keep_alive_max_attempt": 4,  # a TTL of 2 s
+            "last_call_timeout": 0.3,
+        }
+        run = f"{key_prefix}/run/"
+        faulty = FaultyStore(store)
+        b = Rendezvous(faulty, "run", node="b", **options)
+        async with Rendezvous(store, "run", node="a", **options) as a:
+            await b.__aenter__()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(b.next_rendezvous)
+                await a.next_rendezvous()
+            kv = TorchKV(store, a.data_prefix, lease=lambda: a.data_lease)
+            await kv.set("MASTER_ADDR", b"10.0.0.1")
+            await kv.add("counter", 1)
+            # b crashes: its link to the store is cut, so its lease outlives it.
+            faulty.partition()
+            with contextlib.suppress(StoreError):
+                await b.__aexit__(None, None, None)
+        # a left first, within b's TTL: it was not the last alive, and deleted nothing.
+        left = [kv.key for kv in (await store.get_prefix_kv(run))[0]]
+        assert f"{run}store/MASTER_ADDR" in left
+        assert f"{run}state" in left
+        with anyio.fail_after(2 + 9 + SLACK):  # b's TTL, then the run lease's (2 x 2 + 5)
+            while (await store.get_prefix_kv(run))[0]:  # noqa: ASYNC110 - expiry has no event
+                await anyio.sleep(0.1)

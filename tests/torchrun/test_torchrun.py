@@ -193,11 +193,7 @@ def test_scale_down_after_a_sigkill(
     assert last["sum"] == 1.0
     assert int(last["TORCHELASTIC_RESTART_COUNT"]) <= 1
     assert time.monotonic() - killed < 60
-    # The job ended within b's TTL, so a was not the last to leave, and no node was left
-    # to delete the run's keys: the state, the round's record and the torch store's keys
-    # live under the run's lease, which expires once no node keeps it alive (TTL 2 x the
-    # node's + 5 s), and b's own keys under its lease.
-    assert any("/store/" in key for key in run_keys(etcd_server.endpoint, run_id))
+    # No key of the run is left once the leases have run out (b's, and the run's).
     wait_for(lambda: run_keys(etcd_server.endpoint, run_id) == [], 40, "no key of the run left")
 
 
@@ -481,11 +477,13 @@ def logged(agent: Agent, text: str) -> bool:
 def test_a_participant_killed_after_joining_does_not_hang_its_peers(
     etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
 ) -> None:
-    """The issue's repro: x joins round 0 and is SIGKILLed, y starts at once and round 0
-    completes with x (dead, its lease alive) and y; z comes later. y's wait in round 0's
-    bootstrap ends within the TTL + 2 s of the kill, and y and z form a world of 2, with
-    no restart used. y and z have imported torch before the kill (held), so that y joins
-    before x's lease (TTL 6 s) expires."""
+    """The issue's repro: x joins round 0 and is SIGKILLed, y starts at once, z comes
+    10 s later. x, the first node, coordinated the run, and its office died with it: no
+    round completes with the dead x (a round that completed with a dead participant
+    before it died is the in-process test of test_handler.py, where y's wait in the
+    bootstrap ends within 2 s of the death). y starts no worker until z comes, and y and
+    z form a world of 2, with no restart used. y and z have imported torch before the
+    kill (held), so that y joins before x's lease (TTL 6 s) expires."""
     options: dict[str, object] = {
         "endpoint": etcd_server.endpoint,
         "run_id": run_id,
@@ -505,10 +503,8 @@ def test_a_participant_killed_after_joining_does_not_hang_its_peers(
     x.kill()
     killed = time.monotonic()
     go_y.touch()
-    wait_for(lambda: logged(y, "joining the next round"), ttl + 2, "y left round 0", y)
-    assert "lost its lease" in y.log()
-    assert not y.lines()  # no worker started in round 0
-    time.sleep(max(0.0, killed + 10 - time.monotonic()))
+    time.sleep(max(0.0, killed + ttl + 4 - time.monotonic()))  # x's lease ran out
+    assert not y.lines()  # y started no worker in a world with the dead x
     go_z.touch()
     finished(y)
     finished(z)
