@@ -304,7 +304,7 @@ def test_an_elastic_agent_node_leaves_at_once_on_sigterm(etcd_server: Any, backe
                 worker = int(event["text"].split()[2])
                 break
         assert worker is not None, proc.stderr.read() if proc.stderr else ""
-        assert f"/anyrdzv/{run_id}/members/node-0" in run_keys(etcd_server.endpoint, run_id)
+        assert f"/anyrdzv/{run_id}/nodes/node-0" in run_keys(etcd_server.endpoint, run_id)
         proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         out, err = proc.communicate(timeout=20)
