@@ -79,8 +79,9 @@ def _report_record(report: RunReport) -> dict[str, Any]:
             "closed": report.closed,
             "min_nodes": report.min_nodes,
             "max_nodes": report.max_nodes,
-            "max_rounds": report.max_rounds,
-            "reason": report.reason,
+            # anyrdzv's own, only when set: a consumer of the torch-like state sees no change
+            **({} if report.max_rounds is None else {"max_rounds": report.max_rounds}),
+            **({} if report.reason is None else {"reason": report.reason}),
         },
         "previous": None if report.previous is None else list(report.previous),
         "coordinator": report.coordinator,
