@@ -12,3 +12,13 @@ async def passing() -> None:
 async def failing() -> None:
     """A check that fails, with a reason."""
     raise RuntimeError("GPU 3 does not answer")
+
+
+#: Whether :func:`toggled` passes: a test sets it (monkeypatch).
+toggled_passes = False
+
+
+async def toggled() -> None:
+    """A check that fails, with a reason, until :data:`toggled_passes` is set."""
+    if not toggled_passes:
+        raise RuntimeError("GPU 3 does not answer")
