@@ -518,7 +518,7 @@ except SignalException as exc:
             return [kv.key for kv in kvs]
 
     deadline = time.monotonic() + 20
-    while not any("/members/" in key for key in anyio.run(keys)):
+    while not any("/nodes/" in key for key in anyio.run(keys)):
         assert time.monotonic() < deadline, "the node never joined"
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
