@@ -17,6 +17,8 @@ from anyrdzv import EtcdStore, Lease, read_run
 from tests.torchrun.test_handler import handlers, make  # noqa: F401 - the fixture
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from tests._support.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.usefixtures("torch_installed")
@@ -42,17 +44,26 @@ class Events(logging.Handler):
         ]
 
 
+#: The logger torch records its rendezvous events on (``torch.distributed.elastic.events``,
+#: destination ``dynamic_rendezvous``).
+EVENTS_LOGGER = "torchelastic-events-dynamic_rendezvous"
+
+
 @pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> Events:
-    """Configure an event handler, as a torchrun user does."""
-    from torch.distributed import elastic
-    from torch.distributed.elastic.events import handlers as event_handlers
+def events(monkeypatch: pytest.MonkeyPatch) -> Iterator[Events]:
+    """Configure an event handler, as a torchrun deployment does: torch offers no public
+    door for it, but records ``dynamic_rendezvous`` events only while its registry of
+    destinations holds a handler other than a ``NullHandler`` for it; that handler goes on
+    the events' logger when torch makes it, once per process (``addHandler`` adds it once
+    if it is there already)."""
+    from torch.distributed.elastic.events.handlers import _log_handlers
 
     found = Events()
-    monkeypatch.setitem(event_handlers._log_handlers, "dynamic_rendezvous", found)
-    # torch makes its events' logger once per process: make it afresh with this handler.
-    monkeypatch.delitem(elastic.events._events_loggers, "dynamic_rendezvous", raising=False)
-    return found
+    monkeypatch.setitem(_log_handlers, "dynamic_rendezvous", found)
+    logger = logging.getLogger(EVENTS_LOGGER)
+    logger.addHandler(found)
+    yield found
+    logger.removeHandler(found)
 
 
 def in_threads(*calls: Any) -> list[Any]:
