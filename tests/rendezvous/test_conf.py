@@ -22,6 +22,9 @@ class TestParseConf:
             "close_timeout": 30.0,
             "keep_alive_interval": 5.0,
             "keep_alive_max_attempt": 3,
+            "max_rounds": None,
+            "health_check": None,
+            "health_check_timeout": 60.0,
         }
         assert parse_conf({}) == DEFAULTS
 

@@ -624,3 +624,59 @@ def test_store_errors_name_the_torchrun_levers(
     assert "set --rdzv-conf user=<etcd user>" in str(auth.value)
     assert "ANYRDZV_ETCD_PASSWORD" in str(auth.value)
     assert "username" not in str(auth.value)
+
+
+async def read_health(endpoint: str, run_id: str) -> dict[str, tuple[bool | None, str | None]]:
+    """Each node of ``run_id``'s health, as ``anyrdzv rendezvous`` shows it."""
+    from anyrdzv import read_run
+
+    async with EtcdStore(endpoint) as store:
+        report = await read_run(store, run_id)
+    nodes = (*report.participants, *report.joined, *report.waiting, *report.others)
+    return {n.node: (n.health, n.health_reason) for n in nodes}
+
+
+def test_a_health_check_named_in_the_conf_gates_the_join(
+    etcd_server: EtcdServer,
+    handlers: list[Any],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``health_check=package.module:function``: b's check fails, so b stays out (a
+    WARNING with the reason; the run's report shows it) and a's round completes
+    without it; once the check passes, b joins, and a's next round has both."""
+    from tests._support import health
+
+    caplog.set_level(logging.WARNING, logger="anyrdzv")
+    run_id = f"h-{uuid.uuid4().hex[:8]}"
+    a = make(handlers, etcd_server.endpoint, run_id, {"health_check": f"{health.__name__}:passing"})
+    b = make(handlers, etcd_server.endpoint, run_id, {"health_check": f"{health.__name__}:toggled"})
+    thread, joined = call_in_thread(b.next_rendezvous)
+
+    def failed() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "anyrdzv_event", None) == "health_failed"]
+
+    deadline = time.monotonic() + 30
+    while not failed():
+        assert time.monotonic() < deadline, "b's check never failed"
+        time.sleep(0.02)
+    record = failed()[0]
+    assert record.levelno == logging.WARNING
+    assert "RuntimeError: GPU 3 does not answer" in record.getMessage()
+    assert record.run_id == run_id  # type: ignore[attr-defined]
+    b_node: str = record.node  # type: ignore[attr-defined]
+    first = a.next_rendezvous()
+    assert first.world_size == 1  # b is kept out
+    shown = anyio.run(read_health, etcd_server.endpoint, run_id)
+    assert shown[b_node] == (False, "RuntimeError: GPU 3 does not answer")
+    assert [health for node, health in shown.items() if node != b_node] == [(True, None)]
+    assert not joined
+    monkeypatch.setattr(health, "toggled_passes", True)
+    while a.num_nodes_waiting() == 0:
+        assert time.monotonic() < deadline + 30, "b never joined once its check passed"
+        time.sleep(0.02)
+    second = a.next_rendezvous()
+    thread.join(30)
+    assert second.world_size == 2
+    assert joined[0].world_size == 2
+    assert anyio.run(read_health, etcd_server.endpoint, run_id)[b_node] == (True, None)

@@ -630,3 +630,46 @@ def test_a_lost_peer_uses_one_restart_of_each_survivor(
     assert last["done"]
     assert last["WORLD_SIZE"] == "1"
     assert last["TORCHELASTIC_RESTART_COUNT"] == "1"
+
+
+@pytest.mark.timeout(180)
+def test_max_rounds_1_survives_one_loss_and_the_second_ends_both_agents(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    """``max_rounds=1``: a's worker fails, and round 1 brings both nodes back; then b's
+    worker fails, and round 2 is refused. The budget is run-wide: each agent used one of
+    its 5 restarts only, yet the run is closed, and each agent exits non-zero with the
+    budget's message, with no worker of a third round started."""
+    fail_a, fail_b = tmp_path / "fail_a", tmp_path / "fail_b"
+    options: dict[str, object] = {
+        "endpoint": etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "2",
+        "max_restarts": 5,
+        "conf": f"{FAST_CONF},max_rounds=1",
+        "pause": 0.2,
+        "until_file": tmp_path / "never",  # the workers step on until they fail
+    }
+    a = start(agents, tmp_path, "a", fail_file=fail_a, **options)
+    b = start(agents, tmp_path, "b", fail_file=fail_b, **options)
+
+    def ports(agent: Agent) -> list[str]:
+        return list(dict.fromkeys(line["MASTER_PORT"] for line in agent.lines()))
+
+    both = lambda: len(ports(a)) == len(ports(b)) == 1
+    wait_for(both, 90, "both workers run round 0", a, b)
+    fail_a.touch()  # the first loss
+    again = lambda: len(ports(a)) == 2 and ports(b)[-1:] == ports(a)[-1:]
+    wait_for(again, 90, "both workers run round 1", a, b)
+    assert {line["WORLD_SIZE"] for line in a.lines() + b.lines()} == {"2"}
+    assert a.lines()[-1]["TORCHELASTIC_RESTART_COUNT"] == "1"
+    fail_b.touch()  # the second loss
+    failed = time.monotonic()
+    budget = "the run's restart budget is spent: max_rounds=1"
+    for agent in (a, b):
+        code = agent.wait(90)
+        assert code != 0, agent.log()[-6000:]
+        assert budget in agent.log(), agent.log()[-6000:]
+        assert "round 2 was asked for" in agent.log()
+        assert len(ports(agent)) == 2  # no worker ran a third round
+    assert time.monotonic() - failed < 60

@@ -55,7 +55,14 @@ def add_parser(
 
 
 def _node_record(node: NodeReport) -> dict[str, Any]:
-    return {"node": node.node, "alive": node.alive, "round": node.round, "ttl": node.ttl}
+    return {
+        "node": node.node,
+        "alive": node.alive,
+        "round": node.round,
+        "ttl": node.ttl,
+        "health": node.health,
+        "health_reason": node.health_reason,
+    }
 
 
 def _report_record(report: RunReport) -> dict[str, Any]:
@@ -72,6 +79,9 @@ def _report_record(report: RunReport) -> dict[str, Any]:
             "closed": report.closed,
             "min_nodes": report.min_nodes,
             "max_nodes": report.max_nodes,
+            # anyrdzv's own, only when set: a consumer of the torch-like state sees no change
+            **({} if report.max_rounds is None else {"max_rounds": report.max_rounds}),
+            **({} if report.reason is None else {"reason": report.reason}),
         },
         "previous": None if report.previous is None else list(report.previous),
         "coordinator": report.coordinator,
@@ -107,13 +117,20 @@ def _sameness(record: dict[str, Any]) -> str:
 
 
 def _lease_text(node: NodeReport) -> str:
+    """The node's lease, and its health check's outcome if it reported one."""
+    if node.health is None:
+        health = ""
+    elif node.health:
+        health = "  health check passing"
+    else:
+        health = f"  health check FAILING: {node.health_reason or 'no reason given'}"
     if node.ttl is not None:
-        return f"lease TTL {node.ttl} s"
+        return f"lease TTL {node.ttl} s{health}"
     return (
         "no live lease"
         if node.alive or node.round is not None
         else "GONE: no key left, its lease has expired"
-    )
+    ) + health
 
 
 def _report_text(report: RunReport) -> str:
@@ -129,7 +146,10 @@ def _report_text(report: RunReport) -> str:
             f"{head}: round {report.round}, {'complete' if report.complete else 'open'}, "
             f"{'CLOSED' if report.closed else 'not closed'}; "
             f"min_nodes {report.min_nodes}, max_nodes {report.max_nodes}"
+            + ("" if report.max_rounds is None else f", max_rounds {report.max_rounds}")
         )
+        if report.reason is not None:
+            lines.append(f"closed: {report.reason}")
         if report.complete:
             lines.append(f"participants of round {report.round} ({len(report.participants)}):")
             lines.extend(

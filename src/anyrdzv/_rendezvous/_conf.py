@@ -24,6 +24,9 @@ class ConfValues(TypedDict):
     close_timeout: float
     keep_alive_interval: float
     keep_alive_max_attempt: int
+    max_rounds: int | None
+    health_check: str | None
+    health_check_timeout: float
 
 
 #: torch's defaults for the keys of ``--rdzv-conf`` that a rendezvous reads.
@@ -33,6 +36,9 @@ DEFAULTS = ConfValues(
     close_timeout=30.0,
     keep_alive_interval=5.0,
     keep_alive_max_attempt=3,
+    max_rounds=None,
+    health_check=None,
+    health_check_timeout=60.0,
 )
 
 #: The keys whose values are numbers of seconds.
@@ -74,7 +80,9 @@ def parse_conf(conf: str | Mapping[str, str]) -> ConfValues:
     """Read the rendezvous's keys from a torchrun ``--rdzv-conf`` string, or a mapping of
     strings: ``join_timeout`` (600), ``last_call_timeout`` (30), ``close_timeout`` (30),
     ``keep_alive_interval`` (5) and ``keep_alive_max_attempt`` (3), with torch's
-    defaults; other keys are ignored, as torch does.
+    defaults, and anyrdzv's ``max_rounds`` (unset: no limit), ``health_check``
+    (``package.module:function``, not imported here) and ``health_check_timeout`` (60);
+    other keys are ignored, as torch does.
 
     :param conf: ``"join_timeout=60,last_call_timeout=5"``, or ``{"join_timeout": "60"}``
     :raises ValueError: if the string does not parse, or a value is bad; the message
@@ -89,4 +97,38 @@ def parse_conf(conf: str | Mapping[str, str]) -> ConfValues:
             values[key] = _number(key, options[key])
     if options.get(_INTEGER) is not None:
         values[_INTEGER] = int(_number(_INTEGER, options[_INTEGER]))
+    _anyrdzv_keys(options, values)
     return values
+
+
+def _anyrdzv_keys(options: Mapping[str, object], values: ConfValues) -> None:
+    """Read anyrdzv's own keys: ``max_rounds`` (an integer, at least 0),
+    ``health_check`` (``package.module:function``, kept as text) and
+    ``health_check_timeout`` (seconds)."""
+    text = options.get("max_rounds")
+    if text is not None:
+        if not isinstance(text, str):
+            raise wrong_type("the value of 'max_rounds'", text, "a str")
+        try:
+            rounds = int(text)
+        except ValueError:
+            rounds = -1
+        if rounds < 0:
+            raise ValueError(
+                "The rendezvous configuration option 'max_rounds' must be an integer of at "
+                f"least 0 (the rounds allowed after the first), got {echo(text)}"
+            )
+        values["max_rounds"] = rounds
+    check = options.get("health_check")
+    if check is not None:
+        if not isinstance(check, str):
+            raise wrong_type("the value of 'health_check'", check, "a str")
+        if check.count(":") != 1 or not all(check.split(":")):
+            raise ValueError(
+                "The rendezvous configuration option 'health_check' must be "
+                f"package.module:function, got {echo(check)}"
+            )
+        values["health_check"] = check
+    timeout = options.get("health_check_timeout")
+    if timeout is not None:
+        values["health_check_timeout"] = _number("health_check_timeout", timeout)

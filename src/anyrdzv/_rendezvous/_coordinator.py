@@ -35,6 +35,7 @@ from .._stores._follow import Resynced, follow
 from .._stores._model import EventType, Lease
 from .._stores._txn import Compare, Get, GetResult, Put
 from . import _rules as rules
+from ._events import emit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -73,6 +74,7 @@ class Coordinator:
         ``min_nodes``, in seconds
     :param run_ttl: the TTL of a run lease it grants
     :param floor: the first round this node has not seen, for a state it creates
+    :param max_rounds: the restart budget, for a state it creates (``None``: no limit)
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Coordinator:
         last_call_timeout: float,
         run_ttl: int,
         floor: Callable[[], int] = lambda: 0,
+        max_rounds: int | None = None,
     ) -> None:
         self._store = store
         self._run_id = run_id
@@ -97,6 +100,7 @@ class Coordinator:
         self._last_call_timeout = last_call_timeout
         self._run_ttl = run_ttl
         self._floor = floor
+        self._max_rounds = max_rounds
         self._view = rules.View(None, None, {}, {})
         self._revision = 0
         self._version = 0
@@ -225,6 +229,7 @@ class Coordinator:
                 else min_reached[1],
                 last_call_timeout=self._last_call_timeout,
                 now=anyio.current_time(),
+                max_rounds=self._max_rounds,
             )
             if isinstance(action, rules.Wait):
                 await self._until_changed(version, action.until)
@@ -300,6 +305,31 @@ class Coordinator:
             return None
         if not result.succeeded:
             return None
+        if action.state.reason is not None and action.state.closed:
+            emit(
+                logger,
+                "budget_spent",
+                "run %r is closed: %s",
+                self._run_id,
+                action.state.reason,
+                run_id=self._run_id,
+                node=self._keys.node,
+                round=action.state.round,
+                reason=action.state.reason,
+            )
+        if action.record is not None:
+            emit(
+                logger,
+                "round_complete",
+                "run %r: %s",
+                self._run_id,
+                action.why,
+                run_id=self._run_id,
+                node=self._keys.node,
+                round=action.record.round,
+                world_size=len(action.record.participants),
+                reason=action.why,
+            )
         if action.record is None:
             self._signals_at = anyio.current_time()
         logger.debug("run %r: %s", self._run_id, action.why)

@@ -20,7 +20,12 @@ import anyio
 import anyio.lowlevel
 
 from .._checks import check_bytes, check_int, check_seconds, echo, type_name
-from .._exceptions import HeartbeatLost, RendezvousTimeout, StoreError
+from .._exceptions import (
+    HeartbeatLost,
+    RendezvousError,
+    RendezvousTimeout,
+    StoreError,
+)
 from .._membership._heartbeat import MIN_INTERVAL, MemberLease, lease_ttl
 from .._membership._keys import DEFAULT_PREFIX, check_name, check_prefix
 from .._stores._protocol import LeaseStore, check_store
@@ -28,11 +33,13 @@ from . import _rules as rules
 from ._claim import Claim
 from ._conf import parse_conf
 from ._coordinator import Coordinator, candidacy, run_lease_ttl
+from ._events import emit
+from ._health import HEALTH, HealthGate, load_health_check
 from ._lifecycle import RunEntry
 from ._rounds import Rounds
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
     from types import TracebackType
 
     from ._rules import Change
@@ -47,6 +54,8 @@ _local_ids = itertools.count()
 MAX_PAYLOAD = 1024 * 1024
 #: How long withdrawing a join may take, in seconds, when a call ends without a round.
 WITHDRAW_TIMEOUT = 1.0
+#: The default of ``health_check_timeout``, in seconds.
+HEALTH_CHECK_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,20 @@ class Rendezvous:
         1 MiB (1,048,576 bytes). It lives in the node's own key, and a participant
         reads the round's payloads in one read, only when one is not empty
     :param prefix: the key prefix of all runs
+    :param max_rounds: the run's restart budget: how many rounds may follow the first,
+        counted run-wide in the store (the run's round number), at least 0; ``None``
+        (the default) for no limit. When a round past it is asked for, the coordinator
+        closes the run with the reason, and every node's :meth:`next_rendezvous` raises
+        :class:`RendezvousClosed` with it. The run keeps the budget of the node that
+        created its state
+    :param health_check: a zero-argument async callable run before each join (each
+        :meth:`next_rendezvous` call, before it asks for a round); it passes when it
+        returns, whatever it returns, and fails when it raises or takes longer than
+        ``health_check_timeout``. A node whose check fails does not join: it waits
+        outside the rounds, checking again with backoff (0.5 s doubling up to 10 s) and
+        logging a WARNING with the reason, until it passes or ``join_timeout`` ends the
+        call. :func:`read_run` and ``anyrdzv rendezvous`` show the outcome
+    :param health_check_timeout: how long one health check may take, in seconds
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if an argument is out of range
     """
@@ -144,6 +167,9 @@ class Rendezvous:
         keep_alive_max_attempt: int = 3,
         payload: bytes = b"",
         prefix: str = DEFAULT_PREFIX,
+        max_rounds: int | None = None,
+        health_check: Callable[[], Awaitable[object]] | None = None,
+        health_check_timeout: float = HEALTH_CHECK_TIMEOUT,
     ) -> None:
         self._store = check_store(store)
         missing = [
@@ -181,6 +207,17 @@ class Rendezvous:
                 f"key, base64 in JSON, and etcd takes values up to 1.5 MiB), got "
                 f"{len(payload)} bytes"
             )
+        self.max_rounds: int | None = (
+            None if max_rounds is None else check_int("max_rounds", max_rounds, least=0)
+        )
+        if health_check is not None and not callable(health_check):
+            raise TypeError(
+                "health_check must be a zero-argument async callable or None, got "
+                f"{type_name(health_check)} {echo(health_check)}"
+            )
+        self.health_check_timeout: float = check_seconds(
+            "health_check_timeout", health_check_timeout
+        )
         self._keys = rules.NodeKeys(f"{check_prefix(prefix)}/{self.run_id}/", self.node)
         ttl = lease_ttl(
             self.keep_alive_interval, keep_alive_max_attempt, interval=self.keep_alive_interval
@@ -210,6 +247,7 @@ class Rendezvous:
                     last_call_timeout=self.last_call_timeout,
                     run_ttl=run_ttl,
                     floor=lambda: run.next_round,
+                    max_rounds=self.max_rounds,
                 )
 
             await candidacy(self._store, run, coordinator, self._keys, self._heartbeat)
@@ -222,6 +260,19 @@ class Rendezvous:
             claim,
             stand,
             close_timeout=self.close_timeout,
+        )
+        self._health = (
+            None
+            if health_check is None
+            else HealthGate(
+                store,
+                health_check,
+                timeout=self.health_check_timeout,
+                key=self._keys.run + HEALTH + self.node,
+                lease=self._heartbeat,
+                run_id=self.run_id,
+                node=self.node,
+            )
         )
         self._rounds: Rounds | None = None  # while entered
         self._calling = False  # a next_rendezvous() call runs
@@ -259,12 +310,15 @@ class Rendezvous:
         node: str | None = None,
         payload: bytes = b"",
         prefix: str = DEFAULT_PREFIX,
+        health_check: Callable[[], Awaitable[object]] | None = None,
     ) -> Rendezvous:
         """Make a rendezvous from a torchrun ``--rdzv-conf`` string, or a mapping of strings.
 
         It reads ``join_timeout`` (600), ``last_call_timeout`` (30), ``close_timeout``
         (30), ``keep_alive_interval`` (5) and ``keep_alive_max_attempt`` (3), with
-        torch's defaults, and ignores other keys, as torch does. The other arguments are
+        torch's defaults, and anyrdzv's ``max_rounds`` (no limit), ``health_check``
+        (``package.module:function``) and ``health_check_timeout`` (60), and ignores
+        other keys, as torch does. The other arguments are
         the constructor's.
 
         :param store: the store
@@ -277,11 +331,16 @@ class Rendezvous:
             unique to this process and this object
         :param payload: this node's payload, given to every participant of its rounds
         :param prefix: the key prefix of all runs
+        :param health_check: the health check (see the constructor); by default, the
+            conf key ``health_check=package.module:function``, imported, if given
         :raises ValueError: if the string does not parse, or a value is bad (the message
-            names the key), or another argument is out of range
+            names the key; a ``health_check`` that does not import too), or another
+            argument is out of range
         :raises TypeError: if an argument has the wrong type
         """
         values = parse_conf(conf)
+        if health_check is None and values["health_check"] is not None:
+            health_check = load_health_check(values["health_check"])
         return cls(
             store,
             run_id,
@@ -290,7 +349,14 @@ class Rendezvous:
             max_nodes=max_nodes,
             payload=payload,
             prefix=prefix,
-            **values,
+            join_timeout=values["join_timeout"],
+            last_call_timeout=values["last_call_timeout"],
+            close_timeout=values["close_timeout"],
+            keep_alive_interval=values["keep_alive_interval"],
+            keep_alive_max_attempt=values["keep_alive_max_attempt"],
+            max_rounds=values["max_rounds"],
+            health_check=health_check,
+            health_check_timeout=values["health_check_timeout"],
         )
 
     # -- lifetime ----------------------------------------------------------------------
@@ -315,6 +381,8 @@ class Rendezvous:
         traceback: TracebackType | None,
     ) -> bool | None:
         self._rounds = None
+        if self._health is not None:
+            self._health.forget()  # its key goes with the lease
         return await self._entry.__aexit__(exc_type, exc_value, traceback)
 
     async def _withdraw(self, rounds: Rounds) -> None:
@@ -366,20 +434,41 @@ class Rendezvous:
                 "running in another task: calls of it on one Rendezvous must not overlap"
             )
         self._calling = True
+        wanted = rounds.wanted()
+        emit(
+            logger,
+            "join_attempt",
+            "node %r attempts to join round %s of run %r",
+            self.node,
+            "?" if wanted is None else wanted,
+            self.run_id,
+            run_id=self.run_id,
+            node=self.node,
+            round=wanted,
+        )
         try:
             await anyio.lowlevel.checkpoint()
             with anyio.fail_after(self.join_timeout):
+                if self._health is not None:
+                    await self._health.pass_(wanted)
                 state, record = await rounds.next()
         except TimeoutError:
             await self._withdraw(rounds)
-            raise RendezvousTimeout(
+            failing = None if self._health is None else self._health.failing
+            health = "" if failing is None else f" (its health check fails: {failing})"
+            exc = RendezvousTimeout(
                 f"node {self.node!r} of run {self.run_id!r}: no round completed with it "
-                f"within join_timeout={self.join_timeout:g} s"
-            ) from None
-        except HeartbeatLost:
+                f"within join_timeout={self.join_timeout:g} s{health}"
+            )
+            self._join_failed(exc)
+            raise exc from None
+        except HeartbeatLost as exc:
+            self._join_failed(exc)
             raise  # the lease is gone, and the join key with it
-        except BaseException:
+        except BaseException as exc:
             await self._withdraw(rounds)
+            if isinstance(exc, RendezvousError):
+                self._join_failed(exc)
             raise
         finally:
             self._calling = False
@@ -391,15 +480,36 @@ class Rendezvous:
             record.participants,
             await rounds.payloads_of(record),
         )
-        logger.debug(
+        emit(
+            logger,
+            "joined",
             "node %r holds rank %d of %d in round %d of run %r",
             self.node,
             info.rank,
             info.world_size,
             info.round,
             self.run_id,
+            run_id=self.run_id,
+            node=self.node,
+            round=info.round,
+            rank=info.rank,
+            world_size=info.world_size,
         )
         return info
+
+    def _join_failed(self, exc: BaseException) -> None:
+        emit(
+            logger,
+            "join_failed",
+            "node %r of run %r: next_rendezvous() failed: %s: %s",
+            self.node,
+            self.run_id,
+            type(exc).__name__,
+            exc,
+            run_id=self.run_id,
+            node=self.node,
+            reason=f"{type(exc).__name__}: {exc}",
+        )
 
     async def num_nodes_waiting(self) -> int:
         """How many nodes wait for the next round, while the live participants of the
@@ -427,11 +537,28 @@ class Rendezvous:
         try:
             with anyio.fail_after(self.close_timeout):
                 await rounds.close()
+            emit(
+                logger,
+                "closed",
+                "node %r closed run %r",
+                self.node,
+                self.run_id,
+                run_id=self.run_id,
+                node=self.node,
+            )
         except TimeoutError:
             raise RendezvousTimeout(
                 f"run {self.run_id!r} could not be closed within close_timeout="
                 f"{self.close_timeout:g} s"
             ) from None
+
+    async def closed_reason(self) -> str | None:
+        """Why the run was closed, when its coordinator closed it (``max_rounds`` spent),
+        from the watched state; ``None`` while it is open, or if a node closed it with
+        :meth:`set_closed`."""
+        rounds = self._entered()
+        await anyio.lowlevel.checkpoint()
+        return rounds.closed_reason()
 
     async def changes(self) -> AsyncGenerator[Change, None]:
         """Yield, once each, the reasons to leave the round this node holds: ``"waiting"``

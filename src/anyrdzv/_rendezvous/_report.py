@@ -22,6 +22,7 @@ from .._stores._follow import follow
 from .._stores._model import StoreEvent
 from .._stores._protocol import check_store
 from . import _rules as rules
+from ._health import HEALTH, decode_health
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -63,6 +64,10 @@ class NodeReport:
     :ivar payload: the payload it gave (``Rendezvous(payload=...)``), as bytes: from its
         heartbeat key, or for a participant whose heartbeat is gone, from the round;
         ``None`` if neither has it
+    :ivar health: whether its last health check passed (``Rendezvous(health_check=...)``):
+        ``False`` while it fails (the node waits outside the rounds, checking again);
+        ``None`` if it has no check, or has not reported one
+    :ivar health_reason: why its health check fails, while it fails; else ``None``
     """
 
     node: str
@@ -71,6 +76,8 @@ class NodeReport:
     ttl: int | None
     rank: int | None = None
     payload: bytes | None = None
+    health: bool | None = None
+    health_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,10 @@ class RunReport:
     :ivar bootstrap: for a complete round, the torchrun backend's bootstrap, if the run
         has keys under its adapters' subtree or the round's rank 0 is gone; else
         ``None``
+    :ivar max_rounds: the run's restart budget (``Rendezvous(max_rounds=...)``): how many
+        rounds may follow the first; ``None`` for no limit
+    :ivar reason: why the run is closed, if its coordinator closed it (the budget spent);
+        else ``None``
     """
 
     run_id: str
@@ -144,6 +155,8 @@ class RunReport:
     data_keys: int = 0
     coordinator: str | None = None
     bootstrap: Bootstrap | None = None
+    max_rounds: int | None = None
+    reason: str | None = None
 
 
 def run_prefix(run_id: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -200,6 +213,25 @@ def _view(kvs: list[KeyValue], start: str) -> tuple[rules.View, dict[str, int], 
     return view, leases, coordinator
 
 
+def _health(kvs: list[KeyValue], start: str) -> dict[str, tuple[bool, str | None]]:
+    """Each node's health key: whether its check passes, and why it fails.
+
+    :raises MalformedRun: naming the key, if one holds a malformed value
+    """
+    found: dict[str, tuple[bool, str | None]] = {}
+    for kv in kvs:
+        node = kv.key[len(start) :]
+        if not kv.key.startswith(start) or not node or "/" in node:
+            continue
+        try:
+            found[node] = decode_health(kv.value)
+        except ValueError as exc:
+            raise MalformedRun(
+                f"key {echo(kv.key)} holds a malformed value ({exc}): {echo(kv.value)}"
+            ) from None
+    return found
+
+
 async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREFIX) -> RunReport:
     """Read run ``run_id`` of :class:`Rendezvous` nodes: its round, whether it is
     complete or closed, its participants with their ranks, the nodes that wait, and the
@@ -226,6 +258,7 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
     kvs, revision = await store.get_prefix_kv(start)
     data = start + rules.DATA
     data_keys = sum(1 for kv in kvs if kv.key.startswith(data))
+    health = _health(kvs, start + HEALTH)
     view, leases, coordinator = _view([kv for kv in kvs if not kv.key.startswith(data)], start)
     ttls: dict[str, int | None] = {}
     limiter = anyio.CapacityLimiter(_TTL_REQUESTS)
@@ -266,6 +299,7 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
             ttls.get(name),
             ranks.get(name),
             None if member is None else member.payload,
+            *health.get(name, (None, None)),
         )
 
     bootstrap = None
@@ -282,7 +316,7 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
                 state.round, round_prefix + MASTER_ADDR, text(MASTER_ADDR), text(MASTER_PORT)
             )
     shown = {*participants, *joined, *waiting}
-    others = sorted((set(view.members) | set(view.joins)) - shown)
+    others = sorted((set(view.members) | set(view.joins) | set(health)) - shown)
     return RunReport(
         run_id=run_id,
         prefix=start,
@@ -302,6 +336,8 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
         data_keys=data_keys,
         coordinator=coordinator,
         bootstrap=bootstrap,
+        max_rounds=None if state is None else state.max_rounds,
+        reason=None if state is None else state.reason,
     )
 
 

@@ -98,10 +98,27 @@ class Rounds:
         state = self._entry.run.state
         return 0 if state is None or not state[0].complete else state[0].waiting
 
+    def wanted(self) -> int | None:
+        """The round this node would ask for now, from the watched state, for the log;
+        ``None`` before the state exists."""
+        state = self._entry.run.state
+        if state is None:
+            return None
+        current = state[0]
+        if current.complete and (self.handed_out == current.round or self.joined == current.round):
+            return current.round + 1
+        return current.round
+
     def closed(self) -> bool:
         """Whether the run is closed, from the watched state."""
         state = self._entry.run.state
         return state is not None and state[0].closed
+
+    def closed_reason(self) -> str | None:
+        """Why the coordinator closed the run (its budget spent), from the watched state;
+        ``None`` if it is open, or a node closed it."""
+        state = self._entry.run.state
+        return None if state is None or not state[0].closed else state[0].reason
 
     async def next(self) -> tuple[rules.RunState, rules.Record]:
         """Join the next round, and wait until it completes with this node in it.
@@ -134,7 +151,8 @@ class Rounds:
                 self.handed_out = action.state.round
                 return action.state, action.record
             if isinstance(action, rules.Closed):
-                raise RendezvousClosed(f"run {self._run_id!r} is closed")
+                because = "" if action.reason is None else f": {action.reason}"
+                raise RendezvousClosed(f"run {self._run_id!r} is closed{because}")
             if isinstance(action, rules.Wait):
                 await run.until_changed(version, action.until)
                 continue

@@ -11,7 +11,9 @@ The keys of run ``R`` under the prefix ``P`` (key layout 2; all JSON):
 
 - ``P/R/state``: under the run's lease; ``{"layout": 2, "round": r, "complete": bool,
   "closed": bool, "min_nodes": m, "max_nodes": M, "size": n, "waiting": k, "lost":
-  bool, "lease": id}``, a few dozen bytes. Every write of it is a compare-and-swap.
+  bool, "lease": id}``, a few dozen bytes, and optionally ``"max_rounds": b`` (the
+  run's restart budget) and ``"reason": "..."`` (why the run was closed, if not by a
+  node's ``set_closed()``). Every write of it is a compare-and-swap.
 - ``P/R/state.coordinator``: under the coordinator's lease; ``{"node": name}``.
 - ``P/R/state.round``: under the run's lease; the last completed round's record,
   ``{"round": r, "participants": [...] in rank order, "payloads": bool}``, its list
@@ -119,6 +121,10 @@ class RunState:
     :ivar lost: whether a participant of the complete round has lost its lease
     :ivar lease: the run's lease, which the state, the record and the adapters' keys
         live under; ``None`` until it is granted
+    :ivar max_rounds: the run's restart budget: how many rounds may follow the first
+        (rounds ``0 … max_rounds``); ``None`` (absent from the key) for no limit
+    :ivar reason: why the run is closed, when the coordinator closed it (its budget
+        spent); ``None`` (absent) otherwise
     """
 
     round: int
@@ -130,6 +136,8 @@ class RunState:
     waiting: int = 0
     lost: bool = False
     lease: int | None = None
+    max_rounds: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +249,10 @@ def encode_state(state: RunState) -> bytes:
     }
     if state.lease is not None:
         obj["lease"] = state.lease
+    if state.max_rounds is not None:
+        obj["max_rounds"] = state.max_rounds
+    if state.reason is not None:
+        obj["reason"] = state.reason
     return _json(obj)
 
 
@@ -255,6 +267,12 @@ def decode_state(data: bytes) -> RunState:
     lease = obj.get("lease")
     if lease is not None and (not is_int(lease) or lease < 0):
         raise MalformedValue("'lease' must be a lease id")
+    max_rounds = obj.get("max_rounds")
+    if max_rounds is not None and (not is_int(max_rounds) or max_rounds < 0):
+        raise MalformedValue("'max_rounds' must be an int of at least 0")
+    reason = obj.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise MalformedValue("'reason' must be a string")
     state = RunState(
         round=_int(obj, "round", 0),
         complete=_bool(obj, "complete"),
@@ -265,6 +283,8 @@ def decode_state(data: bytes) -> RunState:
         waiting=_int(obj, "waiting", 0),
         lost=_bool(obj, "lost"),
         lease=lease,
+        max_rounds=max_rounds,
+        reason=reason,
     )
     if state.min_nodes > state.max_nodes:
         raise ValueError("'min_nodes' is greater than 'max_nodes'")
@@ -377,7 +397,9 @@ class Done:
 
 @dataclass(frozen=True)
 class Closed:
-    """The run is closed."""
+    """The run is closed; ``reason`` says why, if the coordinator closed it."""
+
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -406,7 +428,7 @@ def node_step(
     if state is None:
         return Wait()  # the coordinator creates it
     if state.closed:
-        return Closed()
+        return Closed(state.reason)
     if (state.min_nodes, state.max_nodes) != (min_nodes, max_nodes):
         raise ValueError(
             f"this node has min_nodes={min_nodes}, max_nodes={max_nodes}, but the run "
@@ -573,6 +595,7 @@ def coordinate(
     min_reached_at: float | None,
     last_call_timeout: float,
     now: float,
+    max_rounds: int | None = None,
 ) -> Create | Swap | Wait:
     """What the coordinator does next: create the state, open or complete a round, or
     update the signals the state carries (a participant lost, nodes waiting).
@@ -581,9 +604,11 @@ def coordinate(
     :param max_nodes: likewise
     :param min_reached_at: when the coordinator saw the state's open round reach its
         ``min_nodes`` joins, or ``None``
+    :param max_rounds: the coordinator's restart budget, for a state it creates; the
+        state's own is the run's
     """
     if view.state is None:
-        return Create(RunState(0, False, False, min_nodes, max_nodes))
+        return Create(RunState(0, False, False, min_nodes, max_nodes, max_rounds=max_rounds))
     state, revision = view.state
     if state.closed:
         return Wait()
@@ -594,8 +619,17 @@ def coordinate(
         asked = [name for name in live if view.joins.get(name, (-1, 0))[0] == next_round]
         if asked or (not live and view.count_joined(next_round)):
             why = "a participant asked for it" if asked else "none is alive"
+            spent = budget_spent(state, next_round, why)
+            if spent is not None:
+                return Swap(replace(state, closed=True, reason=spent), revision, spent)
             fresh = RunState(
-                next_round, False, False, state.min_nodes, state.max_nodes, lease=state.lease
+                next_round,
+                False,
+                False,
+                state.min_nodes,
+                state.max_nodes,
+                lease=state.lease,
+                max_rounds=state.max_rounds,
             )
             return Swap(fresh, revision, f"round {next_round} opens: {why}")
         signals = (view.lost(), view.waiting())
@@ -621,6 +655,22 @@ def coordinate(
     record = Record(state.round, names, any(view.members[name].payload for name in names))
     return Swap(
         done, revision, f"round {state.round} completes: {why} ({len(names)} nodes)", record
+    )
+
+
+def budget_spent(state: RunState, next_round: int, why: str) -> str | None:
+    """Why round ``next_round`` may not open, if it would spend more than the run's
+    restart budget (rounds ``0 … max_rounds``, counted run-wide by round number); else
+    ``None``.
+
+    :param why: why the round was asked for
+    """
+    if state.max_rounds is None or next_round <= state.max_rounds:
+        return None
+    return (
+        f"the run's restart budget is spent: max_rounds={state.max_rounds} allows "
+        f"{state.max_rounds} round(s) after the first, and round {next_round} was asked "
+        f"for ({why})"
     )
 
 

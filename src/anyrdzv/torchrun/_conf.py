@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .._checks import echo, is_number, type_name, wrong_type
 from .._etcd._tls import client_context
+from .._rendezvous._health import load_health_check
 from ._loop import BACKENDS
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ RENDEZVOUS_KEYS = (
     "close_timeout",
     "keep_alive_interval",
     "keep_alive_max_attempt",
+    "max_rounds",
+    "health_check",
+    "health_check_timeout",
 )
 
 #: Every ``--rdzv-conf`` key the backend reads, torchrun's injected ``timeout`` included
@@ -155,7 +159,8 @@ def read_conf(
     :param config: ``--rdzv-conf``, as torchrun gives it
     :param environ: the environment, for :data:`PASSWORD_VARIABLE`
     :raises ValueError: naming the key, if a value is bad, a TLS file is missing or not
-        PEM, ``password`` is given in the conf, or ``user`` comes without a password
+        PEM, ``password`` is given in the conf, ``user`` comes without a password, or
+        ``health_check`` does not import
     :raises TypeError: if a value has the wrong type
     """
     if not isinstance(endpoint, str):
@@ -166,6 +171,8 @@ def read_conf(
             "the rendezvous configuration option 'password' is refused: --rdzv-conf is "
             f"visible to everyone on the node (ps); set {PASSWORD_VARIABLE} instead"
         )
+    if "health_check" in options:
+        load_health_check(options["health_check"])  # before any I/O
     files = {key: options.get(key) for key in ("cacert", "cert", "key")}
     for key, path in files.items():
         if path is not None and not path:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import torch.distributed as dist
 from torch._C._distributed_c10d import PrefixStore
+from torch.distributed.elastic.events import construct_and_record_rdzv_event
+from torch.distributed.elastic.events.api import NodeState
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.rendezvous import (
     RendezvousClosedError,
@@ -153,6 +155,7 @@ class EtcdRendezvousHandler(RendezvousHandler):
             lease=lambda: rendezvous.data_lease,
         )
         self._shut_down = False
+        self._round = -1  # the last round next_rendezvous() returned, for the events
         # torchrun skips shutdown() when a signal ends the agent: leave the run then (the
         # lease revoked, the run left open), so that the others go on at once.
         self._pid = os.getpid()
@@ -187,9 +190,36 @@ class EtcdRendezvousHandler(RendezvousHandler):
     def _node(self) -> str:
         return self._session.rendezvous.node
 
+    def _record(
+        self,
+        method: str,
+        message: str,
+        state: NodeState = NodeState.RUNNING,
+        rank: int | None = None,
+    ) -> None:
+        """Record a rendezvous event through ``torch.distributed.elastic.events``, as
+        torch's dynamic handler does at the same moments: named ``<file>:<class>.<method>``,
+        with the node's state, and the round in the message. torch does nothing unless an
+        event handler is configured for ``dynamic_rendezvous``."""
+        construct_and_record_rdzv_event(
+            run_id=self._run_id,
+            message=message,
+            node_state=state,
+            name=f"{type(self).__name__}.{method}",
+            hostname=self._local_addr or "",
+            pid=os.getpid(),
+            rank=rank,
+        )
+
+    def _record_failure(self, method: str, exc: BaseException) -> None:
+        self._record(method, f"{type(exc).__name__}: {exc}", NodeState.FAILED)
+
     def next_rendezvous(self) -> RendezvousInfo:
         """Join the next round and wait until it completes with this node in it, and
         until every participant has the round's bootstrap info (rank 0 publishes it).
+
+        It records torch's events for it: the attempt, then the round joined (with the
+        rank), or the failure.
 
         If the round cannot go on meanwhile (a participant's lease is gone, or it asked
         for a new round), this node joins the next round at once.
@@ -200,6 +230,24 @@ class EtcdRendezvousHandler(RendezvousHandler):
         :raises RendezvousConnectionError: if etcd failed, or this node's heartbeat
         :raises RendezvousStateError: if the run's state is bad, or its nodes disagree
         """
+        self._record(
+            "next_rendezvous",
+            f"node {self._node!r} attempts to join the next round of run {self._run_id!r}",
+        )
+        try:
+            info = self._next_rendezvous()
+        except Exception as exc:
+            self._record_failure("next_rendezvous", exc)
+            raise
+        self._record(
+            "next_rendezvous",
+            f"node {self._node!r} joined round {self._round} of run {self._run_id!r} as rank "
+            f"{info.rank} in a world of size {info.world_size}",
+            rank=info.rank,
+        )
+        return info
+
+    def _next_rendezvous(self) -> RendezvousInfo:
         while True:
             info = self._run(
                 "next_rendezvous", lambda: self._loop.run(self._session.next_rendezvous)
@@ -234,6 +282,7 @@ class EtcdRendezvousHandler(RendezvousHandler):
                 bootstrap.master_addr,
                 bootstrap.master_port,
             )
+            self._round = info.round
             return RendezvousInfo(store, info.rank, info.world_size, bootstrap)
 
     def _bootstrap_failed(self, round: int, exc: dist.DistError) -> None:
@@ -250,7 +299,11 @@ class EtcdRendezvousHandler(RendezvousHandler):
         """Nodes that wait to join, from the watched state, with no store round trip;
         at least 1 also while a participant of this node's round has lost its lease or
         asked for a new round, so that the agent restarts its workers at once."""
-        self._run("num_nodes_waiting", self._check)
+        try:
+            self._run("num_nodes_waiting", self._check)
+        except RendezvousError as exc:
+            self._record_failure("num_nodes_waiting", exc)
+            raise
         return self._session.nodes_waiting
 
     def _check(self) -> None:
@@ -259,11 +312,24 @@ class EtcdRendezvousHandler(RendezvousHandler):
 
     def is_closed(self) -> bool:
         """Whether the run is closed, from the watched state."""
-        return self._run("is_closed", lambda: self._loop.run(self._session.is_closed))
+        try:
+            return self._run("is_closed", lambda: self._loop.run(self._session.is_closed))
+        except RendezvousError as exc:
+            self._record_failure("is_closed", exc)
+            raise
 
     def set_closed(self) -> None:
         """Close the run: every node's next rendezvous fails."""
-        self._run("set_closed", lambda: self._loop.run(self._session.set_closed))
+        try:
+            self._run("set_closed", lambda: self._loop.run(self._session.set_closed))
+        except RendezvousError as exc:
+            self._record_failure("set_closed", exc)
+            raise
+        self._record(
+            "set_closed",
+            f"node {self._node!r} closed run {self._run_id!r}",
+            NodeState.SUCCEEDED,
+        )
 
     def get_run_id(self) -> str:
         """The run id."""
@@ -285,9 +351,18 @@ class EtcdRendezvousHandler(RendezvousHandler):
                 self._loop.run(lambda: self._session.close(close_run=True))
         except RendezvousError as exc:
             logger.warning("the run %r could not be closed: %s", self._run_id, exc)
+            self._record(
+                "shutdown",
+                f"node {self._node!r} could not shut down run {self._run_id!r}: "
+                f"{type(exc).__name__}: {exc}",
+                NodeState.FAILED,
+            )
             return False
         finally:
             self._loop.stop()
+        self._record(
+            "shutdown", f"node {self._node!r} closed run {self._run_id!r}", NodeState.SUCCEEDED
+        )
         return True
 
     def _leave_at_exit(self) -> None:

@@ -247,7 +247,22 @@ class Session:
             async with aclosing(rendezvous.changes()) as changes:
                 async for change in changes:
                     if change == "closed":
-                        continue  # torch's agents restart for nodes, not for a close
+                        # torch's agents restart for nodes, not for a close; but a run
+                        # closed because its restart budget is spent must end every
+                        # agent: each restarts, and its next rendezvous raises the reason.
+                        spent = await rendezvous.closed_reason()
+                        if spent is None:
+                            continue
+                        held.end(f"the run is closed: {spent}")
+                        self.nodes_waiting = max(self.nodes_waiting, 1)
+                        logger.warning(
+                            "node %r, round %d of run %r: the run is closed: %s",
+                            rendezvous.node,
+                            round,
+                            rendezvous.run_id,
+                            spent,
+                        )
+                        continue
                     if change == "lost":
                         held.end(
                             f"a participant of round {round} ({', '.join(held.participants)}) "
