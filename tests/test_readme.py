@@ -156,6 +156,10 @@ HARNESSES = {
     "agent": Harness("async def cancel_on_sigterm("),
     "tls": Harness('ssl.create_default_context(cafile="ca.pem")', parameters=""),
     "auth": Harness('username="trainer", password=password', parameters=""),
+    # The feature pages' programs: they run themselves, with anyio.run.
+    "events": Harness("class Events(logging.Handler):"),
+    "health": Harness("async def gpus_ok() -> None:"),
+    "max_rounds": Harness("max_rounds=1, last_call_timeout=1"),
     # The testing how-to's test, of a user's own agent.
     "testing": Harness("async def test_a_node_whose_renewals_fail_leaves"),
 }
@@ -276,6 +280,32 @@ def test_the_example_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("fe80::1%eth0 29400 {'join_timeout': '60'")
+
+
+def run_page_program(name: str, tmp_path: Path) -> str:
+    """Run snippet ``name``, a program, in a fresh process; its output (its log records,
+    WARNINGs on stderr, are part of what the page shows)."""
+    program = tmp_path / f"{name}.py"
+    program.write_text(module(name), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(program)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_the_events_page_runs(tmp_path: Path) -> None:
+    lines = run_page_program("events", tmp_path).splitlines()
+    assert {"round_complete a 0 None 1", "joined a 0 0 1"} <= set(lines), lines
+
+
+def test_the_health_page_runs(tmp_path: Path) -> None:
+    assert run_page_program("health", tmp_path).splitlines()[0].startswith("a False ")
+
+
+def test_the_max_rounds_page_runs(tmp_path: Path) -> None:
+    out = run_page_program("max_rounds", tmp_path)
+    assert out.count("max_rounds=1") == 2, out
 
 
 @pytest.mark.anyio
