@@ -22,6 +22,8 @@ class TestParseConf:
             "close_timeout": 30.0,
             "keep_alive_interval": 5.0,
             "keep_alive_max_attempt": 3,
+            "rank_order": "natural",
+            "topology": None,
         }
         assert parse_conf({}) == DEFAULTS
 

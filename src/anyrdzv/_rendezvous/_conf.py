@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypedDict
 
 from .._checks import echo, wrong_type
 from .._core._config import parse_rendezvous_config
+from ._ranks import RankOrder, check_rank_order, check_topology
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -24,6 +25,8 @@ class ConfValues(TypedDict):
     close_timeout: float
     keep_alive_interval: float
     keep_alive_max_attempt: int
+    rank_order: RankOrder
+    topology: str | None
 
 
 #: torch's defaults for the keys of ``--rdzv-conf`` that a rendezvous reads.
@@ -33,6 +36,8 @@ DEFAULTS = ConfValues(
     close_timeout=30.0,
     keep_alive_interval=5.0,
     keep_alive_max_attempt=3,
+    rank_order="natural",
+    topology=None,
 )
 
 #: The keys whose values are numbers of seconds.
@@ -74,7 +79,8 @@ def parse_conf(conf: str | Mapping[str, str]) -> ConfValues:
     """Read the rendezvous's keys from a torchrun ``--rdzv-conf`` string, or a mapping of
     strings: ``join_timeout`` (600), ``last_call_timeout`` (30), ``close_timeout`` (30),
     ``keep_alive_interval`` (5) and ``keep_alive_max_attempt`` (3), with torch's
-    defaults; other keys are ignored, as torch does.
+    defaults, ``rank_order`` (``natural``) and ``topology`` (none; an empty value is
+    none too); other keys are ignored, as torch does.
 
     :param conf: ``"join_timeout=60,last_call_timeout=5"``, or ``{"join_timeout": "60"}``
     :raises ValueError: if the string does not parse, or a value is bad; the message
@@ -89,4 +95,12 @@ def parse_conf(conf: str | Mapping[str, str]) -> ConfValues:
             values[key] = _number(key, options[key])
     if options.get(_INTEGER) is not None:
         values[_INTEGER] = int(_number(_INTEGER, options[_INTEGER]))
+    if options.get("rank_order") is not None:
+        values["rank_order"] = check_rank_order(
+            "the rendezvous configuration option 'rank_order'", options["rank_order"]
+        )
+    if options.get("topology"):
+        values["topology"] = check_topology(
+            "the rendezvous configuration option 'topology'", options["topology"]
+        )
     return values

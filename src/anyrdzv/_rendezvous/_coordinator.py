@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from .._membership._heartbeat import MemberLease
     from .._stores._protocol import LeaseStore
+    from ._ranks import RankOrder
     from ._run_view import RunView
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Coordinator:
         ``min_nodes``, in seconds
     :param run_ttl: the TTL of a run lease it grants
     :param floor: the first round this node has not seen, for a state it creates
+    :param rank_order: how rounds rank their participants, for a state it creates
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Coordinator:
         last_call_timeout: float,
         run_ttl: int,
         floor: Callable[[], int] = lambda: 0,
+        rank_order: RankOrder = "natural",
     ) -> None:
         self._store = store
         self._run_id = run_id
@@ -97,6 +100,7 @@ class Coordinator:
         self._last_call_timeout = last_call_timeout
         self._run_ttl = run_ttl
         self._floor = floor
+        self._rank_order: RankOrder = rank_order
         self._view = rules.View(None, None, {}, {})
         self._revision = 0
         self._version = 0
@@ -225,6 +229,7 @@ class Coordinator:
                 else min_reached[1],
                 last_call_timeout=self._last_call_timeout,
                 now=anyio.current_time(),
+                rank_order=self._rank_order,
             )
             if isinstance(action, rules.Wait):
                 await self._until_changed(version, action.until)
