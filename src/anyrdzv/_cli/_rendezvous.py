@@ -55,7 +55,14 @@ def add_parser(
 
 
 def _node_record(node: NodeReport) -> dict[str, Any]:
-    return {"node": node.node, "alive": node.alive, "round": node.round, "ttl": node.ttl}
+    return {
+        "node": node.node,
+        "alive": node.alive,
+        "round": node.round,
+        "ttl": node.ttl,
+        "topology": node.topology,
+        "spare": node.spare,
+    }
 
 
 def _report_record(report: RunReport) -> dict[str, Any]:
@@ -107,13 +114,16 @@ def _sameness(record: dict[str, Any]) -> str:
 
 
 def _lease_text(node: NodeReport) -> str:
+    labels = ("" if node.topology is None else f"  topology {node.topology}") + (
+        "  spare" if node.spare else ""
+    )
     if node.ttl is not None:
-        return f"lease TTL {node.ttl} s"
+        return f"lease TTL {node.ttl} s{labels}"
     return (
         "no live lease"
         if node.alive or node.round is not None
         else "GONE: no key left, its lease has expired"
-    )
+    ) + labels
 
 
 def _report_text(report: RunReport) -> str:
