@@ -38,6 +38,14 @@ class TestNatural:
         keys = {natural_key(name) for name in chosen}
         assert len(keys) == len(chosen)  # distinct names never tie
 
+    def test_numbers_of_any_length(self) -> None:
+        long = "node" + "9" * 5000  # more digits than int() takes from a str
+        assert order([long, "node10", "node0" + "9" * 5000], "natural") == (
+            "node10",
+            "node0" + "9" * 5000,
+            long,
+        )
+
     @given(st.integers(0, 10**6), st.integers(0, 10**6))
     def test_numbers_order_as_numbers(self, a: int, b: int) -> None:
         assert (natural_key(f"node{a}") < natural_key(f"node{b}")) == (a < b)

@@ -37,21 +37,36 @@ MAX_LABEL = 1024
 
 _DIGITS = re.compile(r"([0-9]+)")
 
-#: A natural sort key: text runs (even places) and ``(number, digits)`` (odd places).
-NaturalKey = tuple[str | tuple[int, str], ...]
+#: A natural sort key: text runs (even places) and, for digit runs (odd places),
+#: ``(length, digits)`` of the number without its leading zeros, then the run as is.
+NaturalKey = tuple[str | tuple[int, str, str], ...]
 
 
 def natural_key(text: str) -> NaturalKey:
     """The natural sort key of ``text``: its runs of ASCII digits compare as numbers
     (``node7 < node66``), the rest as text; ``node07`` and ``node7`` compare by their
-    digits as text, so that distinct names never tie."""
+    digits as text, so that distinct names never tie. A number of any length compares
+    without being converted (by its length, then its digits).
+
+    :param text: a node name, or a segment of a label
+    :return: the key
+    """
     parts = _DIGITS.split(text)
-    return tuple((int(part), part) if index % 2 else part for index, part in enumerate(parts))
+    return tuple(_number(part) if index % 2 else part for index, part in enumerate(parts))
+
+
+def _number(digits: str) -> tuple[int, str, str]:
+    significant = digits.lstrip("0")
+    return len(significant), significant, digits
 
 
 def label_key(label: str | None) -> tuple[NaturalKey, ...]:
     """The sort key of a topology label: the natural key of each ``/`` segment; no
-    label sorts first."""
+    label sorts first.
+
+    :param label: the label, or ``None``
+    :return: the key
+    """
     if label is None:
         return ()
     return tuple(natural_key(segment) for segment in label.split("/"))
@@ -63,6 +78,7 @@ def check_rank_order(name: str, value: object) -> RankOrder:
     :param name: the parameter's name, for the message
     :raises TypeError: if it is not a ``str``
     :raises ValueError: if it is not one of :data:`RANK_ORDERS`
+    :return: ``value``
     """
     if not isinstance(value, str):
         raise wrong_type(name, value, "a str")
@@ -82,6 +98,7 @@ def check_topology(name: str, value: object) -> str | None:
     :raises TypeError: if it is neither ``None`` nor a ``str``
     :raises ValueError: if it is empty, longer than :data:`MAX_LABEL`, or holds a
         control character
+    :return: ``value``
     """
     if value is None:
         return None
