@@ -44,6 +44,7 @@ PURE = {
     "_etcd._wire",
     "_rendezvous._conf",
     "_rendezvous._rules",
+    "_rendezvous._ranks",
 }
 IMPURE_IMPORTS = {"anyio", "asyncio", "trio", "httpx", "socket", "ssl", "threading", "torch"}
 

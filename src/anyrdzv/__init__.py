@@ -41,6 +41,7 @@ from ._membership._members import MemberEventType as MemberEventType
 from ._membership._members import MembersSnapshot as MembersSnapshot
 from ._membership._members import members as members
 from ._membership._members import watch_members as watch_members
+from ._rendezvous._ranks import RankOrder as RankOrder
 from ._rendezvous._rendezvous import Rendezvous as Rendezvous
 from ._rendezvous._rendezvous import RendezvousInfo as RendezvousInfo
 from ._rendezvous._report import Bootstrap as Bootstrap
@@ -106,6 +107,7 @@ __all__ = (
     "PeriodicTimer",
     "Put",
     "PutResult",
+    "RankOrder",
     "Rendezvous",
     "RendezvousClosed",
     "RendezvousError",

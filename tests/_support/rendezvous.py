@@ -12,6 +12,7 @@ import anyio.abc
 import pytest
 
 from anyrdzv import HeartbeatLost, LeaseStore, Rendezvous, RendezvousInfo
+from anyrdzv._rendezvous._ranks import natural_key
 from anyrdzv._rendezvous._rules import decode_join
 from anyrdzv.testing import StoreWrapper
 
@@ -85,7 +86,8 @@ async def all_next(*nodes: Rendezvous) -> dict[str, RendezvousInfo]:
 
 
 def check_agreement(infos: dict[str, RendezvousInfo]) -> RendezvousInfo:
-    """Check that the nodes of ``infos`` hold one round, ranked by name; return it."""
+    """Check that the nodes of ``infos`` hold one round, ranked in natural name order
+    (the default); return it."""
     first = next(iter(infos.values()))
     for node, info in infos.items():
         assert info.round == first.round
@@ -93,7 +95,7 @@ def check_agreement(infos: dict[str, RendezvousInfo]) -> RendezvousInfo:
         assert info.payloads == first.payloads
         assert info.world_size == len(info.participants)
         assert info.participants[info.rank] == node
-    assert first.participants == tuple(sorted(first.participants))
+    assert first.participants == tuple(sorted(first.participants, key=natural_key))
     assert set(infos) == set(first.participants)
     return first
 
@@ -156,18 +158,19 @@ class WatchedStore(StoreWrapper):
         await eventually(seen)
 
 
-#: A node process on etcd: ``python -c NODE_PROCESS endpoint run_id node conf backend``.
-#: It prints ``[round, rank, world_size]`` for each round it holds, then each change
-#: that ends it, one JSON value a line; SIGINT makes it leave cleanly.
+#: A node process on etcd: ``python -c NODE_PROCESS endpoint run_id node conf backend
+#: [min_nodes max_nodes]`` (2 and 3 unless given). It prints ``[round, rank,
+#: world_size]`` for each round it holds, then each change that ends it, one JSON value
+#: a line; SIGINT makes it leave cleanly.
 NODE_PROCESS = """
 import json, sys
 from contextlib import aclosing
 import anyio
 from anyrdzv import EtcdStore, Rendezvous
 
-async def main(endpoint, run_id, node, conf):
+async def main(endpoint, run_id, node, conf, min_nodes="2", max_nodes="3"):
     async with EtcdStore(endpoint) as store, Rendezvous.from_conf(
-        store, run_id, conf, min_nodes=2, max_nodes=3, node=node
+        store, run_id, conf, min_nodes=int(min_nodes), max_nodes=int(max_nodes), node=node
     ) as rdzv:
         while True:
             info = await rdzv.next_rendezvous()
@@ -178,7 +181,7 @@ async def main(endpoint, run_id, node, conf):
                     break
 
 try:
-    anyio.run(main, *sys.argv[1:5], backend=sys.argv[5])
+    anyio.run(main, *sys.argv[1:5], *sys.argv[6:8], backend=sys.argv[5])
 except KeyboardInterrupt:
     pass  # SIGINT: the node has left cleanly
 """

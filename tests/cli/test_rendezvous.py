@@ -416,3 +416,39 @@ def test_errors(args: list[str], status: int, message: str) -> None:
         # Before the error, only the open's retries within --timeout, each a WARNING.
         *retries, _ = proc.stderr.splitlines()
         assert all(" WARNING anyrdzv._etcd._gateway: retrying opening" in r for r in retries)
+
+
+def test_topology_labels_and_spares(etcd_server: Any, run_id: str) -> None:
+    """Each node's topology label, and the spares: nodes that wait while the live
+    participants are max_nodes already."""
+    state = rules.RunState(2, True, False, 1, 2, size=2)
+
+    async def put() -> None:
+        async with EtcdStore(etcd_server.endpoint) as store:
+            run = f"/anyrdzv/{run_id}/"
+            await store.put(run + "state", rules.encode_state(state))
+            await store.put(run + "state.round", rules.encode_record(rules.Record(2, ("x", "y"))))
+            for name, label in (("x", "rack1/sw2"), ("y", None), ("z", "rack2")):
+                member = rules.Member(1, 2, b"", label)
+                await store.put(run + "nodes/" + name, rules.encode_member(member))
+            await store.put(run + "join/z", rules.encode_join(3))
+
+    anyio.run(put)
+    proc = run_cli("rendezvous", "--etcd", etcd_server.endpoint, "--run-id", run_id)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1:] == [
+        "participants of round 2 (2):",
+        "  rank 0  x  no live lease  topology rack1/sw2",
+        "  rank 1  y  no live lease",
+        "waiting for round 3: 1 node(s) joined it, 0 counted by num_nodes_waiting()",
+        "  z  no live lease  topology rack2  spare",
+    ]
+    proc = run_cli("rendezvous", "--etcd", etcd_server.endpoint, "--run-id", run_id, "--json")
+    record = json.loads(proc.stdout)
+    assert [(n["topology"], n["spare"]) for n in record["participants"]] == [
+        ("rack1/sw2", False),
+        (None, False),
+    ]
+    assert [(n["node"], n["topology"], n["spare"]) for n in record["waiting"]] == [
+        ("z", "rack2", True)
+    ]

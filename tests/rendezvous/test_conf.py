@@ -25,6 +25,8 @@ class TestParseConf:
             "max_rounds": None,
             "health_check": None,
             "health_check_timeout": 60.0,
+            "rank_order": "natural",
+            "topology": None,
         }
         assert parse_conf({}) == DEFAULTS
 

@@ -190,3 +190,35 @@ async def test_a_compacted_history_is_read_afresh(caplog: pytest.LogCaptureFixtu
     assert [n.node for n in report.others] == ["y"]
     messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert any("has been compacted" in m and "reading afresh" in m for m in messages)
+
+
+async def test_topology_labels_and_spares(store: LeaseStore, run_id: str) -> None:
+    """A node's label, and whether a waiting node is a spare (the round is full) or
+    counted by num_nodes_waiting (it is not)."""
+    options: dict[str, Any] = {
+        "min_nodes": 1,
+        "max_nodes": 2,
+        "last_call_timeout": 0.2,
+        "keep_alive_interval": 1,
+        "join_timeout": 30,
+    }
+    async with (
+        Rendezvous(store, run_id, node="a", topology="rack1/sw2", **options) as a,
+        Rendezvous(store, run_id, node="b", **options) as b,
+        Rendezvous(store, run_id, node="c", topology="rack2", **options) as c,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(a.next_rendezvous)
+        await b.next_rendezvous()
+        tg.start_soon(wait_until_closed, c)
+        with anyio.fail_after(10):
+            while not (report := await read_run(store, run_id)).waiting:  # noqa: ASYNC110 - polls the store
+                await anyio.sleep(0.02)
+        # No label ranks first.
+        assert [(n.node, n.topology, n.spare) for n in report.participants] == [
+            ("b", None, False),
+            ("a", "rack1/sw2", False),
+        ]
+        assert [(n.node, n.topology, n.spare) for n in report.waiting] == [("c", "rack2", True)]
+        assert report.num_nodes_waiting == 0
+        await a.set_closed()

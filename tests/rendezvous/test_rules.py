@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -357,3 +358,102 @@ class TestChanges:
     def test_a_later_round(self) -> None:
         later = rules.RunState(3, False, True, 2, 3)
         assert rules.changes(later, 2) == ["closed", "new_round"]
+
+
+class TestRankOrder:
+    """The coordinator ranks a round's participants with the run's rank order, and the
+    nodes' topology labels; the spares of a round do not displace its survivors."""
+
+    def test_a_round_is_ranked_in_natural_order_by_default(self) -> None:
+        view = view_of(
+            OPEN, ["node66", "node7", "node100"], {"node66": 0, "node7": 0, "node100": 0}
+        )
+        action = coordinate(view)
+        assert isinstance(action, rules.Swap)
+        assert action.record is not None
+        assert action.record.participants == ("node7", "node66", "node100")
+
+    def test_name_is_torchs_order(self) -> None:
+        state = replace(OPEN, rank_order="name")
+        view = view_of(state, ["node66", "node7"], {"node66": 0, "node7": 0})
+        action = coordinate(view, min_reached_at=0.0)
+        assert isinstance(action, rules.Swap)
+        assert action.record is not None
+        assert action.record.participants == ("node66", "node7")
+        assert action.state.rank_order == "name"
+
+    def test_the_creator_sets_the_order_and_new_rounds_keep_it(self) -> None:
+        assert coordinate(view_of(None, ["a"], {}), rank_order="stable") == rules.Create(
+            rules.RunState(0, False, False, 2, 3, rank_order="stable")
+        )
+        done = completed(2, "a", "b", rank_order="stable")
+        action = coordinate(view_of(done, ["a", "b"], {"a": 3}, rules.Record(2, ("a", "b"))))
+        assert isinstance(action, rules.Swap)
+        assert action.state.rank_order == "stable"
+
+    def test_labels_group_ranks(self) -> None:
+        view = view_of(OPEN, [], {"a": 0, "b": 0, "c": 0})
+        view.set_member("a", rules.Member(2, 3, b"", "rack10"))
+        view.set_member("b", rules.Member(2, 3, b"", "rack2"))
+        view.set_member("c", rules.Member(2, 3, b"", "rack10"))
+        action = coordinate(view)
+        assert isinstance(action, rules.Swap)
+        assert action.record is not None
+        assert action.record.participants == ("b", "a", "c")
+
+    def test_a_spare_takes_the_lost_rank_with_stable(self) -> None:
+        state = rules.RunState(4, False, False, 2, 3, lease=9, rank_order="stable")
+        last = rules.Record(3, ("node9", "node10", "node11"))
+        view = view_of(
+            state, ["node9", "node11", "spare"], {"spare": 4, "node11": 4, "node9": 4}, last
+        )
+        action = coordinate(view)
+        assert isinstance(action, rules.Swap)
+        assert action.record is not None
+        assert action.record.participants == ("node9", "spare", "node11")
+
+    def test_spares_do_not_take_the_place_of_a_slow_survivor(self) -> None:
+        state = rules.RunState(4, False, False, 2, 3, lease=9)
+        last = rules.Record(3, ("a", "b", "c"))
+        members = ["a", "b", "s1", "s2"]
+        # c is lost; the spares s1 and s2 joined long before the survivors, and b is not
+        # back yet: max_nodes have joined, but the round waits for b (or the last call).
+        view = view_of(state, members, {"s1": 4, "s2": 4, "a": 4}, last)
+        assert coordinate(view, min_reached_at=95.0) == rules.Wait(125.0)
+        # b is back: the survivors and the earliest spare, at once (D6).
+        view = view_of(state, members, {"s1": 4, "s2": 4, "a": 4, "b": 4}, last)
+        action = coordinate(view, min_reached_at=95.0)
+        assert isinstance(action, rules.Swap)
+        assert action.record is not None
+        assert action.record.participants == ("a", "b", "s1")
+        # The last call passed without b: the spares fill the round.
+        view = view_of(state, members, {"s1": 4, "s2": 4, "a": 4}, last)
+        action = coordinate(view, min_reached_at=60.0)
+        assert isinstance(action, rules.Swap)
+        assert action.record is not None
+        assert action.record.participants == ("a", "s1", "s2")
+
+    def test_a_node_with_another_order_is_refused(self) -> None:
+        with pytest.raises(
+            ValueError, match="rank_order='name', but the run has rank_order='natural'"
+        ):
+            step(OPEN, None, "a", rank_order="name")
+        assert step(replace(OPEN, rank_order="name"), None, "a", rank_order="name") == rules.Join(0)
+
+    def test_values_carry_the_order_and_the_label(self) -> None:
+        state = replace(OPEN, rank_order="stable")
+        assert json.loads(rules.encode_state(state))["rank_order"] == "stable"
+        assert rules.decode_state(rules.encode_state(state)) == state
+        assert "rank_order" not in json.loads(rules.encode_state(OPEN))
+        member = rules.Member(1, 2, b"x", "rack3/switch12")
+        assert rules.decode_member(rules.encode_member(member)) == member
+        # A node without a label writes none, and reads as none.
+        assert "topology" not in json.loads(rules.encode_member(rules.Member(1, 2, b"")))
+        old = b'{"layout":2,"min_nodes":1,"max_nodes":2,"payload":""}'
+        assert rules.decode_member(old).topology is None
+        for bad in (b'"rank_order":"topology"', b'"rank_order":1'):
+            value = rules.encode_state(OPEN)[:-1] + b"," + bad + b"}"
+            with pytest.raises(ValueError, match="rank_order"):
+                rules.decode_state(value)
+        with pytest.raises(ValueError, match="topology"):
+            rules.decode_member(old[:-1] + b',"topology":7}')

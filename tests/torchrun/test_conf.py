@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from anyrdzv.torchrun._conf import PASSWORD_VARIABLE, read_conf
+from anyrdzv.torchrun._conf import PASSWORD_VARIABLE, TOPOLOGY_VARIABLE, read_conf
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -153,3 +153,23 @@ def test_store_messages_in_torchruns_terms() -> None:
     assert "user=" in auth
     assert PASSWORD_VARIABLE in auth
     assert in_torchrun_terms("nothing to change") == "nothing to change"
+
+
+def test_rank_order_and_topology_from_the_conf_or_the_environment() -> None:
+    conf = read_conf("h", {"rank_order": "stable", "topology": "rack1/sw2"}, {})
+    assert conf.rendezvous == {"rank_order": "stable", "topology": "rack1/sw2"}
+    # The node's label from the environment, unless the conf gives one.
+    assert read_conf("h", {}, {TOPOLOGY_VARIABLE: "rack7"}).rendezvous == {"topology": "rack7"}
+    both = read_conf("h", {"topology": "rack1"}, {TOPOLOGY_VARIABLE: "rack7"})
+    assert both.rendezvous == {"topology": "rack1"}
+    assert read_conf("h", {}, {TOPOLOGY_VARIABLE: ""}).rendezvous == {}
+    assert read_conf("", {"timeout": 900, "rank_order": "name"}, {}).unknown_keys_warning() is None
+
+
+def test_bad_rank_order_or_topology_is_refused_before_any_io() -> None:
+    with pytest.raises(
+        ValueError, match=r"'rank_order' must be one of natural, stable, name, got 'ip'"
+    ):
+        read_conf("h", {"rank_order": "ip"}, {})
+    with pytest.raises(ValueError, match=r"'topology' must hold no control character"):
+        read_conf("h", {}, {TOPOLOGY_VARIABLE: "rack\x1b1"})

@@ -673,3 +673,44 @@ def test_max_rounds_1_survives_one_loss_and_the_second_ends_both_agents(
         assert "round 2 was asked for" in agent.log()
         assert len(ports(agent)) == 2  # no worker ran a third round
     assert time.monotonic() - failed < 60
+
+
+@pytest.mark.timeout(180)
+def test_a_spare_agent_takes_the_place_of_a_killed_participant(
+    etcd_server: EtcdServer, agents: list[Agent], tmp_path: Path, run_id: str
+) -> None:
+    """``--nnodes=2:2`` and a third agent, a hot spare (its label from
+    ANYRDZV_TOPOLOGY); one participant's agent and workers are SIGKILLed: the spare's
+    workers start with WORLD_SIZE 2, and with ``rank_order=stable`` the lost node's
+    GROUP_RANK, while the survivor keeps its own."""
+    options: dict[str, object] = {
+        "endpoint": etcd_server.endpoint,
+        "run_id": run_id,
+        "nnodes": "2:2",
+        "conf": FAST_CONF + ",rank_order=stable",
+        "max_restarts": 3,
+        "pause": 0.25,
+        "until_file": tmp_path / "stop",  # the workers step on until it exists
+    }
+    a = start(agents, tmp_path, "a", **options, env={"ANYRDZV_TOPOLOGY": "rack1"})
+    b = start(agents, tmp_path, "b", **options, env={"ANYRDZV_TOPOLOGY": "rack1"})
+    both = lambda: all(any(line["WORLD_SIZE"] == "2" for line in agent.lines()) for agent in (a, b))
+    wait_for(both, 90, "both workers run in a world of 2", a, b)
+    c = start(agents, tmp_path, "c", **options, env={"ANYRDZV_TOPOLOGY": "rack2"})
+    time.sleep(3)  # the spare is in and waits: the round is full
+    assert c.lines() == []
+    lost_rank = b.lines()[-1]["GROUP_RANK"]
+    kept_rank = a.lines()[-1]["GROUP_RANK"]
+    b.kill()
+    wait_for(lambda: c.lines(), 60, "the spare's workers run", a, c)
+    (tmp_path / "stop").touch()
+    finished(a)
+    finished(c)
+    spare_lines = c.lines()
+    assert spare_lines
+    assert {line["WORLD_SIZE"] for line in spare_lines} == {"2"}
+    assert spare_lines[-1]["done"]
+    assert spare_lines[-1]["sum"] == 3.0
+    assert spare_lines[0]["GROUP_RANK"] == lost_rank
+    assert a.lines()[-1]["GROUP_RANK"] == kept_rank
+    assert a.lines()[-1]["WORLD_SIZE"] == "2"

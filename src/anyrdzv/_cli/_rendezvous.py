@@ -62,6 +62,8 @@ def _node_record(node: NodeReport) -> dict[str, Any]:
         "ttl": node.ttl,
         "health": node.health,
         "health_reason": node.health_reason,
+        "topology": node.topology,
+        "spare": node.spare,
     }
 
 
@@ -117,20 +119,28 @@ def _sameness(record: dict[str, Any]) -> str:
 
 
 def _lease_text(node: NodeReport) -> str:
-    """The node's lease, and its health check's outcome if it reported one."""
+    """The node's lease, its labels, and its health check's outcome if it reported
+    one."""
     if node.health is None:
         health = ""
     elif node.health:
         health = "  health check passing"
     else:
         health = f"  health check FAILING: {node.health_reason or 'no reason given'}"
+    labels = ("" if node.topology is None else f"  topology {node.topology}") + (
+        "  spare" if node.spare else ""
+    )
     if node.ttl is not None:
-        return f"lease TTL {node.ttl} s{health}"
+        return f"lease TTL {node.ttl} s{labels}{health}"
     return (
-        "no live lease"
-        if node.alive or node.round is not None
-        else "GONE: no key left, its lease has expired"
-    ) + health
+        (
+            "no live lease"
+            if node.alive or node.round is not None
+            else "GONE: no key left, its lease has expired"
+        )
+        + labels
+        + health
+    )
 
 
 def _report_text(report: RunReport) -> str:

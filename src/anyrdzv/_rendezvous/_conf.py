@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypedDict
 
 from .._checks import echo, wrong_type
 from .._core._config import parse_rendezvous_config
+from ._ranks import RankOrder, check_rank_order, check_topology
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,6 +28,8 @@ class ConfValues(TypedDict):
     max_rounds: int | None
     health_check: str | None
     health_check_timeout: float
+    rank_order: RankOrder
+    topology: str | None
 
 
 #: torch's defaults for the keys of ``--rdzv-conf`` that a rendezvous reads.
@@ -39,6 +42,8 @@ DEFAULTS = ConfValues(
     max_rounds=None,
     health_check=None,
     health_check_timeout=60.0,
+    rank_order="natural",
+    topology=None,
 )
 
 #: The keys whose values are numbers of seconds.
@@ -81,7 +86,8 @@ def parse_conf(conf: str | Mapping[str, str]) -> ConfValues:
     strings: ``join_timeout`` (600), ``last_call_timeout`` (30), ``close_timeout`` (30),
     ``keep_alive_interval`` (5) and ``keep_alive_max_attempt`` (3), with torch's
     defaults, and anyrdzv's ``max_rounds`` (unset: no limit), ``health_check``
-    (``package.module:function``, not imported here) and ``health_check_timeout`` (60);
+    (``package.module:function``, not imported here), ``health_check_timeout`` (60),
+    ``rank_order`` (``natural``) and ``topology`` (none; an empty value is none too);
     other keys are ignored, as torch does.
 
     :param conf: ``"join_timeout=60,last_call_timeout=5"``, or ``{"join_timeout": "60"}``
@@ -98,6 +104,14 @@ def parse_conf(conf: str | Mapping[str, str]) -> ConfValues:
     if options.get(_INTEGER) is not None:
         values[_INTEGER] = int(_number(_INTEGER, options[_INTEGER]))
     _anyrdzv_keys(options, values)
+    if options.get("rank_order") is not None:
+        values["rank_order"] = check_rank_order(
+            "the rendezvous configuration option 'rank_order'", options["rank_order"]
+        )
+    if options.get("topology"):
+        values["topology"] = check_topology(
+            "the rendezvous configuration option 'topology'", options["topology"]
+        )
     return values
 
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from .._membership._heartbeat import MemberLease
     from .._stores._protocol import LeaseStore
+    from ._ranks import RankOrder
     from ._run_view import RunView
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Coordinator:
     :param run_ttl: the TTL of a run lease it grants
     :param floor: the first round this node has not seen, for a state it creates
     :param max_rounds: the restart budget, for a state it creates (``None``: no limit)
+    :param rank_order: how rounds rank their participants, for a state it creates
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Coordinator:
         run_ttl: int,
         floor: Callable[[], int] = lambda: 0,
         max_rounds: int | None = None,
+        rank_order: RankOrder = "natural",
     ) -> None:
         self._store = store
         self._run_id = run_id
@@ -101,6 +104,7 @@ class Coordinator:
         self._run_ttl = run_ttl
         self._floor = floor
         self._max_rounds = max_rounds
+        self._rank_order: RankOrder = rank_order
         self._view = rules.View(None, None, {}, {})
         self._revision = 0
         self._version = 0
@@ -230,6 +234,7 @@ class Coordinator:
                 last_call_timeout=self._last_call_timeout,
                 now=anyio.current_time(),
                 max_rounds=self._max_rounds,
+                rank_order=self._rank_order,
             )
             if isinstance(action, rules.Wait):
                 await self._until_changed(version, action.until)

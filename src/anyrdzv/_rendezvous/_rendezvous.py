@@ -36,6 +36,7 @@ from ._coordinator import Coordinator, candidacy, run_lease_ttl
 from ._events import emit
 from ._health import HEALTH, HealthGate, load_health_check
 from ._lifecycle import RunEntry
+from ._ranks import RankOrder, check_rank_order, check_topology
 from ._rounds import Rounds
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class RendezvousInfo:
 
     :ivar run_id: the run
     :ivar round: the round, from 0
-    :ivar rank: this node's rank, ``0 … world_size - 1``, in sorted order of node name
+    :ivar rank: this node's rank, ``0 … world_size - 1``, in the run's ``rank_order``
     :ivar world_size: how many nodes are in the round
     :ivar participants: the node names, in rank order
     :ivar payloads: each participant's payload, read-only
@@ -95,8 +96,11 @@ class Rendezvous:
     A round completes when ``max_nodes`` have joined, or when at least ``min_nodes``
     have and ``last_call_timeout`` has passed since they reached ``min_nodes``; in a
     round after the first, also as soon as every live node of the last round and every
-    waiting node have joined, if they are at least ``min_nodes`` (D6). Ranks follow the
-    sorted node names. A node that comes after its round completed waits for the next.
+    waiting node have joined, if they are at least ``min_nodes`` (D6). Ranks follow
+    ``rank_order`` (natural name order by default, D7) and the nodes' ``topology``
+    labels. A node that comes after its round completed waits for the next; beyond
+    ``max_nodes`` it is a hot spare, which takes a lost participant's place in the next
+    round.
 
     Each node keeps a lease (:class:`Heartbeat`, TTL ``keep_alive_interval ×
     keep_alive_max_attempt``); it decides from what a watch of the run's keys showed, and
@@ -148,6 +152,15 @@ class Rendezvous:
         logging a WARNING with the reason, until it passes or ``join_timeout`` ends the
         call. :func:`read_run` and ``anyrdzv rendezvous`` show the outcome
     :param health_check_timeout: how long one health check may take, in seconds
+    :param rank_order: how a round ranks its participants: ``"natural"`` (names with
+        their digit runs compared as numbers, ``node7 < node66``), ``"stable"`` (a
+        participant of the last round keeps its rank if it is below the new world size;
+        the others fill the free ranks in natural order) or ``"name"`` (torch's sorted
+        names). The node that creates the run sets it; a node with another gets a
+        :class:`RendezvousError`
+    :param topology: this node's topology label, e.g. ``"rack3/switch12"``, or ``None``:
+        nodes with one label get contiguous ranks, labels in natural order, ``/``
+        segment by segment; nodes without a label come first
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if an argument is out of range
     """
@@ -170,6 +183,8 @@ class Rendezvous:
         max_rounds: int | None = None,
         health_check: Callable[[], Awaitable[object]] | None = None,
         health_check_timeout: float = HEALTH_CHECK_TIMEOUT,
+        rank_order: RankOrder = "natural",
+        topology: str | None = None,
     ) -> None:
         self._store = check_store(store)
         missing = [
@@ -218,11 +233,15 @@ class Rendezvous:
         self.health_check_timeout: float = check_seconds(
             "health_check_timeout", health_check_timeout
         )
+        self.rank_order: RankOrder = check_rank_order("rank_order", rank_order)
+        self.topology: str | None = check_topology("topology", topology)
         self._keys = rules.NodeKeys(f"{check_prefix(prefix)}/{self.run_id}/", self.node)
         ttl = lease_ttl(
             self.keep_alive_interval, keep_alive_max_attempt, interval=self.keep_alive_interval
         )
-        member = rules.encode_member(rules.Member(self.min_nodes, self.max_nodes, payload))
+        member = rules.encode_member(
+            rules.Member(self.min_nodes, self.max_nodes, payload, self.topology)
+        )
         claim = Claim(store, self._keys.member, member, self.run_id, self.node)
         self._heartbeat = MemberLease(
             store,
@@ -248,6 +267,7 @@ class Rendezvous:
                     run_ttl=run_ttl,
                     floor=lambda: run.next_round,
                     max_rounds=self.max_rounds,
+                    rank_order=self.rank_order,
                 )
 
             await candidacy(self._store, run, coordinator, self._keys, self._heartbeat)
@@ -317,9 +337,9 @@ class Rendezvous:
         It reads ``join_timeout`` (600), ``last_call_timeout`` (30), ``close_timeout``
         (30), ``keep_alive_interval`` (5) and ``keep_alive_max_attempt`` (3), with
         torch's defaults, and anyrdzv's ``max_rounds`` (no limit), ``health_check``
-        (``package.module:function``) and ``health_check_timeout`` (60), and ignores
-        other keys, as torch does. The other arguments are
-        the constructor's.
+        (``package.module:function``), ``health_check_timeout`` (60), ``rank_order``
+        (``natural``) and ``topology`` (none), and ignores other keys, as torch does.
+        The other arguments are the constructor's.
 
         :param store: the store
         :param run_id: the run; non-empty, no ``/``
@@ -357,6 +377,8 @@ class Rendezvous:
             max_rounds=values["max_rounds"],
             health_check=health_check,
             health_check_timeout=values["health_check_timeout"],
+            rank_order=values["rank_order"],
+            topology=values["topology"],
         )
 
     # -- lifetime ----------------------------------------------------------------------
@@ -371,6 +393,7 @@ class Rendezvous:
             self._keys,
             min_nodes=self.min_nodes,
             max_nodes=self.max_nodes,
+            rank_order=self.rank_order,
         )
         return self
 

@@ -68,6 +68,11 @@ class NodeReport:
         ``False`` while it fails (the node waits outside the rounds, checking again);
         ``None`` if it has no check, or has not reported one
     :ivar health_reason: why its health check fails, while it fails; else ``None``
+    :ivar topology: its topology label (``Rendezvous(topology=...)``), from its
+        heartbeat key; ``None`` if it has none, or no heartbeat key
+    :ivar spare: whether it is a hot spare: it waits for the round after a complete
+        one whose live participants are ``max_nodes`` already, so it joins only when a
+        participant is lost
     """
 
     node: str
@@ -78,6 +83,8 @@ class NodeReport:
     payload: bytes | None = None
     health: bool | None = None
     health_reason: str | None = None
+    topology: str | None = None
+    spare: bool = False
 
 
 @dataclass(frozen=True)
@@ -276,22 +283,26 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
     waiting: list[str] = []
     counted = 0
     previous: tuple[str, ...] | None = None
+    full = False
     state = None if view.state is None else view.state[0]
     if state is not None:
         if state.complete:
             participants = list(view.participants_of(state.round) or ())
             waiting = [n for n in view.joined(state.round + 1) if n not in participants]
             counted = view.waiting()
+            full = sum(1 for n in participants if n in view.members) >= state.max_nodes
         else:
             joined = view.joined(state.round)
             last = view.participants_of(state.round - 1)
             if last is not None:
                 previous = tuple(name for name in last if name in view.members)
     ranks = {name: rank for rank, name in enumerate(participants)}
+    spares = set(waiting)
 
     def report(name: str) -> NodeReport:
         join = view.joins.get(name)
         member = view.members.get(name)
+        passed, reason = health.get(name, (None, None))
         return NodeReport(
             name,
             member is not None,
@@ -299,7 +310,10 @@ async def read_run(store: LeaseStore, run_id: str, *, prefix: str = DEFAULT_PREF
             ttls.get(name),
             ranks.get(name),
             None if member is None else member.payload,
-            *health.get(name, (None, None)),
+            health=passed,
+            health_reason=reason,
+            topology=None if member is None else member.topology,
+            spare=full and name in spares,
         )
 
     bootstrap = None

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .._membership._heartbeat import MemberLease
     from .._stores._protocol import LeaseStore
     from ._lifecycle import RunEntry
+    from ._ranks import RankOrder
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Rounds:
     :param keys: the node's keys
     :param min_nodes: the fewest nodes of a round
     :param max_nodes: the most nodes of a round
+    :param rank_order: the node's rank order, which the run's must be
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Rounds:
         *,
         min_nodes: int,
         max_nodes: int,
+        rank_order: RankOrder = "natural",
     ) -> None:
         self._store = store
         self._entry = entry
@@ -59,6 +62,7 @@ class Rounds:
         self._node = keys.node
         self._min_nodes = min_nodes
         self._max_nodes = max_nodes
+        self._rank_order: RankOrder = rank_order
         #: the last round :meth:`next` returned
         self.handed_out: int | None = None
         #: the round this node's join key asks for, once it is put
@@ -125,7 +129,7 @@ class Rounds:
 
         :raises RendezvousClosed: if the run is closed, or is closed meanwhile
         :raises RendezvousError: if the run's state is malformed, or its nodes disagree
-            on ``min_nodes`` or ``max_nodes``
+            on ``min_nodes``, ``max_nodes`` or ``rank_order``
         :raises HeartbeatLost: if this node's lease is gone
         :return: the round's state and record
         """
@@ -144,6 +148,7 @@ class Rounds:
                     handed_out=self.handed_out,
                     min_nodes=self._min_nodes,
                     max_nodes=self._max_nodes,
+                    rank_order=self._rank_order,
                 )
             except ValueError as exc:
                 raise RendezvousError(f"run {self._run_id!r}: {exc}") from None

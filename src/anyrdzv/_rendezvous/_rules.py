@@ -12,15 +12,17 @@ The keys of run ``R`` under the prefix ``P`` (key layout 2; all JSON):
 - ``P/R/state``: under the run's lease; ``{"layout": 2, "round": r, "complete": bool,
   "closed": bool, "min_nodes": m, "max_nodes": M, "size": n, "waiting": k, "lost":
   bool, "lease": id}``, a few dozen bytes, and optionally ``"max_rounds": b`` (the
-  run's restart budget) and ``"reason": "..."`` (why the run was closed, if not by a
-  node's ``set_closed()``). Every write of it is a compare-and-swap.
+  run's restart budget), ``"reason": "..."`` (why the run was closed, if not by a
+  node's ``set_closed()``) and ``"rank_order": o`` (absent: ``"natural"``). Every write
+  of it is a compare-and-swap.
 - ``P/R/state.coordinator``: under the coordinator's lease; ``{"node": name}``.
 - ``P/R/state.round``: under the run's lease; the last completed round's record,
   ``{"round": r, "participants": [...] in rank order, "payloads": bool}``, its list
   zlib-compressed (``"zlib": "<base64>"``) when long. Written with the state that
   completes the round, so a node receives it once per round, with that state.
 - ``P/R/nodes/<node>``: a node's heartbeat key, under its lease; ``{"layout": 2,
-  "min_nodes": m, "max_nodes": M, "payload": "<base64>"}``.
+  "min_nodes": m, "max_nodes": M, "payload": "<base64>", "topology": label}``
+  (no ``topology``: no label).
 - ``P/R/join/<node>``: under the same lease; ``{"round": r}``, the round it wants.
 - ``P/R/store/…``: under the run's lease, the adapters' keys (the torchrun backend's
   torch ``Store``). The rendezvous never reads them.
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .._checks import is_int
+from . import _ranks as ranks
 
 #: The key layout this module reads and writes.
 LAYOUT = 2
@@ -125,6 +128,8 @@ class RunState:
         (rounds ``0 … max_rounds``); ``None`` (absent from the key) for no limit
     :ivar reason: why the run is closed, when the coordinator closed it (its budget
         spent); ``None`` (absent) otherwise
+    :ivar rank_order: how the coordinator ranks a round's participants, set by the
+        node that created the run; every node must have the same
     """
 
     round: int
@@ -138,6 +143,7 @@ class RunState:
     lease: int | None = None
     max_rounds: int | None = None
     reason: str | None = None
+    rank_order: ranks.RankOrder = ranks.DEFAULT_ORDER
 
 
 @dataclass(frozen=True)
@@ -155,11 +161,15 @@ class Record:
 
 @dataclass(frozen=True)
 class Member:
-    """What ``P/R/nodes/<node>`` holds."""
+    """What ``P/R/nodes/<node>`` holds.
+
+    :ivar topology: the node's topology label, or ``None``
+    """
 
     min_nodes: int
     max_nodes: int
     payload: bytes
+    topology: str | None = None
 
 
 class MalformedValue(ValueError):
@@ -253,6 +263,8 @@ def encode_state(state: RunState) -> bytes:
         obj["max_rounds"] = state.max_rounds
     if state.reason is not None:
         obj["reason"] = state.reason
+    if state.rank_order != ranks.DEFAULT_ORDER:
+        obj["rank_order"] = state.rank_order
     return _json(obj)
 
 
@@ -273,6 +285,10 @@ def decode_state(data: bytes) -> RunState:
     reason = obj.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise MalformedValue("'reason' must be a string")
+    try:
+        rank_order = ranks.check_rank_order("'rank_order'", obj.get("rank_order", "natural"))
+    except TypeError as exc:
+        raise MalformedValue(str(exc)) from None
     state = RunState(
         round=_int(obj, "round", 0),
         complete=_bool(obj, "complete"),
@@ -285,6 +301,7 @@ def decode_state(data: bytes) -> RunState:
         lease=lease,
         max_rounds=max_rounds,
         reason=reason,
+        rank_order=rank_order,
     )
     if state.min_nodes > state.max_nodes:
         raise ValueError("'min_nodes' is greater than 'max_nodes'")
@@ -327,14 +344,15 @@ def decode_record(data: bytes) -> Record:
 
 def encode_member(member: Member) -> bytes:
     """The JSON of a node's heartbeat key."""
-    return _json(
-        {
-            "layout": LAYOUT,
-            "min_nodes": member.min_nodes,
-            "max_nodes": member.max_nodes,
-            "payload": _b64(member.payload),
-        }
-    )
+    obj: dict[str, Any] = {
+        "layout": LAYOUT,
+        "min_nodes": member.min_nodes,
+        "max_nodes": member.max_nodes,
+        "payload": _b64(member.payload),
+    }
+    if member.topology is not None:
+        obj["topology"] = member.topology
+    return _json(obj)
 
 
 def decode_member(data: bytes) -> Member:
@@ -344,10 +362,15 @@ def decode_member(data: bytes) -> Member:
     """
     obj = _object(data)
     _check_layout(obj, "the node's key")
+    try:
+        topology = ranks.check_topology("'topology'", obj.get("topology"))
+    except TypeError as exc:
+        raise MalformedValue(str(exc)) from None
     return Member(
         _int(obj, "min_nodes", 1),
         _int(obj, "max_nodes", 1),
         _unb64(obj.get("payload"), "'payload'"),
+        topology,
     )
 
 
@@ -418,12 +441,15 @@ def node_step(
     handed_out: int | None,
     min_nodes: int,
     max_nodes: int,
+    rank_order: ranks.RankOrder = ranks.DEFAULT_ORDER,
 ) -> Join | Done | Closed | Wait:
     """What node ``me``, in ``next_rendezvous()``, does next.
 
     :param joined: the round this node's join key asks for, or ``None``
     :param handed_out: the last round ``next_rendezvous()`` returned to this node
-    :raises ValueError: if the run's ``min_nodes``/``max_nodes`` differ from ours
+    :param rank_order: this node's rank order
+    :raises ValueError: if the run's ``min_nodes``/``max_nodes`` or rank order differ
+        from ours
     """
     if state is None:
         return Wait()  # the coordinator creates it
@@ -433,6 +459,11 @@ def node_step(
         raise ValueError(
             f"this node has min_nodes={min_nodes}, max_nodes={max_nodes}, but the run "
             f"has min_nodes={state.min_nodes}, max_nodes={state.max_nodes}"
+        )
+    if state.rank_order != rank_order:
+        raise ValueError(
+            f"this node has rank_order={rank_order!r}, but the run has "
+            f"rank_order={state.rank_order!r}"
         )
     if not state.complete:
         return Wait() if joined == state.round else Join(state.round)
@@ -596,6 +627,7 @@ def coordinate(
     last_call_timeout: float,
     now: float,
     max_rounds: int | None = None,
+    rank_order: ranks.RankOrder = ranks.DEFAULT_ORDER,
 ) -> Create | Swap | Wait:
     """What the coordinator does next: create the state, open or complete a round, or
     update the signals the state carries (a participant lost, nodes waiting).
@@ -606,9 +638,20 @@ def coordinate(
         ``min_nodes`` joins, or ``None``
     :param max_rounds: the coordinator's restart budget, for a state it creates; the
         state's own is the run's
+    :param rank_order: the coordinator's own, for a state it creates
     """
     if view.state is None:
-        return Create(RunState(0, False, False, min_nodes, max_nodes, max_rounds=max_rounds))
+        return Create(
+            RunState(
+                0,
+                False,
+                False,
+                min_nodes,
+                max_nodes,
+                max_rounds=max_rounds,
+                rank_order=rank_order,
+            )
+        )
     state, revision = view.state
     if state.closed:
         return Wait()
@@ -630,6 +673,7 @@ def coordinate(
                 state.max_nodes,
                 lease=state.lease,
                 max_rounds=state.max_rounds,
+                rank_order=state.rank_order,
             )
             return Swap(fresh, revision, f"round {next_round} opens: {why}")
         signals = (view.lost(), view.waiting())
@@ -642,15 +686,30 @@ def coordinate(
     if count < state.min_nodes:
         return Wait()
     joined = view.joined(state.round)
-    if count >= state.max_nodes:
-        chosen, why = joined[: state.max_nodes], "max_nodes joined"
-    elif previous_back(view, state.round):
+    back = previous_back(view, state.round)
+    last_call = min_reached_at is not None and now >= min_reached_at + last_call_timeout
+    if count >= state.max_nodes and back is not False:
+        chosen, why = joined, "max_nodes joined"
+    elif back:
         chosen, why = joined, "every live node of the last round, and every waiting node"
-    elif min_reached_at is not None and now >= min_reached_at + last_call_timeout:
+    elif last_call:
         chosen, why = joined, "the last call passed"
     else:
+        # Spares that wait do not complete a round before the last round's live nodes
+        # are back: they would take the places of nodes that are only slower to rejoin.
         return Wait(None if min_reached_at is None else min_reached_at + last_call_timeout)
-    names = tuple(sorted(chosen))
+    if len(chosen) > state.max_nodes:
+        # The last round's live nodes keep their places; the others come earliest first.
+        stay = set(view.participants_of(state.round - 1) or ())
+        chosen = [n for n in chosen if n in stay] + [n for n in chosen if n not in stay]
+        chosen = chosen[: state.max_nodes]
+    record = view.record
+    names = ranks.order(
+        chosen,
+        state.rank_order,
+        labels={name: view.members[name].topology for name in chosen},
+        previous=() if record is None else record.participants,
+    )
     done = replace(state, complete=True, size=len(names), waiting=0, lost=False)
     record = Record(state.round, names, any(view.members[name].payload for name in names))
     return Swap(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .._checks import echo, is_number, type_name, wrong_type
 from .._etcd._tls import client_context
+from .._rendezvous._conf import parse_conf
 from .._rendezvous._health import load_health_check
 from ._loop import BACKENDS
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 #: Where the etcd password comes from: never argv, where ``ps`` shows it.
 PASSWORD_VARIABLE = "ANYRDZV_ETCD_PASSWORD"
+#: Where a node's topology label comes from when ``--rdzv-conf`` gives none.
+TOPOLOGY_VARIABLE = "ANYRDZV_TOPOLOGY"
 
 #: The keys :meth:`anyrdzv.Rendezvous.from_conf` reads, with torch's defaults.
 RENDEZVOUS_KEYS = (
@@ -35,6 +38,8 @@ RENDEZVOUS_KEYS = (
     "max_rounds",
     "health_check",
     "health_check_timeout",
+    "rank_order",
+    "topology",
 )
 
 #: Every ``--rdzv-conf`` key the backend reads, torchrun's injected ``timeout`` included
@@ -157,7 +162,8 @@ def read_conf(
     :param endpoint: ``--rdzv-endpoint``: one etcd member or a comma-separated list;
         empty means ``localhost:2379``
     :param config: ``--rdzv-conf``, as torchrun gives it
-    :param environ: the environment, for :data:`PASSWORD_VARIABLE`
+    :param environ: the environment, for :data:`PASSWORD_VARIABLE` and
+        :data:`TOPOLOGY_VARIABLE` (the node's label, unless the conf gives ``topology``)
     :raises ValueError: naming the key, if a value is bad, a TLS file is missing or not
         PEM, ``password`` is given in the conf, ``user`` comes without a password, or
         ``health_check`` does not import
@@ -217,9 +223,13 @@ def read_conf(
         for key in config
         if key not in KNOWN_KEYS and key != "password"
     )
+    rendezvous = {key: options[key] for key in RENDEZVOUS_KEYS if key in options}
+    if not rendezvous.get("topology") and environ.get(TOPOLOGY_VARIABLE):
+        rendezvous["topology"] = environ[TOPOLOGY_VARIABLE]
+    parse_conf(rendezvous)  # a bad value is an error before any I/O
     return BackendConf(
         endpoint=endpoint.strip() or f"localhost:{DEFAULT_PORT}",
-        rendezvous={key: options[key] for key in RENDEZVOUS_KEYS if key in options},
+        rendezvous=rendezvous,
         ssl=context,
         username=username,
         password=password,
