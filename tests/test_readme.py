@@ -160,6 +160,8 @@ HARNESSES = {
     "events": Harness("class Events(logging.Handler):"),
     "health": Harness("async def gpus_ok() -> None:"),
     "max_rounds": Harness("max_rounds=1, last_call_timeout=1"),
+    "rank_order": Harness("async def replace_one() -> None:"),
+    "spares": Harness("async def wait_as_spare() -> None:"),
     # The testing how-to's test, of a user's own agent.
     "testing": Harness("async def test_a_node_whose_renewals_fail_leaves"),
 }
@@ -306,6 +308,24 @@ def test_the_health_page_runs(tmp_path: Path) -> None:
 def test_the_max_rounds_page_runs(tmp_path: Path) -> None:
     out = run_page_program("max_rounds", tmp_path)
     assert out.count("max_rounds=1") == 2, out
+
+
+def test_the_rank_order_page_runs(tmp_path: Path) -> None:
+    """The page's program prints what the page shows it prints."""
+    page = (ROOT / "docs" / "features" / "rank-order.md").read_text(encoding="utf-8")
+    shown = page.split("It prints:\n\n```text\n", 1)[1].split("```", 1)[0]
+    assert run_page_program("rank_order", tmp_path) == shown
+
+
+def test_the_spares_page_runs(tmp_path: Path) -> None:
+    lines = run_page_program("spares", tmp_path).splitlines()
+    assert lines == [
+        "('a', 'b')",
+        "counted as waiting: 0",
+        "spare: 1 ('a', 'spare')",
+        "a: 0 ('a', 'spare')",
+        "no last call: True",
+    ]
 
 
 @pytest.mark.anyio
