@@ -45,7 +45,32 @@ CONF_KEYS = {
     "store_timeout": "seconds etcd may take to answer a request",
     "async_backend": "the event loop the backend runs: ``asyncio``, ``uvloop`` or ``trio``",
     "timeout": "torchrun's own (900 unless given): ignored, as torch's dynamic handler does",
+    "max_rounds": (
+        "the run's restart budget: rounds allowed after the first, run-wide "
+        "(:doc:`../features/max-rounds`)"
+    ),
+    "health_check": (
+        "``package.module:function``, an async check run before each join "
+        "(:doc:`../features/health`)"
+    ),
+    "health_check_timeout": "seconds one health check may take",
+    "rank_order": (
+        "``natural``, ``stable`` or ``name``: how a round ranks its participants "
+        "(:doc:`../features/rank-order`)"
+    ),
+    "topology": (
+        "this node's topology label, e.g. ``rack3/switch12`` (or ``ANYRDZV_TOPOLOGY``): "
+        "contiguous ranks per label"
+    ),
 }
+
+
+def _default(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f"``{value}``"
+    return f"``{value:g}``"  # type: ignore[str-format]
 
 
 def _rst_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -85,8 +110,8 @@ class RdzvConfKeys(_Generated):
             )
         plain = read_conf("", {}, {})
         defaults: dict[str, str] = {
-            key: f"``{DEFAULTS[key]:g}``"
-            for key in RENDEZVOUS_KEYS  # type: ignore[literal-required]
+            key: _default(DEFAULTS[key])  # type: ignore[literal-required]
+            for key in RENDEZVOUS_KEYS
         }
         defaults |= {
             "store_timeout": f"``{plain.store_timeout:g}``",
