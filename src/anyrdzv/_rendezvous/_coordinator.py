@@ -30,6 +30,7 @@ import anyio
 import anyio.abc
 
 from .._core._delay import backoff, delay
+from .._core._groups import HostedTaskGroup
 from .._exceptions import LeaseExpired, StoreConnectionError, StoreError
 from .._stores._follow import Resynced, follow
 from .._stores._model import EventType, Lease
@@ -120,7 +121,9 @@ class Coordinator:
         :raises StoreError: if the store fails in a way a retry cannot mend
         """
         await self._read()
-        async with anyio.create_task_group() as tg:
+        # Closed as the context managers close theirs, so that an error of its tasks
+        # (Ctrl-C, on trio, in any of them) leaves as itself, not in a group.
+        async with HostedTaskGroup(f"coordinator of run {self._run_id!r}") as tg:
             tg.start_soon(self._follow, name=f"coordinator watch of run {self._run_id!r}")
             tg.start_soon(self._keep_run_lease, name=f"run lease of {self._run_id!r}")
             tg.start_soon(self._decide, name=f"coordinator of run {self._run_id!r}")
