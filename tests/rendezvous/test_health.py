@@ -64,6 +64,11 @@ async def test_a_failing_node_waits_outside_until_its_check_passes(
         tg.start_soon(next_of, a)
         tg.start_soon(next_of, b)
         await eventually(lambda: check.calls >= 2 and len(failures(caplog, "b")) >= 2)
+
+        async def a_joined() -> bool:  # a's check passed: its join lands, b's failures or not
+            return "a" in await joins(store, "health")
+
+        await eventually(a_joined)
         # b retried, and has not joined; the report says why.
         assert "b" not in await joins(store, "health")
         report = await read_run(store, "health", prefix=PREFIX)
