@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import os
 import re
 import signal
 import subprocess
@@ -524,7 +525,13 @@ def start_program(name: str, workdir: Path, endpoint: str, *args: str) -> subpro
     """Start snippet ``name``, a program, with its stdout and stderr in files of
     ``workdir`` (``<args>.out``, ``.err``): several of them never block on a pipe."""
     program = workdir / f"{name}.py"
-    program.write_text(module(name, endpoint), encoding="utf-8")
+    code = module(name, endpoint)
+    if not program.exists() or program.read_text(encoding="utf-8") != code:
+        # Written whole, then renamed into place: a process started from it a moment
+        # ago may still be reading it (a truncated file once ran as an empty program).
+        written = workdir / f".{name}-{os.getpid()}.py"
+        written.write_text(code, encoding="utf-8")
+        os.replace(written, program)
     tag = "-".join(args)
     with open(workdir / f"{tag}.out", "w") as out, open(workdir / f"{tag}.err", "w") as err:
         return subprocess.Popen(
@@ -536,7 +543,13 @@ def wait_for(path: Path, text: str, limit: float) -> None:
     """Wait until file ``path`` holds ``text``."""
     deadline = time.monotonic() + limit
     while text not in path.read_text(encoding="utf-8"):
-        assert time.monotonic() < deadline, f"no {text!r} in {path.name}: {path.read_text()}"
+        if time.monotonic() >= deadline:
+            printed = {
+                other.name: other.read_text(encoding="utf-8")
+                for pattern in ("*.out", "*.err")
+                for other in sorted(path.parent.glob(pattern))
+            }
+            raise AssertionError(f"no {text!r} in {path.name} after {limit} s; printed: {printed}")
         time.sleep(0.05)
 
 
