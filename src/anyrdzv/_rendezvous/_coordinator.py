@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.abc
 
+from .._core._changed import Changed
 from .._core._delay import backoff, delay
 from .._core._groups import HostedTaskGroup
 from .._exceptions import LeaseExpired, StoreConnectionError, StoreError
@@ -108,8 +109,7 @@ class Coordinator:
         self._rank_order: RankOrder = rank_order
         self._view = rules.View(None, None, {}, {})
         self._revision = 0
-        self._version = 0
-        self._wake = anyio.Event()
+        self._changes = Changed()
         self._deposed = anyio.Event()
         self._min_reached: tuple[int, float] | None = None
         self._signals_at = -math.inf
@@ -185,9 +185,7 @@ class Coordinator:
                 self._min_reached = None
             elif self._min_reached is None or self._min_reached[0] != state.round:
                 self._min_reached = (state.round, anyio.current_time())
-        self._version += 1
-        self._wake.set()
-        self._wake = anyio.Event()
+        self._changes.bump()
 
     async def _follow(self) -> None:
         data = self._keys.data
@@ -208,23 +206,13 @@ class Coordinator:
                 self._apply(event.key, value, event.revision)
                 self._changed()
 
-    async def _until_changed(self, version: int, until: float | None = None) -> None:
-        while self._version <= version:
-            wake = self._wake
-            if until is None:
-                await wake.wait()
-            else:
-                with anyio.move_on_after(until - anyio.current_time()):
-                    await wake.wait()
-                return
-
     # -- deciding ----------------------------------------------------------------------
 
     async def _decide(self) -> None:
         retry: Iterator[float] | None = None
         while True:
             await anyio.sleep(SETTLE)
-            version = self._version
+            version = self._changes.version
             min_reached = self._min_reached
             state = self._view.state
             action = rules.coordinate(
@@ -240,7 +228,7 @@ class Coordinator:
                 rank_order=self._rank_order,
             )
             if isinstance(action, rules.Wait):
-                await self._until_changed(version, action.until)
+                await self._changes.wait_past(version, action.until)
                 continue
             if isinstance(action, rules.Swap) and action.record is None and state is not None:
                 # Only the signals: a change of how many wait may wait a little, so that
@@ -255,7 +243,7 @@ class Coordinator:
                     and action.state.round == state[0].round
                     and quiet_until > anyio.current_time()
                 ):
-                    await self._until_changed(version, quiet_until)
+                    await self._changes.wait_past(version, quiet_until)
                     continue
             try:
                 revision = await self._write(action)
@@ -272,10 +260,10 @@ class Coordinator:
                 continue
             retry = None
             if revision is None:
-                await self._until_changed(version)
+                await self._changes.wait_past(version)
             else:
                 while self._revision < revision:
-                    await self._until_changed(self._version)
+                    await self._changes.wait_past(self._changes.version)
 
     async def _write(self, action: rules.Create | rules.Swap) -> int | None:
         """Carry out ``action``; return the revision it wrote at, or ``None`` if the state

@@ -28,6 +28,7 @@ import anyio
 import anyio.abc
 
 from .._checks import echo
+from .._core._changed import Changed
 from .._exceptions import StoreConnectionError, StoreError
 from .._stores._follow import Resynced, follow
 from .._stores._model import EventType
@@ -75,7 +76,6 @@ class RunView:
     :ivar coordinator: the coordinator's node name, or ``None``
     :ivar errors: for each key whose value is malformed, why
     :ivar revision: the store revision the view is at
-    :ivar version: bumped whenever a control key changes
     :ivar held: how many nodes hold this view
     :ivar claiming: whether a node of this view is claiming the coordinator's key: the
         others wait for the outcome instead of sending the same claim
@@ -94,14 +94,13 @@ class RunView:
         self.coordinator: str | None = None
         self.errors: dict[str, str] = {}
         self.revision = 0
-        self.version = 0
         self.held = 0
         self.claiming = False
         #: the first round this view has not seen
         self.next_round = 0
         #: the puts of the nodes' keys go through it
         self.batcher = WriteBatcher(store)
-        self._wake = anyio.Event()
+        self._changes = Changed()
         self._at_revision: list[tuple[int, int, anyio.Event]] = []  # a heap
         self._hosts: dict[int, anyio.abc.TaskGroup] = {}  # the entered nodes' task groups
         self._watcher: int | None = None  # the host whose task group runs the watch
@@ -175,16 +174,14 @@ class RunView:
 
     # -- waiting -----------------------------------------------------------------------
 
+    @property
+    def version(self) -> int:
+        """Bumped whenever a control key changes."""
+        return self._changes.version
+
     async def until_changed(self, version: int, until: float | None = None) -> None:
         """Wait until :attr:`version` is past ``version``, or the local time ``until``."""
-        while self.version <= version:
-            wake = self._wake
-            if until is None:
-                await wake.wait()
-            else:
-                with anyio.move_on_after(until - anyio.current_time()):
-                    await wake.wait()
-                return
+        await self._changes.wait_past(version, until)
 
     async def until_revision(self, revision: int) -> None:
         """Wait until the view is at ``revision`` or later."""
@@ -276,9 +273,7 @@ class RunView:
         state = self.state
         if state is not None:
             self.next_round = max(self.next_round, state[0].round + 1)
-        self.version += 1
-        self._wake.set()
-        self._wake = anyio.Event()
+        self._changes.bump()
         self._release()
 
     def _release(self) -> None:
