@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import sys
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,15 @@ def pytest_configure(config: pytest.Config) -> None:
     left running that chunk's scenario tests while the other idles."""
     if getattr(config.option, "maxschedchunk", "") is None:  # xdist's option, not given
         config.option.maxschedchunk = 1
+
+
+# The tests press Ctrl-C in child processes, as a user does at a terminal, where SIGINT
+# is never ignored. A test run started in the background by a non-interactive shell (or
+# under nohup) inherits SIGINT ignored, and so would every process it starts: those
+# tests would then time out, testing nothing. Handled here, the children start with the
+# default instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
