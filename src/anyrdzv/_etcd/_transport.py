@@ -11,6 +11,7 @@ import contextlib
 import functools
 import importlib
 import math
+import os
 import ssl as _ssl
 import threading
 from contextlib import asynccontextmanager, contextmanager
@@ -167,6 +168,22 @@ def map_errors(where: str, *, limit: float, waited: float = 0.0) -> Iterator[Non
         raise  # ours already (they are OSErrors too: PermissionError, ConnectionError)
     except (TimeoutError, *_TRANSPORT_ERRORS) as exc:
         raise connection_error(exc, where=where, limit=limit, waited=waited) from exc
+    except AttributeError as exc:
+        if not _socket_gone(exc):
+            raise
+        raise StoreConnectionError(
+            f"cannot reach etcd at {where}: the connection closed as it was made ({cut(str(exc))})"
+        ) from exc
+
+
+def _socket_gone(exc: AttributeError) -> bool:
+    """Whether ``exc`` is anyio's socket stream finding no socket: on uvloop, a
+    connection that the server closes as it is made (a member killed that moment) has
+    none, and httpcore's first look at the stream's attributes fails so."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}anyio{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def handshake_hint(
