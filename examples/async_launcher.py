@@ -52,7 +52,7 @@ async def launch(endpoint: Endpoint, rdzv_id: str, interval: float, duration: fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rdzv-endpoint", default="localhost:29400", metavar="HOST[:PORT]")
     parser.add_argument("--rdzv-conf", default="", metavar="K=V,...")
     parser.add_argument("--rdzv-id", default="none", help="the run id (default: none)")

@@ -33,7 +33,7 @@ import sys
 import time
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.abc
@@ -42,11 +42,14 @@ from _runner import BACKENDS, run
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from anyrdzv import EtcdStore, LeaseStore, MemoryStore, Rendezvous, RendezvousInfo
+from anyrdzv.testing import StoreWrapper
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+T = TypeVar("T")
 
 #: The worker: it reports its environment, then runs until its agent is gone (a worker
 #: must not outlive an agent that was SIGKILLed, and that agent cannot kill it).
@@ -144,7 +147,7 @@ async def worker(
             await proc.aclose()
 
 
-class Crashable:
+class Crashable(StoreWrapper):
     """Wraps a store; once ``crashed`` is set, the node's calls never get an answer."""
 
     CALLS = frozenset(
@@ -164,18 +167,13 @@ class Crashable:
     )
 
     def __init__(self, store: LeaseStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.crashed = False
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.store, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.crashed:
-                await anyio.sleep_forever()
-            return await attribute(*args, **kwargs)
-
-        return call if name in self.CALLS else attribute
+    async def intercept(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+        if self.crashed and method in self.CALLS:
+            await anyio.sleep_forever()
+        return await call()
 
 
 class Timeline:
@@ -432,7 +430,7 @@ async def run_node(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--etcd", metavar="HOST:PORT", help="use etcd; nodes become processes")
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--run-id", default="elastic-demo")

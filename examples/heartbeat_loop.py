@@ -42,7 +42,7 @@ async def run(timers: dict[str, PeriodicTimer], duration: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--timers", type=int, default=3, help="how many heartbeats (default 3)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between beats")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds to run (default 5)")

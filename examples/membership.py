@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.abc
@@ -36,24 +36,25 @@ from anyrdzv import (
     StoreConnectionError,
     watch_members,
 )
+from anyrdzv.testing import StoreWrapper
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+T = TypeVar("T")
 
 
-class Partitionable:
+class Partitionable(StoreWrapper):
     """Wraps a store; once ``cut`` is set, calls hang as if the network were gone."""
 
     def __init__(self, store: LeaseStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.cut = False
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.store, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.cut:
-                await anyio.sleep(math.inf)
-            return await attribute(*args, **kwargs)
-
-        return call if name in {"grant", "keep_alive", "revoke", "put"} else attribute
+    async def intercept(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+        if self.cut and method in {"grant", "keep_alive", "revoke", "put"}:
+            await anyio.sleep(math.inf)
+        return await call()
 
 
 async def run_member(endpoint: str, group: str, name: str, interval: float, missed: int) -> None:
@@ -218,7 +219,7 @@ async def read_until(proc: anyio.abc.Process, marker: bytes, limit: float) -> bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--etcd", metavar="HOST:PORT", help="use etcd; members become processes")
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--group", default="demo")

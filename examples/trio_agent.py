@@ -38,7 +38,7 @@ async def agent(endpoint: anyrdzv.Endpoint, interval: float, duration: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rdzv-endpoint", default="localhost:29400", metavar="HOST[:PORT]")
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0)

@@ -16,7 +16,7 @@ import logging
 import math
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -24,12 +24,16 @@ import anyio.lowlevel
 from .._exceptions import RendezvousError, StoreConnectionError
 from .._rendezvous._rendezvous import Rendezvous
 from .._stores._memory import MemoryStore
+from .._stores._wrapper import StoreWrapper
 from ._errors import UsageError, is_interrupt
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from typing import TextIO
 
     from .._stores._protocol import LeaseStore
+
+_T = TypeVar("_T")
 
 #: The event loops the demo runs on.
 BACKENDS = ("asyncio", "uvloop", "trio")
@@ -120,27 +124,20 @@ def add_parser(
     return demo
 
 
-class _Link:
+class _Link(StoreWrapper):
     """One node's link to the shared store: it passes every call on, until the node
     crashes; then every call fails, as a dead process's would never arrive."""
 
     def __init__(self, store: LeaseStore, node: str) -> None:
-        self._store = store
+        super().__init__(store)
         self._node = node
         self.crashed = False
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._store, name)
-        if name not in _CALLS:
-            return attribute
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.crashed:
-                await anyio.lowlevel.checkpoint()
-                raise StoreConnectionError(f"node {self._node!r} has crashed")
-            return await attribute(*args, **kwargs)
-
-        return call
+    async def intercept(self, method: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        if self.crashed and method in _CALLS:
+            await anyio.lowlevel.checkpoint()
+            raise StoreConnectionError(f"node {self._node!r} has crashed")
+        return await call()
 
 
 @dataclass
@@ -226,7 +223,7 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
     links = {name: _Link(store, name) for name in names}
     nodes = {
         name: Rendezvous(
-            links[name],  # a LeaseStore: its methods come through __getattr__
+            links[name],
             run_id,
             node=name,
             min_nodes=count - 1,

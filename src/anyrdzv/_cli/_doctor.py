@@ -369,6 +369,7 @@ def _run_backend(args: argparse.Namespace, out: TextIO) -> int:
         async def skew(base_url: str, where: str) -> None:
             skews.append(await _measure_skew(base_url, where, context, args.timeout))
 
+        found: tuple[ClusterStatus, list[_Check]] | None = None
         async with anyio.create_task_group() as tg:
             for base_url, where in members:
                 tg.start_soon(skew, base_url, where)
@@ -385,12 +386,16 @@ def _run_backend(args: argparse.Namespace, out: TextIO) -> int:
                 )
                 return status, [_Check("auth", False, f"not checked: {one_line(str(exc))}")], skews
             try:
-                status = await store.cluster_status()
-                checks = await _auth_and_permissions(store, args.user, run_prefix)
+                found = (
+                    await store.cluster_status(),
+                    await _auth_and_permissions(store, args.user, run_prefix),
+                )
             finally:
                 await store.aclose()
+        assert found is not None  # the task group re-raises what its block raised
         order = [where for _, where in members]
         skews.sort(key=lambda each: order.index(each.endpoint))
+        status, checks = found
         return status, checks, skews
 
     try:

@@ -8,7 +8,6 @@ finalizer, and an exception from the function reaches the timer's owner.
 from __future__ import annotations
 
 import contextvars
-import functools
 import heapq
 import inspect
 import itertools
@@ -345,14 +344,12 @@ class _Batch:
         timer.batch = None
         context = timer.context
         assert context is not None
-        spawn = functools.partial(
-            self.task_group.start_soon,
-            timer.run_alone,
-            pending,
-            scheduled,
-            actual,
-            name=self.name,
-        )
+
+        def spawn() -> None:
+            self.task_group.start_soon(
+                timer.run_alone, pending, scheduled, actual, name=self.name
+            )
+
         context.run(spawn)
 
 

@@ -145,8 +145,9 @@ class Renewal:
                     "after the lease ran out"
                 )
                 raise self._lost("no renewal succeeded before the lease ran out") from late
+            remaining: int | None = None  # None: no answer within `left`
             try:
-                with anyio.move_on_after(left) as scope:
+                with anyio.move_on_after(left):
                     remaining = await self._store.keep_alive(lease)
             except LeaseExpired as exc:
                 self.lease_gone = True
@@ -174,7 +175,7 @@ class Renewal:
                 )
                 await delay(pause)
                 continue
-            if scope.cancelled_caught:
+            if remaining is None:
                 timeout = TimeoutError(
                     f"the renewal of lease {lease.id} got no answer within {left:.3g} s, "
                     f"by when the lease had run out"

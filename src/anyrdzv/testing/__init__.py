@@ -6,10 +6,10 @@ anyrdzv.
 """
 
 from .._core._public import fixup_module_metadata as _fixup_module_metadata
+from .._stores._wrapper import StoreWrapper as StoreWrapper
 from ._counting import CountingStore as CountingStore
 from ._etcd import use_member as use_member
 from ._faulty import FaultyStore as FaultyStore
-from ._wrapper import StoreWrapper as StoreWrapper
 
 __all__ = ("CountingStore", "FaultyStore", "StoreWrapper", "use_member")
 

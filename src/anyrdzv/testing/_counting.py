@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypeVar, final
 
 from .._stores._model import KeyValue
 from .._stores._txn import GetResult, TxnResult
-from ._wrapper import StoreWrapper
+from .._stores._wrapper import StoreWrapper
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable

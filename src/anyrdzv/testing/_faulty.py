@@ -11,7 +11,7 @@ import anyio.lowlevel
 
 from .._checks import check_int, echo, type_name
 from .._exceptions import StoreConnectionError, StoreError
-from ._wrapper import StoreWrapper
+from .._stores._wrapper import StoreWrapper
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -158,6 +158,7 @@ class FaultyStore(StoreWrapper):
         generation = self._watch_generation
         iterator = stream.__aiter__()
         while True:
+            event: StoreEvent | None = None  # None: the watch was cut before an event
             with anyio.CancelScope() as scope:
                 self._reads.add(scope)
                 try:
@@ -165,6 +166,6 @@ class FaultyStore(StoreWrapper):
                         event = await iterator.__anext__()
                 finally:
                     self._reads.discard(scope)
-            if self._watch_generation != generation:
+            if self._watch_generation != generation or event is None:
                 raise StoreConnectionError(f"the watch on {prefix!r} was cut (a fault)")
             yield event

@@ -6,14 +6,14 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._stores._protocol import check_store
+from ._protocol import check_store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 
-    from .._stores._model import CasResult, KeyValue, Lease, StoreEvent
-    from .._stores._protocol import LeaseStore
-    from .._stores._txn import Compare, TxnOp, TxnResult
+    from ._model import CasResult, KeyValue, Lease, StoreEvent
+    from ._protocol import LeaseStore
+    from ._txn import Compare, TxnOp, TxnResult
 
 _T = TypeVar("_T")
 
