@@ -25,10 +25,11 @@ from anyrdzv import (
     RendezvousError,
     RendezvousInfo,
     RendezvousTimeout,
+    StoreEvent,
     StorePermissionError,
 )
 from anyrdzv._rendezvous import _rules as rules
-from anyrdzv.testing import FaultyStore
+from anyrdzv.testing import FaultyStore, StoreWrapper
 from tests._support.heartbeat import FakeStore
 from tests._support.rendezvous import (
     PREFIX,
@@ -44,7 +45,7 @@ from tests._support.rendezvous import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator
 
     from tests._support.etcd_server import EtcdServer
 
@@ -294,6 +295,81 @@ class TestCancellation:
                 tg.cancel_scope.cancel()
             info = check_agreement(infos)
             assert (info.round, info.participants) == (1, ("a", "b", "c"))
+
+    async def test_nor_is_it_when_the_nodes_view_has_not_seen_it_complete(
+        self,
+        node_stores: list[LeaseStore],
+        run_id: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """As above, with a's view of the run behind: the round formed with a's stale
+        join is complete in the store, not yet in a's view, when a calls again. a does
+        not join that round afresh and is not handed it: it asks for a new one."""
+        faulty = FaultyStore(node_stores[0])
+        slow = HeldWatches(faulty)
+        async with AsyncExitStack() as stack:
+            options: dict[str, Any] = {"min_nodes": 3, "max_nodes": 3, **STEADY}
+            b = await stack.enter_async_context(make(node_stores[1], run_id, "b", **options))
+            coordinator = f"{PREFIX}/{run_id}/state.coordinator"
+            await eventually(lambda: node_stores[1].get(coordinator))
+            a = await stack.enter_async_context(make(slow, run_id, "a", **options))
+            c = await stack.enter_async_context(make(node_stores[2], run_id, "c", **options))
+            faulty.fail("txn", times=1)  # the withdrawal's
+            with anyio.move_on_after(0.3):
+                await a.next_rendezvous()
+            assert "node 'a' could not withdraw its join" in caplog.text
+            slow.hold()  # a's view hears of nothing more, for now
+            for stale in (await all_next(b, c)).values():
+                assert (stale.round, stale.participants) == (0, ("a", "b", "c"))
+            seen: list[str] = []
+            infos: dict[str, RendezvousInfo] = {}
+
+            async def follow() -> None:
+                async with aclosing(b.changes()) as changes:
+                    async for change in changes:
+                        seen.append(change)
+
+            async def call(rdzv: Rendezvous) -> None:
+                infos[rdzv.node] = await rdzv.next_rendezvous()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                tg.start_soon(call, a)
+                await anyio.sleep(0.5)  # a's call decides on what its view shows
+                assert (infos, seen) == ({}, [])
+                slow.release()
+                await eventually(lambda: seen == ["new_round"])  # a asked for a new one
+                assert infos == {}
+                tg.start_soon(call, b)
+                await call(c)
+                await eventually(lambda: len(infos) == 3)
+                tg.cancel_scope.cancel()
+            info = check_agreement(infos)
+            assert (info.round, info.participants) == (1, ("a", "b", "c"))
+
+
+class HeldWatches(StoreWrapper):
+    """Passes every call on; while :meth:`hold` lasts, the events of its watches wait, as
+    those of a slow watch do."""
+
+    def __init__(self, store: LeaseStore) -> None:
+        super().__init__(store)
+        self._flowing = anyio.Event()
+        self._flowing.set()
+
+    def hold(self) -> None:
+        self._flowing = anyio.Event()
+
+    def release(self) -> None:
+        self._flowing.set()
+
+    async def intercept_watch(
+        self, prefix: str, stream: AsyncIterator[StoreEvent]
+    ) -> AsyncGenerator[StoreEvent, None]:
+        async for event in stream:
+            while not self._flowing.is_set():
+                await self._flowing.wait()
+            yield event
 
 
 async def _joined(store: LeaseStore, run_id: str, nodes: set[str]) -> bool:

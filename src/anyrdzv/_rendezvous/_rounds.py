@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, final
 from .._core._delay import backoff, delay
 from .._exceptions import LeaseExpired, RendezvousClosed, RendezvousError, StoreConnectionError
 from .._stores._model import Lease
-from .._stores._txn import Compare, Delete, Put
+from .._stores._txn import Compare, Delete, Get, GetResult, Put
 from . import _rules as rules
 
 if TYPE_CHECKING:
@@ -163,8 +163,8 @@ class Rounds:
                 continue
             try:
                 if self._withdrawn:
-                    await self._store.txn([], [Delete(self._keys.join)])
-                    self._withdrawn = False
+                    await self._delete_withdrawn_join()
+                    continue  # decide again, on the view as of the delete
                 await self._join(action.round)
             except StoreConnectionError as exc:
                 retry = retry or backoff(0.05, 2.0)
@@ -184,6 +184,23 @@ class Rounds:
                 break
             retry = None
         raise loss
+
+    async def _delete_withdrawn_join(self) -> None:
+        """Delete the join key that a withdrawn call may have left, and wait until the
+        view shows the run's state as of that delete.
+
+        A round may have completed with that stale join before this node's view heard
+        of it. Decided on the view before the delete, the call would join that round
+        afresh and be handed it; decided on the view after it, the round is complete
+        without this call, which asks for the next one.
+        """
+        result = await self._store.txn([], [Delete(self._keys.join), Get(self._keys.state)])
+        self._withdrawn = False
+        read = result.results[-1]
+        if isinstance(read, GetResult) and read.kvs:
+            # The coordinator puts the state before the record, in one txn: once the view
+            # is at the state's revision, it shows that state.
+            await self._entry.run.until_revision(read.kvs[0].mod_revision)
 
     async def _join(self, round: int) -> None:
         """Put this node's join key for ``round``."""
