@@ -58,10 +58,8 @@ async def follow(store: EtcdStore, group: str, left: list[MemberEvent], ready: a
 
 
 def why(exc: BaseException) -> str:
-    """A lost heartbeat's message and cause, out of the groups around it."""
-    while inner := getattr(exc, "exceptions", None):  # an exception group (3.10 has none)
-        exc = inner[0]
-    return f"{exc} (cause: {exc.__cause__!r})"
+    """A lost heartbeat's type, message and cause (it leaves ``Heartbeat`` as itself)."""
+    return f"{type(exc).__name__}: {exc} (cause: {exc.__cause__!r})"
 
 
 class Members:
@@ -83,7 +81,7 @@ class Members:
                 self.beats.append(beat)
                 self._check_entered()
                 await self.done.wait()
-        except Exception as exc:  # noqa: BLE001 - a HeartbeatLost, alone or in a group
+        except Exception as exc:  # noqa: BLE001 - a HeartbeatLost, or whatever else left
             self.lost.append(exc)
             self._check_entered()
 
